@@ -1,0 +1,29 @@
+# One virtualenv per clone; every target installs what it needs first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+PYTEST_ARGS ?=
+
+.PHONY: install demo serve-tiny test lint
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	# torch first and pinned: a floating torch pulls a multi-GB CUDA build.
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[engine,operator,dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Serve builtin:tiny on 127.0.0.1 and stream one chat completion to the terminal.
+serve-tiny: install
+	$(PY) scripts/serve_tiny.py
+
+demo: serve-tiny
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check engine operator tests
+	$(VENV)/bin/mypy
