@@ -1,0 +1,147 @@
+"""Engine settings: parsed once from the command line (and env for secrets), then passed around frozen.
+
+`sglang-engine serve [flags] [-- EXTRA_SGLANG_ARGS...]`: everything after a bare `--` is appended to
+SGLang's argv (flags the engine owns are refused there, see protocol.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Backend = Literal["sglang", "transformers"]
+DType = Literal["auto", "half", "float16", "bfloat16", "float", "float32"]
+
+
+class EngineSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    backend: Backend = "sglang"
+    revision: str | None = None
+    served_model_name: str | None = None  # default: derived from model
+    host: str = "127.0.0.1"
+    port: int = 8000
+    tp_size: int = Field(1, ge=1)
+    context_length: int | None = Field(None, ge=1)
+    mem_fraction_static: float | None = Field(None, gt=0, lt=1)
+    dtype: DType = "auto"
+    max_running_requests: int | None = Field(None, ge=1)
+    trust_remote_code: bool = False
+    chat_template: str | None = None
+    download_dir: str | None = None
+    random_seed: int | None = None
+    # LoRA
+    lora_adapters: tuple[tuple[str, str], ...] = ()  # (name, source) given on the command line
+    max_loaded_adapters: int | None = Field(None, ge=1)
+    max_lora_rank: int | None = Field(None, ge=1)
+    lora_target_modules: tuple[str, ...] = ()
+    enable_lora: bool = False  # implied by any adapter, the config file, or the lora flags
+    # The watched JSON file of desired adapters and generation defaults (mounted from the ConfigMap).
+    config_file: Path | None = None
+    # SGLang subprocess
+    sglang_module: str = "sglang.launch_server"
+    sglang_port: int = 30000
+    sglang_extra_args: tuple[str, ...] = ()
+    startup_timeout_s: float = Field(1800.0, gt=0)
+    shutdown_grace_s: float = Field(30.0, ge=0)
+    print_sglang_argv: bool = False
+    # Serving limits
+    max_concurrent_requests: int = Field(256, ge=1)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # Secrets: read from files or env, never from argv (argv is visible in `ps`).
+    api_key: str | None = Field(None, repr=False)
+    admin_token: str | None = Field(None, repr=False)
+    # Where builtin:tiny and builtin adapters are built once.
+    cache_dir: Path = Path(os.environ.get("SGLANG_ENGINE_CACHE", Path.home() / ".cache" / "sglang-engine"))
+    device: str = "auto"  # transformers backend: auto, cpu, cuda
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "info"
+
+    @property
+    def model_name(self) -> str:
+        """The name clients use in `model`: --served-model-name, else the model id."""
+        return self.served_model_name or self.model
+
+    @property
+    def lora_enabled(self) -> bool:
+        return bool(self.enable_lora or self.lora_adapters or self.config_file or self.max_lora_rank)
+
+
+def _read_secret(file_arg: str | None, env_name: str) -> str | None:
+    if file_arg:
+        return Path(file_arg).read_text().strip() or None
+    return os.environ.get(env_name) or None
+
+
+def _adapter(value: str) -> tuple[str, str]:
+    name, sep, source = value.partition("=")
+    if not sep or not name or not source:
+        raise argparse.ArgumentTypeError(f"--lora-adapter expects NAME=SOURCE, got {value!r}")
+    return name, source
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sglang-engine serve", description="Serve a model with SGLang behind "
+                                "an OpenAI-compatible API. Arguments after a bare `--` go to SGLang.")
+    a = p.add_argument
+    a("--model", required=True, help="HF repo id, local path, or builtin:tiny")
+    a("--backend", choices=["sglang", "transformers"], default="sglang")
+    a("--revision")
+    a("--served-model-name")
+    a("--host", default="127.0.0.1")
+    a("--port", type=int, default=8000)
+    a("--tp-size", type=int, default=1)
+    a("--context-length", type=int)
+    a("--mem-fraction-static", type=float)
+    a("--dtype", default="auto")
+    a("--max-running-requests", type=int)
+    a("--trust-remote-code", action="store_true")
+    a("--chat-template")
+    a("--download-dir")
+    a("--random-seed", type=int)
+    a("--lora-adapter", action="append", type=_adapter, default=[], metavar="NAME=SOURCE")
+    a("--enable-lora", action="store_true")
+    a("--max-loaded-adapters", type=int)
+    a("--max-lora-rank", type=int)
+    a("--lora-target-modules", nargs="+", default=[])
+    a("--config", dest="config_file", help="watched JSON file of desired adapters and generation defaults")
+    a("--sglang-module", default="sglang.launch_server")
+    a("--sglang-port", type=int, default=30000)
+    a("--startup-timeout", dest="startup_timeout_s", type=float, default=1800.0)
+    a("--shutdown-grace", dest="shutdown_grace_s", type=float, default=30.0)
+    a("--print-sglang-argv", action="store_true")
+    a("--max-concurrent-requests", type=int, default=256)
+    a("--max-body-bytes", type=int, default=4 * 1024 * 1024)
+    a("--api-key-file", help="file holding the /v1 API key (else env SGLANG_ENGINE_API_KEY)")
+    a("--admin-token-file", help="file holding the admin bearer token (else env SGLANG_ENGINE_ADMIN_TOKEN)")
+    a("--cache-dir")
+    a("--device", default="auto")
+    a("--log-format", choices=["text", "json"], default="text")
+    a("--log-level", default="info")
+    return p
+
+
+def parse_settings(argv: list[str]) -> EngineSettings:
+    """Parse `serve` arguments (without the subcommand) into settings; exits 2 on a bad flag."""
+    extra: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
+    ns = vars(build_parser().parse_args(argv))
+    api_key = _read_secret(ns.pop("api_key_file"), "SGLANG_ENGINE_API_KEY")
+    admin_token = _read_secret(ns.pop("admin_token_file"), "SGLANG_ENGINE_ADMIN_TOKEN")
+    if ns["cache_dir"] is None:
+        ns.pop("cache_dir")
+    return EngineSettings(
+        **{k: v for k, v in ns.items() if k not in ("lora_adapter", "lora_target_modules")},
+        lora_adapters=tuple(ns["lora_adapter"]),
+        lora_target_modules=tuple(ns["lora_target_modules"]),
+        sglang_extra_args=tuple(extra),
+        api_key=api_key,
+        admin_token=admin_token,
+    )
