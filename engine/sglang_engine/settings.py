@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-lora-rank", type=int)
     a("--lora-target-modules", nargs="+", default=[])
     a("--config", dest="config_file", help="watched JSON file of desired adapters and generation defaults")
-    a("--sglang-module", default="sglang.launch_server")
+    # The env default lets a pod (or a test) point the real launch path at a stand-in without new flags.
+    a("--sglang-module", default=os.environ.get("SGLANG_ENGINE_SGLANG_MODULE", "sglang.launch_server"))
     a("--sglang-port", type=int, default=30000)
     a("--startup-timeout", dest="startup_timeout_s", type=float, default=1800.0)
     a("--shutdown-grace", dest="shutdown_grace_s", type=float, default=30.0)
