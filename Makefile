@@ -11,6 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	# torch first and pinned: a floating torch pulls a multi-GB CUDA build.
 	$(PIP) install torch==2.13.0
 	$(PIP) install -e '.[engine,operator,dev]'
+	$(PY) scripts/install_tools.py
 	touch $@
 
 install: $(VENV)/.installed
