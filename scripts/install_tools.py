@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in BINARIES:
         flag = ["version", "--client"] if name == "kubectl" else ["version", "--short"]
         out = subprocess.run([str(bin_dir / name), *flag], capture_output=True, text=True)
-        log(f"{name}: {(out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else '?'}")
+        text = (out.stdout or out.stderr).strip()
+        log(f"{name}: {text.splitlines()[0] if text else '?'}")
     return 0
 
 
