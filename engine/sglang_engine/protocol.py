@@ -1,0 +1,333 @@
+"""Every SGLang wire fact the engine relies on, in one place (read from SGLang 0.5.23's source).
+
+Dependency-free on purpose (standard library plus the backend dataclasses): the operator imports
+`ENGINE_OWNED_FLAGS` / `refuse_owned_flags` to validate `engine.extraArgs` without aiohttp or torch.
+
+Pure functions only: `build_sglang_argv` (the launch command), `build_generate_body` (POST /generate),
+`parse_stream_event` (one SSE line -> a delta chunk) and the error mappers. The subprocess and HTTP
+plumbing that uses them lives in `backends/sglang_backend.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sglang_engine.backends.base import BackendError, FinishReason, GenerationChunk, GenerationRequest
+
+if TYPE_CHECKING:
+    from sglang_engine.settings import EngineSettings
+
+SGLANG_VERSION = "0.5.23"
+DEFAULT_SGLANG_MODULE = "sglang.launch_server"
+# SGLang listens inside the pod only; the engine is its sole client.
+SGLANG_HOST = "127.0.0.1"
+
+# Flags whose value the engine derives from its own settings. `extraArgs` may not set them (in either
+# `--flag value` or `--flag=value` form): a second value would silently win over the CR's typed field
+# (argparse keeps the last one) or break the engine's assumptions (host, port, LoRA bookkeeping).
+# Aliases SGLang's parser accepts for the same destination are listed too.
+ENGINE_OWNED_FLAGS: frozenset[str] = frozenset({
+    "--model-path", "--model",
+    "--tokenizer-path",
+    "--revision",
+    "--served-model-name",
+    "--tp-size", "--tensor-parallel-size", "--tp",
+    "--mem-fraction-static",
+    "--context-length",
+    "--dtype",
+    "--host",
+    "--port",
+    "--api-key",
+    "--download-dir",
+    "--trust-remote-code",
+    "--chat-template",
+    "--log-level",
+    "--enable-metrics",
+    "--max-running-requests",
+    "--random-seed",
+    "--enable-lora",
+    "--lora-paths",
+    "--max-loaded-loras",
+    "--max-lora-rank",
+    "--lora-target-modules",
+})
+
+VALID_DTYPES: frozenset[str] = frozenset({"auto", "half", "float16", "bfloat16", "float", "float32"})
+# `flashinfer` was removed: SGLang's parser exits 2 on it.
+LORA_BACKENDS: frozenset[str] = frozenset({"triton", "csgmv", "ascend", "torch_native", "triton_v2"})
+# The only keys SGLang accepts in `sampling_params`; any other key is an HTTP 400 (there is no `seed`).
+SAMPLING_KEYS: frozenset[str] = frozenset({
+    "max_new_tokens", "temperature", "top_p", "top_k", "min_p", "frequency_penalty", "presence_penalty",
+    "repetition_penalty", "min_new_tokens", "stop", "stop_token_ids", "skip_special_tokens",
+    "spaces_between_special_tokens", "ignore_eos", "n", "sampling_seed",
+})
+FINISH_TYPES: frozenset[str] = frozenset({"stop", "length", "abort"})
+MAX_STOP_STRINGS = 32
+DEFAULT_MAX_LORAS_PER_BATCH = 8
+
+# When LoRA is enabled with no initial adapter SGLang cannot infer the adapter pool's shape, so
+# `--max-lora-rank` and `--lora-target-modules` become required. Rank 64 covers the ranks adapters are
+# commonly trained with (8-64) at a bounded pool size; `all` lets an adapter target any projection, so a
+# runtime load never fails because the pool was shaped for other modules. Both can be overridden.
+DEFAULT_MAX_LORA_RANK = 64
+DEFAULT_LORA_TARGET_MODULES: tuple[str, ...] = ("all",)
+
+# Endpoints (paths on SGLang's loopback server).
+HEALTH_PATH = "/health"
+GENERATE_PATH = "/generate"
+ABORT_PATH = "/abort_request"
+LOAD_LORA_PATH = "/load_lora_adapter"
+UNLOAD_LORA_PATH = "/unload_lora_adapter"
+
+
+# ----------------------------------------------------------------------------------------------- argv
+
+def owned_flag_of(arg: str) -> str | None:
+    """The owned flag `arg` sets (`--port`, `--port=1`, or an argparse abbreviation like `--por`), else None.
+
+    SGLang's parser accepts unambiguous prefixes of long options, so an abbreviation of an owned flag
+    would set it too.
+    """
+    if not arg.startswith("--") or arg == "--":
+        return None
+    name = arg.split("=", 1)[0]
+    if name in ENGINE_OWNED_FLAGS:
+        return name
+    for flag in sorted(ENGINE_OWNED_FLAGS):
+        if flag.startswith(name) and len(name) > 2:
+            return flag
+    return None
+
+
+def refuse_owned_flags(extra_args: Iterable[str]) -> None:
+    """Raise ValueError naming the first extra argument that sets a flag the engine owns, or a LoRA backend
+    SGLang would reject (`--lora-backend flashinfer`)."""
+    args = list(extra_args)
+    for i, arg in enumerate(args):
+        flag = owned_flag_of(arg)
+        if flag is not None:
+            shown = arg.split("=", 1)[0]
+            via = "" if shown == flag else f" (abbreviates {flag})"
+            raise ValueError(f"extraArgs: {shown}{via} is set by the engine from its own settings; "
+                             "use the typed field instead")
+        if arg.split("=", 1)[0] == "--lora-backend":
+            value = arg.split("=", 1)[1] if "=" in arg else (args[i + 1] if i + 1 < len(args) else "")
+            if value not in LORA_BACKENDS:
+                raise ValueError(
+                    f"extraArgs: --lora-backend {value!r} is not one of {sorted(LORA_BACKENDS)} in SGLang "
+                    f"{SGLANG_VERSION}"
+                )
+
+
+def sglang_served_name(settings: EngineSettings) -> str:
+    """SGLang's own served name: ours without `:` (SGLang reads `base:adapter` in `model` as an adapter)."""
+    return settings.model_name.replace(":", "-")
+
+
+def build_sglang_argv(settings: EngineSettings, model_path: str, adapters: Mapping[str, str]) -> list[str]:
+    """The SGLang launch command as a list (never a shell string: paths may hold spaces).
+
+    `model_path` is the resolved model (a local folder or a Hugging Face id); `adapters` maps the
+    initial adapters' names to local paths (or HF ids, which SGLang downloads itself).
+    Raises ValueError naming the field on input SGLang would refuse.
+    """
+    if settings.dtype not in VALID_DTYPES:
+        raise ValueError(f"dtype: {settings.dtype!r} is not one of {sorted(VALID_DTYPES)}")
+    for name in adapters:
+        if not name or ":" in name or "=" in name:
+            raise ValueError(f"lora adapter name {name!r}: must be non-empty without ':' or '='")
+    refuse_owned_flags(settings.sglang_extra_args)
+
+    argv = [sys.executable, "-m", settings.sglang_module,
+            "--model-path", model_path,
+            "--served-model-name", sglang_served_name(settings),
+            "--host", SGLANG_HOST, "--port", str(settings.sglang_port),
+            "--tp-size", str(settings.tp_size),
+            "--dtype", settings.dtype,
+            "--log-level", settings.log_level.lower(),
+            "--enable-metrics"]
+    optional: list[tuple[str, object]] = [
+        ("--revision", settings.revision),
+        ("--context-length", settings.context_length),
+        ("--mem-fraction-static", settings.mem_fraction_static),
+        ("--max-running-requests", settings.max_running_requests),
+        ("--download-dir", settings.download_dir),
+        ("--chat-template", settings.chat_template),
+        ("--random-seed", settings.random_seed),
+    ]
+    for flag, value in optional:
+        if value is not None:  # never `--download-dir None`
+            argv += [flag, str(value)]
+    if settings.trust_remote_code:
+        argv.append("--trust-remote-code")
+    if settings.lora_enabled or adapters:
+        argv += _lora_argv(settings, adapters)
+    argv += settings.sglang_extra_args
+    return argv
+
+
+def _lora_argv(settings: EngineSettings, adapters: Mapping[str, str]) -> list[str]:
+    # No `--disable-radix-cache` (the radix cache works with LoRA) and no `--lora-backend` (the default,
+    # csgmv, is right; `flashinfer` is gone).
+    argv = ["--enable-lora"]
+    if adapters:
+        argv += ["--lora-paths", *(f"{name}={path}" for name, path in adapters.items())]
+    rank = settings.max_lora_rank or (None if adapters else DEFAULT_MAX_LORA_RANK)
+    if rank is not None:
+        argv += ["--max-lora-rank", str(rank)]
+    modules = settings.lora_target_modules or (() if adapters else DEFAULT_LORA_TARGET_MODULES)
+    if modules:
+        argv += ["--lora-target-modules", *modules]
+    if settings.max_loaded_adapters is not None:
+        if len(adapters) > settings.max_loaded_adapters:
+            raise ValueError(f"max_loaded_adapters: {settings.max_loaded_adapters} is fewer than the "
+                             f"{len(adapters)} initial adapters")
+        # SGLang requires max_loaded_loras >= max_loras_per_batch (default 8).
+        argv += ["--max-loaded-loras", str(settings.max_loaded_adapters),
+                 "--max-loras-per-batch", str(min(settings.max_loaded_adapters, DEFAULT_MAX_LORAS_PER_BATCH))]
+    return argv
+
+
+# ------------------------------------------------------------------------------------------ /generate
+
+def build_generate_body(request: GenerationRequest) -> dict[str, Any]:
+    """The POST /generate body: `input_ids`, SGLang-only sampling keys, `stream`, `rid`, `lora_path`."""
+    s = request.sampling
+    sampling: dict[str, Any] = {
+        "max_new_tokens": s.max_new_tokens,
+        "temperature": s.temperature,
+        "top_p": s.top_p,
+        "top_k": s.top_k,
+        "repetition_penalty": s.repetition_penalty,
+        "skip_special_tokens": s.skip_special_tokens,
+    }
+    if s.stop:
+        if len(s.stop) > MAX_STOP_STRINGS:
+            raise BackendError(f"stop: at most {MAX_STOP_STRINGS} stop strings", status=400,
+                               type="invalid_request_error", param="stop")
+        sampling["stop"] = list(s.stop)
+    if s.seed is not None:
+        sampling["sampling_seed"] = s.seed  # SGLang has no `seed` key (HTTP 400)
+    body: dict[str, Any] = {
+        "input_ids": request.input_ids,
+        "sampling_params": sampling,
+        "stream": True,
+        "rid": request.request_id,
+    }
+    if request.adapter is not None:
+        body["lora_path"] = request.adapter  # the adapter NAME; `lora_request` would be silently ignored
+    for key in ("image_data", "video_data", "audio_data"):
+        value = getattr(request, key)
+        if value:
+            body[key] = value
+    return body
+
+
+@dataclass(slots=True)
+class StreamState:
+    """Per-stream relay state: how much of SGLang's cumulative text was already sent."""
+
+    sent_chars: int = 0
+    done: bool = False
+    finished: bool = False
+
+
+def parse_stream_event(line: bytes, state: StreamState) -> GenerationChunk | None:
+    """One line of SGLang's SSE stream -> a delta chunk, or None (blank line, `[DONE]`, no new text).
+
+    Hot path (once per token): one json.loads and a slice, nothing else. `text` is CUMULATIVE, so the delta
+    is what follows the characters already sent. Raises BackendError on an error event.
+    """
+    if not line.startswith(b"data:"):
+        return None
+    payload = line[5:].strip()
+    if payload == b"[DONE]":
+        state.done = True
+        return None
+    event = json.loads(payload)
+    if "error" in event:
+        raise error_from_event(event["error"])
+    text: str = event["text"]
+    meta = event["meta_info"]
+    finish = meta.get("finish_reason")
+    delta = text[state.sent_chars:]
+    if not delta and finish is None:
+        return None
+    state.sent_chars = len(text)
+    reason: FinishReason | None = None
+    if finish is not None:
+        # A dict like {"type": "stop", "matched": 2}: compare its type, never the dict to a string.
+        kind = finish["type"] if isinstance(finish, dict) else finish
+        reason = kind if kind in FINISH_TYPES else "abort"
+        state.finished = True
+    return GenerationChunk(
+        text=delta,
+        prompt_tokens=meta.get("prompt_tokens", 0),
+        completion_tokens=meta.get("completion_tokens", 0),
+        finish_reason=reason,
+        cached_tokens=meta.get("cached_tokens", 0),
+    )
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+def error_message(body: object) -> str:
+    """The message of SGLang's error bodies: `{"error": "<str>"}`, `{"error": {"message": ...}}`,
+    `{"message": ...}` or `{"detail": ...}` (FastAPI); anything else as text."""
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, str):
+            return err
+        if isinstance(err, dict):
+            for key in ("message", "detail", "error_message"):
+                if isinstance(err.get(key), str):
+                    return err[key]
+    return str(body)
+
+
+def error_from_http(status: int, raw: bytes) -> BackendError:
+    """A non-200 reply to POST /generate (before streaming began) -> the error the client should see.
+
+    400 is the client's fault (bad prompt or sampling values) and keeps SGLang's message; 503 means SGLang
+    is starting or draining; anything else is SGLang failing us: 502.
+    """
+    try:
+        message = error_message(json.loads(raw))
+    except ValueError:
+        message = raw.decode("utf-8", "replace").strip() or f"HTTP {status}"
+    if status == 400:
+        return BackendError(message, status=400, type="invalid_request_error")
+    if status == 503:
+        return BackendError(f"SGLang is not ready: {message}", status=503, type="server_error")
+    return BackendError(f"SGLang answered HTTP {status}: {message}", status=502, type="server_error")
+
+
+def error_from_event(error: object) -> BackendError:
+    """The `{"error": {...}}` event SGLang sends after streaming began (status already 200).
+
+    These come from request validation (e.g. a prompt longer than the context length), hence 400 unless
+    the event carries its own code.
+    """
+    message = error_message({"error": error})
+    code = error.get("code") if isinstance(error, dict) else None
+    status = code if isinstance(code, int) and 400 <= code < 600 else 400
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return BackendError(message, status=status, type=kind)
+
+
+def parse_adapter_reply(body: object) -> tuple[bool, str, dict[str, str]]:
+    """`{"success", "error_message", "loaded_adapters"}` from /load_lora_adapter and /unload_lora_adapter."""
+    if not isinstance(body, dict):
+        return False, f"unexpected reply: {body!r}", {}
+    loaded = body.get("loaded_adapters") or {}
+    return (bool(body.get("success")), str(body.get("error_message") or ""),
+            {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {})
+
+
+def argv_for_display(argv: Sequence[str]) -> str:
+    """The argv as a JSON list (what `--print-sglang-argv` prints)."""
+    return json.dumps(list(argv))
