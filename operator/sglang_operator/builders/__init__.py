@@ -1,0 +1,30 @@
+"""Pure builders: (owner, spec, settings) -> the desired child objects as plain dicts.
+
+`build_children` is the one entry point the handlers and `render` use, so what `render` prints is exactly what
+the operator applies.
+"""
+
+from __future__ import annotations
+
+from sglang_operator.builders.common import Owner
+from sglang_operator.builders.configmap import build_configmap
+from sglang_operator.builders.deployment import build_deployment
+from sglang_operator.builders.pdb import build_pdb
+from sglang_operator.builders.service import build_service
+from sglang_operator.settings import OperatorSettings
+from sglang_operator.spec import ModelSpec
+
+__all__ = ["Owner", "build_children"]
+
+
+def build_children(owner: Owner, spec: ModelSpec, settings: OperatorSettings) -> list[dict]:
+    """ConfigMap, Deployment, Service and (only when replicas > 1) the PodDisruptionBudget, in apply order."""
+    children = [
+        build_configmap(owner, spec, settings),
+        build_deployment(owner, spec, settings),
+        build_service(owner, spec, settings),
+    ]
+    pdb = build_pdb(owner, spec, settings)
+    if pdb is not None:
+        children.append(pdb)
+    return children

@@ -1,0 +1,68 @@
+"""Every child's name is derived here, so names agree everywhere and fit Kubernetes' 63-character limits.
+
+A CR name may be up to 253 characters and start with a digit; Service names must be DNS-1035 labels
+(<= 63, starting with a letter) and label values <= 63. Names that do not fit are cut and given a stable hash
+suffix, so two long CR names that share a prefix still get distinct children.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+MAX_NAME = 63
+CONTAINER = "engine"
+HTTP_PORT = 8000
+HTTP_PORT_NAME = "http"
+CONFIG_DIR = "/etc/sglang-operator"
+CONFIG_FILE = f"{CONFIG_DIR}/config.json"
+CONFIG_KEY = "config.json"
+PVC_MOUNT_ROOT = "/mnt/pvc"
+
+_LABEL_SAFE = re.compile(r"[^a-z0-9-]")
+
+
+def _digest(text: str, size: int = 8) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:size]
+
+
+def fit(base: str, suffix: str = "") -> str:
+    """`base + suffix` as a DNS-1035 label of at most 63 characters (hash-suffixed when cut)."""
+    name = base + suffix
+    if len(name) <= MAX_NAME and re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name):
+        return name
+    clean = _LABEL_SAFE.sub("-", base.lower()).strip("-")
+    if not clean[:1].isalpha():
+        clean = "m-" + clean
+    keep = MAX_NAME - len(suffix) - 9  # "-" + 8 hex digits
+    return f"{clean[:keep].rstrip('-')}-{_digest(base)}{suffix}"
+
+
+def instance(cr_name: str) -> str:
+    """The app.kubernetes.io/instance label value (and the base of every child name)."""
+    return fit(cr_name)
+
+
+def deployment(cr_name: str) -> str:
+    return fit(cr_name)
+
+
+def service(cr_name: str) -> str:
+    return fit(cr_name)
+
+
+def pdb(cr_name: str) -> str:
+    return fit(cr_name)
+
+
+def configmap(cr_name: str) -> str:
+    return fit(cr_name, "-engine-config")
+
+
+def pvc_volume(claim: str) -> str:
+    """Volume name for a pvc:// source's claim (claims may be 253 long; volume names are labels)."""
+    return fit("pvc-" + claim)
+
+
+def endpoint(cr_name: str, namespace: str) -> str:
+    return f"http://{service(cr_name)}.{namespace}.svc:{HTTP_PORT}/v1"

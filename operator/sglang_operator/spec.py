@@ -1,0 +1,203 @@
+"""The typed SGLangModel spec, parsed once per handler call from the CR body.
+
+Mirrors `crds/sglangmodels.serving.sglang-operator.io.yaml` field by field (tests/operator/test_spec_schema.py
+keeps the two in agreement). The schema (and its CEL rules) refuses most bad input at `kubectl apply`; this
+module re-checks what only the operator can be sure of (the API server may not run CEL, or the CR predates a
+rule) and raises SpecError naming the field path, e.g. `spec.engine.extraArgs[1]`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+# SGLang flags the engine sets itself (SGLANG_PROTOCOL.md); extraArgs must not repeat them. Aliases of the
+# same flags are included. tests/operator/test_spec.py compares this with the engine's list.
+OWNED_SGLANG_FLAGS = frozenset({
+    "--model-path", "--model", "--tokenizer-path", "--revision", "--served-model-name", "--tp-size", "--tp",
+    "--tensor-parallel-size", "--mem-fraction-static", "--context-length", "--dtype", "--host", "--port",
+    "--api-key", "--download-dir", "--trust-remote-code", "--chat-template", "--log-level",
+    "--enable-metrics", "--max-running-requests", "--random-seed", "--enable-lora", "--lora-paths",
+    "--max-loaded-loras", "--max-lora-rank", "--lora-target-modules",
+})
+
+_PVC = re.compile(r"^pvc://(?P<claim>[a-z0-9]([-a-z0-9.]*[a-z0-9])?)/(?P<path>.+)$")
+_DOTDOT = re.compile(r"(^|/)\.\.(/|$)")
+
+Quantity = int | str
+
+
+class SpecError(ValueError):
+    """The spec is invalid; `field` is the path users see (spec.engine.extraArgs[1])."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
+
+
+class EngineSpec(_Model):
+    context_length: int | None = Field(None, ge=1)
+    mem_fraction_static: float | None = Field(None, gt=0, lt=1)
+    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] | None = None
+    max_running_requests: int | None = Field(None, ge=1)
+    trust_remote_code: bool = False
+    chat_template: str | None = Field(None, max_length=65536)
+    startup_timeout_seconds: int = Field(1800, ge=30, le=86400)
+    extra_args: tuple[str, ...] = Field((), max_length=64)
+
+
+class LoraAdapter(_Model):
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
+    source: str = Field(min_length=1, max_length=512)
+    revision: str | None = Field(None, max_length=256)
+
+
+class LoraSpec(_Model):
+    max_loaded_adapters: int | None = Field(None, ge=1)
+    max_rank: int | None = Field(None, ge=1)
+    target_modules: tuple[str, ...] = Field((), max_length=32)
+
+
+class GenerationSpec(_Model):
+    temperature: float | None = Field(None, ge=0, le=100)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=-1)
+    repetition_penalty: float | None = Field(None, gt=0)
+    max_new_tokens: int | None = Field(None, ge=1)
+    max_length: int | None = Field(None, ge=1)
+    stop: tuple[str, ...] | None = Field(None, max_length=16)
+    skip_special_tokens: bool | None = None
+
+
+class ResourcesSpec(_Model):
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+
+
+class Toleration(_Model):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class EnvVar(_Model):
+    name: str = Field(min_length=1)
+    value: str | None = None
+    value_from: dict[str, Any] | None = None
+
+
+class SecretKeyRef(_Model):
+    name: str = Field(min_length=1, max_length=253)
+    key: str = Field("token", min_length=1)
+
+
+class ApiKeySecretRef(SecretKeyRef):
+    key: str = Field("api-key", min_length=1)
+
+
+class ModelCache(_Model):
+    claim_name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+class ModelSpec(_Model):
+    model: str = Field(min_length=1, max_length=512)
+    revision: str | None = Field(None, max_length=256)
+    served_model_name: str | None = Field(None, min_length=1, max_length=253, pattern=r"^[^:\s]+$")
+    backend: Literal["sglang", "transformers"] = "sglang"
+    tensor_parallel_size: int = Field(1, ge=1, le=64)
+    replicas: int = Field(1, ge=0)
+    image: str | None = Field(None, min_length=1, max_length=512)
+    engine: EngineSpec = EngineSpec()
+    lora_adapters: tuple[LoraAdapter, ...] = Field((), max_length=64)
+    lora: LoraSpec | None = None
+    generation: GenerationSpec | None = None
+    resources: ResourcesSpec | None = None
+    node_selector: dict[str, str] | None = None
+    tolerations: tuple[Toleration, ...] | None = None
+    affinity: dict[str, Any] | None = None
+    priority_class_name: str | None = Field(None, max_length=253)
+    env: tuple[EnvVar, ...] = Field((), max_length=128)
+    hf_token_secret: SecretKeyRef | None = None
+    model_cache: ModelCache | None = None
+    shm_size: Quantity = "1Gi"
+    api_key_secret: ApiKeySecretRef | None = None
+
+    @model_validator(mode="after")
+    def _checks_the_schema_states_as_cel(self) -> ModelSpec:
+        for path, problem in _problems(self):
+            raise SpecError(path, problem)
+        return self
+
+
+def _source_problem(source: str) -> str | None:
+    if _DOTDOT.search(source):
+        return "must not contain '..' path segments"
+    if source.startswith("pvc://") and not _PVC.match(source):
+        return "pvc:// sources must be pvc://<claim>/<path> with a valid claim name"
+    return None
+
+
+def _problems(spec: ModelSpec) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    if problem := _source_problem(spec.model):
+        found.append(("spec.model", problem))
+    for i, adapter in enumerate(spec.lora_adapters):
+        if problem := _source_problem(adapter.source):
+            found.append((f"spec.loraAdapters[{i}].source", problem))
+    seen: set[str] = set()
+    for i, adapter in enumerate(spec.lora_adapters):
+        if adapter.name in seen:
+            found.append((f"spec.loraAdapters[{i}].name", f"duplicate adapter name {adapter.name!r}"))
+        seen.add(adapter.name)
+    for i, arg in enumerate(spec.engine.extra_args):
+        if arg.split("=", 1)[0] in OWNED_SGLANG_FLAGS:
+            found.append((f"spec.engine.extraArgs[{i}]",
+                          f"{arg.split('=', 1)[0]} is set by the operator; use the matching spec field"))
+    gen = spec.generation
+    if gen is not None:
+        if gen.top_k == 0:
+            found.append(("spec.generation.topK", "must be -1 (disabled) or at least 1"))
+        both = gen.max_new_tokens is not None and gen.max_length is not None
+        if both and gen.max_new_tokens > gen.max_length:  # type: ignore[operator]
+            found.append(("spec.generation.maxNewTokens", "must not exceed maxLength"))
+    for kind in ("limits", "requests"):
+        if spec.resources is not None and "nvidia.com/gpu" in getattr(spec.resources, kind):
+            found.append((f"spec.resources.{kind}", "nvidia.com/gpu comes from tensorParallelSize"))
+    return found
+
+
+def pvc_source(source: str) -> tuple[str, str] | None:
+    """(claim, path inside the claim) for a pvc:// source, else None."""
+    match = _PVC.match(source)
+    return (match["claim"], match["path"]) if match else None
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    path = "spec"
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def parse_spec(spec: Any) -> ModelSpec:
+    """Parse a CR's `spec` (a mapping) into a ModelSpec; raises SpecError naming the first bad field."""
+    if not isinstance(spec, dict):
+        raise SpecError("spec", "must be an object")
+    try:
+        return ModelSpec.model_validate(spec)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, SpecError):
+            raise cause from None
+        raise SpecError(_field_path(tuple(err["loc"])), err["msg"]) from None
