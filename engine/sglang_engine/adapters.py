@@ -1,0 +1,238 @@
+"""Desired-state control of LoRA adapters and generation defaults.
+
+Desired adapters come from `--lora-adapter` and the watched config file (docs/contracts.md); adapters loaded
+by hand through the admin API are kept until unloaded by hand. `reconcile` makes the backend match: unload
+what is no longer wanted (or whose source changed), then load what is missing. Every adapter's state is kept
+for `/status` and `/readyz`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from sglang_engine.backends.base import AdapterError, Backend
+from sglang_engine.sampling import GenerationDefaults
+from sglang_engine.settings import EngineSettings
+
+log = logging.getLogger(__name__)
+
+AdapterState = Literal["loading", "loaded", "failed", "unloading"]
+PVC_PREFIX = "pvc://"
+PVC_MOUNT_ROOT = Path("/mnt/pvc")
+ADAPTER_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"
+POLL_INTERVAL_S = 2.0
+
+
+class AdapterSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=63, pattern=ADAPTER_NAME_PATTERN)
+    source: str = Field(min_length=1)
+    revision: str | None = None
+
+
+class EngineConfig(BaseModel):
+    """The watched config file (camelCase keys, as the operator writes it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+    lora_adapters: tuple[AdapterSpec, ...] = ()
+    generation: GenerationDefaults = GenerationDefaults()
+
+
+def parse_config(raw: bytes) -> EngineConfig:
+    """ValueError naming the field on a malformed file."""
+    try:
+        config = EngineConfig.model_validate(json.loads(raw))
+    except (ValueError, ValidationError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"malformed config file: {exc}") from None
+    names = [a.name for a in config.lora_adapters]
+    if len(names) != len(set(names)):
+        raise ValueError(f"malformed config file: loraAdapters names must be unique, got {names}")
+    return config
+
+
+def resolve_source(source: str, revision: str | None, settings: EngineSettings) -> Path:
+    """A local folder for an adapter source (blocking: may build or download; call from a thread)."""
+    if source.startswith("builtin:"):
+        from sglang_engine.tiny import resolve_builtin_adapter
+
+        path = resolve_builtin_adapter(source, settings.cache_dir)
+        assert path is not None
+        return path
+    if source.startswith(PVC_PREFIX):
+        rel = PurePosixPath(source[len(PVC_PREFIX):])
+        if rel.is_absolute() or len(rel.parts) < 2 or ".." in rel.parts:
+            raise ValueError(f"source {source!r}: expected pvc://<claim>/<path> without '..'")
+        return PVC_MOUNT_ROOT / rel
+    if source.startswith("/"):
+        if ".." in PurePosixPath(source).parts:
+            raise ValueError(f"source {source!r}: '..' is not allowed")
+        return Path(source)
+    parts = source.split("/")
+    if len(parts) == 2 and all(parts) and not source.startswith("."):  # a Hugging Face repo id org/name
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(source, revision=revision, cache_dir=settings.download_dir))
+    raise ValueError(f"source {source!r}: expected builtin:, pvc://, an absolute path or an org/name repo id")
+
+
+@dataclass
+class AdapterStatus:
+    name: str
+    source: str
+    state: AdapterState
+    message: str = ""
+    revision: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source, "state": self.state, "message": self.message}
+
+
+class AdapterController:
+    def __init__(
+        self, settings: EngineSettings, backend: Backend, on_defaults: Callable[[GenerationDefaults], None],
+    ) -> None:
+        self.settings = settings
+        self.backend = backend
+        self._on_defaults = on_defaults
+        self._cli = {n: AdapterSpec(name=n, source=s) for n, s in settings.lora_adapters}
+        self._from_file: dict[str, AdapterSpec] = {}
+        self._manual: dict[str, AdapterSpec] = {}
+        self._status: dict[str, AdapterStatus] = {}
+        self._lock = asyncio.Lock()  # one reconcile at a time; backends load one adapter at a time anyway
+        self._seen_hash: str | None = None
+        self.config_hash: str | None = None  # of the file's bytes last applied
+        self._watcher: asyncio.Task[None] | None = None
+
+    # --- what /status and /readyz read
+    def statuses(self) -> list[AdapterStatus]:
+        return list(self._status.values())
+
+    def loading(self) -> list[str]:
+        return [s.name for s in self._status.values() if s.state == "loading"]
+
+    def desired(self) -> dict[str, AdapterSpec]:
+        return {**self._manual, **self._cli, **self._from_file}
+
+    # --- lifecycle
+    async def start(self) -> None:
+        """Apply the CLI adapters and the config file once, then watch the file."""
+        if self.settings.config_file is not None:
+            self.poll_config_once()
+        await self.reconcile()
+        if self.settings.config_file is not None:
+            self._watcher = asyncio.create_task(self._watch(), name="config-watcher")
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_INTERVAL_S)
+            try:
+                if self.poll_config_once():
+                    await self.reconcile()
+            except Exception:  # a watcher that dies silently would freeze the pod's config
+                log.exception("config watcher iteration failed; will retry")
+
+    def poll_config_once(self) -> bool:
+        """Read the file; apply defaults and desired adapters if its content changed. True if it did.
+
+        The file is small and read whole at each poll: the content hash is the truth (a kubelet symlink
+        swap can keep mtime granularity from telling)."""
+        path = self.settings.config_file
+        assert path is not None
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            if self._seen_hash != "missing":
+                log.warning("config file %s unreadable (%s); keeping the current state", path, exc)
+                self._seen_hash = "missing"
+            return False
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest == self._seen_hash:
+            return False
+        self._seen_hash = digest
+        try:
+            config = parse_config(raw)
+        except ValueError as exc:
+            log.error("config file %s ignored, previous state kept: %s", path, exc)
+            return False
+        self._on_defaults(config.generation)
+        self._from_file = {a.name: a for a in config.lora_adapters}
+        self.config_hash = digest
+        log.info("config file applied (sha256 %s): %d adapters", digest[:12], len(self._from_file))
+        return True
+
+    # --- admin API
+    async def load_manual(self, spec: AdapterSpec) -> AdapterStatus:
+        self._manual[spec.name] = spec
+        await self.reconcile()
+        return self._status[spec.name]
+
+    async def unload_manual(self, name: str) -> bool:
+        """False if the adapter is unknown. A declared adapter unloaded by hand comes back at the next
+        config change; the file is the desired state."""
+        if name not in self._status and name not in self.desired():
+            return False
+        self._manual.pop(name, None)
+        self._cli.pop(name, None)
+        self._from_file.pop(name, None)
+        await self.reconcile()
+        return True
+
+    # --- the reconcile loop
+    async def reconcile(self) -> None:
+        async with self._lock:
+            desired = self.desired()
+            for name, status in list(self._status.items()):
+                spec = desired.get(name)
+                if spec is None or (spec.source, spec.revision) != (status.source, status.revision):
+                    await self._unload(status)
+            for spec in desired.values():
+                current = self._status.get(spec.name)
+                if current is None or current.state == "failed":
+                    await self._load(spec)
+
+    async def _load(self, spec: AdapterSpec) -> None:
+        status = AdapterStatus(spec.name, spec.source, "loading", revision=spec.revision)
+        self._status[spec.name] = status
+        try:
+            path = await asyncio.to_thread(resolve_source, spec.source, spec.revision, self.settings)
+            await self.backend.load_adapter(spec.name, str(path))
+        except (AdapterError, ValueError, OSError) as exc:
+            status.state, status.message = "failed", str(exc)
+            log.error("adapter %s (%s) failed to load: %s", spec.name, spec.source, exc)
+        except Exception as exc:  # e.g. a hub error: report it on /status instead of killing the loop
+            status.state, status.message = "failed", f"{type(exc).__name__}: {exc}"
+            log.exception("adapter %s (%s) failed to load", spec.name, spec.source)
+        else:
+            status.state = "loaded"
+            log.info("adapter %s loaded from %s", spec.name, spec.source)
+
+    async def _unload(self, status: AdapterStatus) -> None:
+        if status.state != "loaded":  # failed or never loaded: nothing in the backend to remove
+            self._status.pop(status.name, None)
+            return
+        status.state = "unloading"
+        try:
+            await self.backend.unload_adapter(status.name)
+        except AdapterError as exc:
+            log.warning("adapter %s unload: %s", status.name, exc)
+        self._status.pop(status.name, None)
+        log.info("adapter %s unloaded", status.name)

@@ -1,0 +1,198 @@
+"""The Engine: settings, backend, templater and the current generation defaults, behind one object.
+
+It offers the seed-compatible Python API (`chat`, `stream_chat`, `get_scores`) and what the HTTP layer
+needs (`prepare` a request once, then `generate` its chunks). No HTTP here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+from sglang_engine.backends.base import Backend, FinishReason, GenerationChunk, GenerationRequest
+from sglang_engine.errors import invalid_request, model_not_found, not_ready
+from sglang_engine.sampling import GenerationDefaults, SamplingRequest, merge_sampling, sampling_from_kwargs
+from sglang_engine.settings import EngineSettings
+from sglang_engine.templating import ChatTemplater, load_templater, parse_messages
+
+
+@dataclass(frozen=True)
+class Response:
+    """One answer of the seed API's `chat`."""
+
+    response_text: str
+    response_length: int
+    prompt_length: int
+    finish_reason: FinishReason | None
+
+
+@dataclass(frozen=True)
+class PreparedChat:
+    """A request templated, merged and routed once; generation only reads it."""
+
+    request: GenerationRequest
+    model: str  # the name echoed back to the client
+    adapter: str | None
+    prompt_length: int
+
+
+def make_backend(settings: EngineSettings) -> Backend:
+    """Imported lazily: the transformers backend pulls torch, the SGLang one does not."""
+    if settings.backend == "transformers":
+        from sglang_engine.backends.transformers_backend import TransformersBackend
+
+        return TransformersBackend(settings)
+    from sglang_engine.backends.sglang_backend import SGLangBackend
+
+    return SGLangBackend(settings)
+
+
+def _media(value: list[Any] | None, param: str) -> list[str] | None:
+    if not value:
+        return None
+    if not all(isinstance(v, str) for v in value):
+        raise invalid_request(f"{param} must be a list of URLs, paths or base64 strings.", param)
+    return list(value)
+
+
+class Engine:
+    def __init__(
+        self, settings: EngineSettings, backend: Backend, templater: ChatTemplater | None = None,
+    ) -> None:
+        self.settings = settings
+        self.backend = backend
+        self._templater = templater  # loaded by start() unless given (tests)
+        self._defaults = GenerationDefaults()
+        self.started_at = time.time()
+
+    @classmethod
+    def from_settings(cls, settings: EngineSettings) -> Engine:
+        return cls(settings, make_backend(settings))
+
+    async def start(self) -> None:
+        """Load the tokenizer (in a thread: it may build builtin:tiny or download), then start the backend."""
+        if self._templater is None:
+            self._templater = await asyncio.to_thread(load_templater, self.settings)
+        await self.backend.start()
+
+    async def stop(self) -> None:
+        await self.backend.stop()
+
+    @property
+    def templater(self) -> ChatTemplater:
+        if self._templater is None:
+            raise not_ready("The tokenizer is still loading.")
+        return self._templater
+
+    @property
+    def ready(self) -> bool:
+        return self._templater is not None and self.backend.health().ready
+
+    # --- generation defaults (swapped whole by the config watcher; readers see old or new, never half)
+    @property
+    def defaults(self) -> GenerationDefaults:
+        return self._defaults
+
+    def set_defaults(self, defaults: GenerationDefaults) -> None:
+        self._defaults = defaults
+
+    # --- routing
+    def resolve_adapter(self, model: str | None) -> str | None:
+        """`model` may be the served name (or the model id), an adapter name, or `<served>:<adapter>`."""
+        served = self.settings.model_name
+        if model is None or model in (served, self.settings.model):
+            return None
+        loaded = self.backend.loaded_adapters()
+        if model in loaded:
+            return model
+        prefix = served + ":"
+        if model.startswith(prefix) and model[len(prefix):] in loaded:
+            return model[len(prefix):]
+        raise model_not_found(model)
+
+    def prepare(
+        self, messages: Any, sampling: SamplingRequest, *, system: str | None = None,
+        tools: list[dict[str, Any]] | None = None, images: list[Any] | None = None,
+        videos: list[Any] | None = None, audios: list[Any] | None = None, model: str | None = None,
+    ) -> PreparedChat:
+        if not self.ready:
+            raise not_ready("The model backend is not ready yet.")
+        adapter = self.resolve_adapter(model)
+        input_ids = self.templater.encode_chat(parse_messages(messages), system=system, tools=tools)
+        prompt_length = len(input_ids)
+        params = merge_sampling(self._defaults, sampling, prompt_length)
+        context = self.templater.context_length
+        if context is not None:
+            if prompt_length >= context:
+                raise invalid_request(
+                    f"The prompt is {prompt_length} tokens; the context length is {context}.", "messages")
+            if prompt_length + params.max_new_tokens > context:  # answer as much as fits (finish "length")
+                params = dataclasses.replace(params, max_new_tokens=context - prompt_length)
+        request = GenerationRequest(
+            request_id=uuid.uuid4().hex, input_ids=input_ids, sampling=params, adapter=adapter,
+            image_data=_media(images, "images"), video_data=_media(videos, "videos"),
+            audio_data=_media(audios, "audios"),
+        )
+        return PreparedChat(request, model or self.settings.model_name, adapter, prompt_length)
+
+    def generate(self, prepared: PreparedChat) -> AsyncIterator[GenerationChunk]:
+        """The backend's stream; the caller must close it (e.g. `aclosing`) so an early exit aborts."""
+        return self.backend.generate(prepared.request)
+
+    async def collect(
+        self, prepared: PreparedChat, on_first: Callable[[], None] | None = None,
+    ) -> tuple[str, GenerationChunk | None]:
+        """The whole answer and its last chunk (finish reason and usage)."""
+        parts: list[str] = []
+        last: GenerationChunk | None = None
+        async with aclosing(self.generate(prepared)) as stream:
+            async for chunk in stream:
+                if last is None and on_first is not None:
+                    on_first()
+                parts.append(chunk.text)
+                last = chunk
+        return "".join(parts), last
+
+    # --- the seed-compatible Python API
+    def _prepare_seed(self, messages: Any, system: str | None, tools: list[dict[str, Any]] | None,
+                      media: tuple[list[Any] | None, ...], gen: dict[str, Any]) -> PreparedChat:
+        model = gen.pop("model", None)
+        images, videos, audios = media
+        return self.prepare(messages, sampling_from_kwargs(gen), system=system, tools=tools,
+                            images=images, videos=videos, audios=audios, model=model)
+
+    async def chat(
+        self, messages: list[dict[str, Any]], system: str | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        images: list[Any] | None = None, videos: list[Any] | None = None, audios: list[Any] | None = None,
+        **gen: Any,
+    ) -> list[Response]:
+        prepared = self._prepare_seed(messages, system, tools, (images, videos, audios), gen)
+        text, last = await self.collect(prepared)
+        return [Response(
+            response_text=text,
+            response_length=last.completion_tokens if last else 0,
+            prompt_length=last.prompt_tokens if last else prepared.prompt_length,
+            finish_reason=last.finish_reason if last else None,
+        )]
+
+    async def stream_chat(
+        self, messages: list[dict[str, Any]], system: str | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        images: list[Any] | None = None, videos: list[Any] | None = None, audios: list[Any] | None = None,
+        **gen: Any,
+    ) -> AsyncIterator[str]:
+        prepared = self._prepare_seed(messages, system, tools, (images, videos, audios), gen)
+        async with aclosing(self.generate(prepared)) as stream:
+            async for chunk in stream:
+                if chunk.text:
+                    yield chunk.text
+
+    async def get_scores(self, batch_input: list[str], **input_kwargs: Any) -> list[float]:
+        raise NotImplementedError("SGLang engine does not support get_scores.")

@@ -1,0 +1,281 @@
+"""The aiohttp application: routes and middlewares. Handlers parse, call the engine, and write."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from sglang_engine.adapters import AdapterController, AdapterSpec
+from sglang_engine.backends.base import BackendError, GenerationChunk
+from sglang_engine.core import Engine, PreparedChat
+from sglang_engine.errors import invalid_request
+from sglang_engine.server.metrics import EngineMetrics
+from sglang_engine.server.openai_types import (
+    ChatCompletionRequest,
+    backend_error_body,
+    error_body,
+    error_type_for,
+    parse_chat_request,
+)
+from sglang_engine.server.relay import DONE, ChunkEncoder, usage_of
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CHAT_PATH = "/v1/chat/completions"
+RETRY_AFTER_S = "1"
+
+
+@dataclass
+class ServerState:
+    """Mutable per-process serving state (the limits and the drain switch)."""
+
+    draining: bool = False
+    in_flight: int = 0
+
+
+def json_error(status: int, message: str, *, param: str | None = None, code: str | None = None,
+               type: str | None = None) -> web.Response:
+    headers = {"Retry-After": RETRY_AFTER_S} if status in (429, 503) else None
+    return web.json_response(error_body(message, type or error_type_for(status), param, code),
+                             status=status, headers=headers)
+
+
+def backend_error_response(exc: BackendError) -> web.Response:
+    return json_error(exc.status, exc.message, param=exc.param, code=exc.code, type=exc.type)
+
+
+def _bearer(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _matches(given: str | None, expected: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+class Api:
+    def __init__(self, engine: Engine, adapters: AdapterController, metrics: EngineMetrics,
+                 state: ServerState) -> None:
+        self.engine = engine
+        self.adapters = adapters
+        self.metrics = metrics
+        self.state = state
+        self.settings = engine.settings
+
+    # ---------------------------------------------------------------- middlewares
+    @web.middleware
+    async def errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every failure becomes an OpenAI-shaped error; nothing leaks a traceback."""
+        try:
+            return await handler(request)
+        except BackendError as exc:
+            return backend_error_response(exc)
+        except web.HTTPException as exc:  # 404/405 from routing, 413 from the body limit
+            if exc.status < 400:
+                raise
+            return json_error(exc.status, exc.reason)
+        except Exception:
+            log.exception("unexpected error on %s %s", request.method, request.path)
+            return json_error(500, "Internal server error.")
+
+    @web.middleware
+    async def guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Auth, body limit, drain and concurrency limit for the API routes."""
+        path = request.path
+        if path.startswith("/admin/"):
+            if not self.settings.admin_token:
+                return json_error(403, "admin API disabled (no admin token configured).")
+            token = _bearer(request)
+            if token is None:
+                return json_error(401, "Missing bearer token.")
+            if not _matches(token, self.settings.admin_token):
+                return json_error(403, "Invalid admin token.")
+        elif path.startswith("/v1/") and self.settings.api_key and not _matches(
+                _bearer(request), self.settings.api_key):
+            return json_error(401, "Invalid or missing API key.", code="invalid_api_key")
+        if path != CHAT_PATH:
+            return await handler(request)
+        if (request.content_length or 0) > self.settings.max_body_bytes:
+            return json_error(413, f"Request body over {self.settings.max_body_bytes} bytes.")
+        if self.state.draining:
+            return json_error(503, "The engine is shutting down.")
+        if self.state.in_flight >= self.settings.max_concurrent_requests:
+            return json_error(429, "Too many concurrent requests.")
+        self.state.in_flight += 1
+        try:
+            return await handler(request)
+        finally:
+            self.state.in_flight -= 1
+
+    # ---------------------------------------------------------------- chat
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.monotonic()
+        labels = {"model": self.settings.model_name, "adapter": ""}
+        status = 200
+        try:
+            try:
+                body = json.loads(await request.read())
+            except (ValueError, UnicodeDecodeError):
+                raise invalid_request("The request body is not valid JSON.", None) from None
+            req = parse_chat_request(body)
+            prepared = self.engine.prepare(
+                req.messages, req.sampling(), system=req.system, tools=req.tools, model=req.model)
+            labels["adapter"] = prepared.adapter or ""
+            self.metrics.in_flight.labels(**labels).inc()
+            try:
+                if req.stream:
+                    return await self._stream(request, req, prepared, arrived, labels)
+                return await self._complete(prepared, arrived, labels)
+            finally:
+                self.metrics.in_flight.labels(**labels).dec()
+                self.metrics.e2e_latency.labels(**labels).observe(time.monotonic() - arrived)
+        except BackendError as exc:
+            status = exc.status
+            raise
+        except Exception:
+            status = 500
+            raise
+        finally:
+            self.metrics.requests.labels(**labels, code=str(status)).inc()
+
+    def _count_tokens(self, labels: dict[str, str], last: GenerationChunk | None) -> None:
+        if last is not None:
+            self.metrics.prompt_tokens.labels(**labels).inc(last.prompt_tokens)
+            self.metrics.completion_tokens.labels(**labels).inc(last.completion_tokens)
+
+    async def _complete(self, prepared: PreparedChat, arrived: float, labels: dict[str, str]) -> web.Response:
+        ttft = self.metrics.time_to_first_token.labels(**labels)
+        text, last = await self.engine.collect(prepared, lambda: ttft.observe(time.monotonic() - arrived))
+        self._count_tokens(labels, last)
+        finish = last.finish_reason if last else None
+        body = ChunkEncoder(prepared.model).completion(text, finish, usage_of(last, prepared.prompt_length))
+        return web.json_response(body)
+
+    async def _stream(self, request: web.Request, req: ChatCompletionRequest, prepared: PreparedChat,
+                      arrived: float, labels: dict[str, str]) -> web.StreamResponse:
+        encoder = ChunkEncoder(prepared.model)
+        last: GenerationChunk | None = None
+        async with aclosing(self.engine.generate(prepared)) as stream:
+            # The first chunk is awaited before the headers go out, so an error the backend raises before
+            # generating (a 400 from SGLang, say) is still a real HTTP status.
+            first = await anext(stream, None)
+            self.metrics.time_to_first_token.labels(**labels).observe(time.monotonic() - arrived)
+            response = web.StreamResponse(headers={
+                "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            await response.prepare(request)
+            write = response.write
+            await write(encoder.role())
+            try:
+                if first is not None:
+                    last = first
+                    if first.text:
+                        await write(encoder.content(first.text))
+                    async for chunk in stream:  # the hot path: one dumps + one write per token
+                        last = chunk
+                        if chunk.text:
+                            await write(encoder.content(chunk.text))
+                if last is not None and last.finish_reason == "abort":
+                    raise BackendError("The generation was aborted by the backend.", status=503)
+                await write(encoder.finish(last.finish_reason if last else None))
+                if req.include_usage:
+                    await write(encoder.usage(usage_of(last, prepared.prompt_length)))
+            except ConnectionResetError:  # the client left; aclosing() aborts the backend stream
+                log.info("client left stream %s", prepared.request.request_id)
+                return response
+            except Exception as exc:  # headers are gone: report in-band, then end the stream
+                if isinstance(exc, BackendError):
+                    log.warning("stream %s failed after it began: %s", prepared.request.request_id, exc)
+                    body = backend_error_body(exc)
+                else:
+                    log.exception("stream %s failed after it began", prepared.request.request_id)
+                    body = error_body("Internal server error.", "server_error")
+                await write(encoder.error(body))
+            await write(DONE)
+        self._count_tokens(labels, last)
+        await response.write_eof()
+        return response
+
+    # ---------------------------------------------------------------- models and health
+    async def models(self, request: web.Request) -> web.Response:
+        created = int(self.engine.started_at)
+        served = self.settings.model_name
+        data = [{"id": served, "object": "model", "created": created, "owned_by": "sglang-operator",
+                 "root": self.settings.model, "parent": None}]
+        adapters = self.engine.backend.loaded_adapters()
+        data += [{"id": name, "object": "model", "created": created, "owned_by": "sglang-operator",
+                  "root": path, "parent": served} for name, path in adapters.items()]
+        return web.json_response({"object": "list", "data": data})
+
+    async def livez(self, request: web.Request) -> web.Response:
+        health = self.engine.backend.health()
+        if not health.alive:
+            return web.json_response({"status": "dead", "message": health.message}, status=503)
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        health = self.engine.backend.health()
+        reason = ("shutting down" if self.state.draining
+                  else None if self.engine.ready else f"backend not ready: {health.message or 'starting'}")
+        loading = self.adapters.loading()
+        if reason is None and loading:
+            reason = f"adapters still loading: {', '.join(loading)}"
+        if reason:
+            return web.json_response({"ready": False, "reason": reason}, status=503,
+                                     headers={"Retry-After": RETRY_AFTER_S})
+        return web.json_response({"ready": True})
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.json_response({
+            "model": self.settings.model, "servedModelName": self.settings.model_name,
+            "backend": self.settings.backend,
+            "ready": self.engine.ready and not self.state.draining,
+            "configHash": self.adapters.config_hash,
+            "adapters": [s.as_json() for s in self.adapters.statuses()],
+        })
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": self.metrics.content_type})
+
+    # ---------------------------------------------------------------- admin
+    async def list_adapters(self, request: web.Request) -> web.Response:
+        return web.json_response({"adapters": [s.as_json() for s in self.adapters.statuses()]})
+
+    async def load_adapter(self, request: web.Request) -> web.Response:
+        try:
+            spec = AdapterSpec.model_validate_json(await request.read())
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            raise invalid_request(f"Expected {{name, source, revision?}}: {exc}", "name") from None
+        status = await self.adapters.load_manual(spec)
+        code = 200 if status.state == "loaded" else 400
+        return web.json_response({"adapter": status.as_json()}, status=code)
+
+    async def unload_adapter(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if not await self.adapters.unload_manual(name):
+            return json_error(404, f"No adapter named {name!r}.", param="name", code="model_not_found")
+        return web.json_response({"unloaded": name})
+
+
+def build_app(engine: Engine, adapters: AdapterController, metrics: EngineMetrics | None = None,
+              state: ServerState | None = None) -> web.Application:
+    api = Api(engine, adapters, metrics or EngineMetrics(), state or ServerState())
+    app = web.Application(middlewares=[api.errors, api.guard], client_max_size=engine.settings.max_body_bytes)
+    app["api"] = api
+    app.router.add_post(CHAT_PATH, api.chat_completions)
+    app.router.add_get("/v1/models", api.models)
+    app.router.add_get("/livez", api.livez)
+    app.router.add_get("/readyz", api.readyz)
+    app.router.add_get("/status", api.status)
+    app.router.add_get("/metrics", api.metrics_page)
+    app.router.add_get("/admin/adapters", api.list_adapters)
+    app.router.add_post("/admin/adapters", api.load_adapter)
+    app.router.add_delete("/admin/adapters/{name}", api.unload_adapter)
+    return app

@@ -1,0 +1,117 @@
+"""`sglang-engine serve`: parse settings once, start the backend and the config watcher, serve HTTP,
+and shut down gracefully on SIGTERM/SIGINT (stop accepting, let in-flight streams finish within the grace
+period, stop the backend)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from sglang_engine.adapters import AdapterController
+from sglang_engine.core import Engine
+from sglang_engine.server.app import ServerState, build_app
+from sglang_engine.settings import EngineSettings, parse_settings
+
+log = logging.getLogger("sglang_engine")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": self.formatTime(record), "level": record.levelname.lower(), "logger": record.name,
+               "msg": record.getMessage()}
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(settings: EngineSettings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def _wait_drained(state: ServerState, grace_s: float) -> None:
+    deadline = time.monotonic() + grace_s
+    while state.in_flight and time.monotonic() < deadline:  # noqa: ASYNC110 (a counter, polled briefly)
+        await asyncio.sleep(0.05)
+    if state.in_flight:
+        log.warning("grace period over: cutting %d in-flight requests", state.in_flight)
+
+
+async def run(settings: EngineSettings) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    engine = Engine.from_settings(settings)
+    adapters = AdapterController(settings, engine.backend, engine.set_defaults)
+    state = ServerState()
+    # Serve /livez and /readyz (503) while the backend starts: a slow start must not look like a dead pod.
+    runner = web.AppRunner(build_app(engine, adapters, state=state), handler_cancellation=True,
+                           access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.port).start()
+    log.info("listening on http://%s:%d (model %s, backend %s)", settings.host, settings.port,
+             settings.model_name, settings.backend)
+    try:
+        start = asyncio.create_task(engine.start())
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({start, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not start.done():
+            log.info("signal received during startup; stopping")
+            start.cancel()
+            return 0
+        stopped.cancel()
+        try:
+            start.result()
+        except Exception as exc:
+            log.error("the %s backend failed to start: %s", settings.backend, exc)
+            print(f"sglang-engine: the {settings.backend} backend failed to start: {exc}", file=sys.stderr)
+            return 1
+        await adapters.start()
+        log.info("ready")
+        await stop.wait()
+        log.info("shutting down: draining up to %.0fs", settings.shutdown_grace_s)
+        state.draining = True
+        await _wait_drained(state, settings.shutdown_grace_s)
+        return 0
+    finally:
+        await adapters.stop()
+        await runner.cleanup()
+        await engine.stop()
+        log.info("stopped")
+
+
+def serve(argv: list[str]) -> int:
+    try:
+        settings = parse_settings(argv)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        print(f"sglang-engine serve: --{str(err['loc'][0]).replace('_', '-')}: {err['msg']}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an unreadable secret file
+        print(f"sglang-engine serve: {exc}", file=sys.stderr)
+        return 2
+    if settings.print_sglang_argv:
+        from sglang_engine.backends.sglang_backend import print_argv
+
+        return print_argv(settings)
+    setup_logging(settings)
+    try:
+        return asyncio.run(run(settings))
+    except OSError as exc:  # e.g. the port is taken, or the model path does not exist
+        log.error("%s", exc)
+        print(f"sglang-engine: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,153 @@
+"""Chat templating with the model's own tokenizer: messages -> input_ids, once per request.
+
+Both backends receive token ids (SGLang as `input_ids`), so the prompt the model sees is exactly what the
+model's chat template makes, and the prompt length is known before generation (for max_length and the
+context-length check). Nothing here runs per token.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from sglang_engine.errors import invalid_request
+from sglang_engine.settings import EngineSettings
+
+log = logging.getLogger(__name__)
+
+Role = Literal["system", "user", "assistant", "tool"]
+ROLES: frozenset[str] = frozenset(get_args(Role))
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+    name: str | None = None
+    tool_calls: tuple[dict[str, Any], ...] | None = None
+    tool_call_id: str | None = None
+
+    def to_template(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.name is not None:
+            out["name"] = self.name
+        if self.tool_calls:
+            out["tool_calls"] = list(self.tool_calls)
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        return out
+
+
+def _text_content(content: Any, where: str) -> str:
+    """A string, or OpenAI content parts of type text (joined). Other part types are refused by name."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for i, part in enumerate(content):
+            text = part.get("text") if isinstance(part, dict) and part.get("type") == "text" else None
+            if not isinstance(text, str):
+                raise invalid_request("Only text content parts are supported.", f"{where}.content[{i}]")
+            texts.append(text)
+        return "".join(texts)
+    raise invalid_request("content must be a string or a list of text parts.", f"{where}.content")
+
+
+def parse_messages(raw: Any) -> list[ChatMessage]:
+    """Validate seed-API / OpenAI-style message dicts once; errors name `messages[i].field`."""
+    if not isinstance(raw, list) or not raw:
+        raise invalid_request("messages must be a non-empty list.", "messages")
+    out = []
+    for i, m in enumerate(raw):
+        where = f"messages[{i}]"
+        if isinstance(m, ChatMessage):
+            out.append(m)
+            continue
+        if not isinstance(m, dict):
+            raise invalid_request("Each message must be an object.", where)
+        role = m.get("role")
+        if role not in ROLES:
+            raise invalid_request(
+                f"Unknown role {role!r}; expected one of {sorted(ROLES)}.", f"{where}.role")
+        tool_calls = m.get("tool_calls")
+        out.append(ChatMessage(
+            role=role, content=_text_content(m.get("content"), where), name=m.get("name"),
+            tool_calls=tuple(tool_calls) if tool_calls else None, tool_call_id=m.get("tool_call_id"),
+        ))
+    return out
+
+
+class ChatTemplater:
+    """Wraps one tokenizer. `encode_chat` is synchronous and cheap enough for the event loop (a Jinja
+    render and a fast-tokenizer encode, well under a millisecond for chat-sized prompts)."""
+
+    def __init__(self, tokenizer: Any, context_length: int | None) -> None:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("The model's tokenizer has no chat template (set --chat-template).")
+        self.tokenizer = tokenizer
+        self.context_length = context_length
+
+    def encode_chat(
+        self, messages: list[ChatMessage], system: str | None = None,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> list[int]:
+        conversation = [m.to_template() for m in messages]
+        if system:
+            conversation.insert(0, {"role": "system", "content": system})
+        try:
+            ids = self.tokenizer.apply_chat_template(
+                conversation, tools=tools or None, add_generation_prompt=True, tokenize=True,
+                return_dict=False,
+            )
+        except Exception as exc:  # templates raise on conversations they refuse (jinja `raise_exception`)
+            raise invalid_request(f"The chat template refused these messages: {exc}", "messages") from None
+        return list(ids)
+
+    def count(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+
+def _context_length_of(
+    model_path: str, revision: str | None, settings: EngineSettings, tokenizer: Any,
+) -> int | None:
+    if settings.context_length:
+        return settings.context_length
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(
+            model_path, revision=revision, trust_remote_code=settings.trust_remote_code)
+    except Exception as exc:  # no config.json (tokenizer-only path): fall back to the tokenizer's limit
+        log.warning("could not read the model config for its context length: %s", exc)
+        config = None
+    for attr in ("max_position_embeddings", "max_sequence_length", "seq_length", "n_positions"):
+        value = getattr(getattr(config, "text_config", config), attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < 10**7 else None
+
+
+def load_templater(settings: EngineSettings, model_path: str | None = None) -> ChatTemplater:
+    """Blocking (file and maybe network I/O): call from a worker thread."""
+    from transformers import AutoTokenizer
+
+    from sglang_engine.tiny import resolve_model_path
+
+    path = model_path or resolve_model_path(settings)
+    revision = None if path != settings.model else settings.revision
+    tokenizer = AutoTokenizer.from_pretrained(
+        path, revision=revision, trust_remote_code=settings.trust_remote_code)
+    if settings.chat_template:
+        template = Path(settings.chat_template)
+        # A file overrides the model's template; SGLang's named templates are not known to transformers.
+        if template.is_file():
+            tokenizer.chat_template = template.read_text()
+        else:
+            log.warning("--chat-template %r is not a file; using the model's own template locally",
+                        settings.chat_template)
+    return ChatTemplater(tokenizer, _context_length_of(path, revision, settings, tokenizer))
