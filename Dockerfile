@@ -47,12 +47,18 @@ COPY --from=wheel /wheels /wheels
 RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --no-deps \
         "/wheels/sglang_operator-${VERSION}-py3-none-any.whl" peft==0.21.2 accelerate==1.15.0 \
     && rm -rf /wheels \
-    && useradd --uid 10001 --user-group --create-home --home-dir /home/engine --shell /usr/sbin/nologin engine
-# HF_HOME: the pod mounts the model cache PVC (or an emptyDir) at /models; caches need a writable home.
+    && mkdir -p /home/engine/.cache /models \
+    && chown -R 1000:0 /home/engine /models \
+    && chmod -R g=u /home/engine /models
+# UID 1000 is what the operator's engine pods run as (runAsUser; the base image may already name it, so no
+# useradd). Group 0 ownership keeps the home writable under an arbitrary UID too (OpenShift). USER and HOME
+# are set because some libraries ask for a user name or home directory.
+# HF_HOME: the pod mounts the model cache PVC (or an emptyDir) at /models.
 ENV HOME=/home/engine \
+    USER=engine \
     HF_HOME=/models/hf \
     SGLANG_ENGINE_CACHE=/home/engine/.cache/sglang-engine
-USER 10001:10001
+USER 1000:1000
 WORKDIR /home/engine
 # The OpenAI-compatible API, probes and metrics; SGLang itself listens on 127.0.0.1:30000 inside the pod.
 EXPOSE 8000
