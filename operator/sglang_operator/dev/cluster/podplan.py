@@ -1,0 +1,359 @@
+"""Pure: a pod's spec -> what the local kubelet runs (argv, env, volumes, probes), with paths remapped.
+
+Mapping rules (the local kubelet's whole contract):
+- Only the engine runs: a container's `command[0]` must be `sglang-engine` (any image is accepted if it is;
+  anything else is a pod error with reason `ImageNotSupported`). It resolves to the `sglang-engine` console
+  script of the Python running the cluster.
+- `--host 0.0.0.0` (or `::`, in both `--host X` and `--host=X` forms) becomes the pod's own loopback IP, so
+  every pod can listen on the same port.
+- Volumes become folders: emptyDir, configMap and secret under `<pod dir>/volumes/<volume>/`, a
+  persistentVolumeClaim under `<state>/pvcs/<namespace>/<claim>/` (shared by pods, like a real claim).
+  ConfigMap and secret volumes use the kubelet's layout (`..data` symlink to a timestamped folder, one
+  symlink per key) so updates are an atomic swap.
+- Mount paths are remapped: every absolute path in command, args, env values (also `:`-separated lists) and
+  workingDir that falls under a volume's mountPath is rewritten to the folder backing it. The engine is also
+  told through env: `SGLANG_DEV_POD_ROOT` and `SGLANG_DEV_MOUNTS` (JSON: mountPath -> folder).
+- Env: `value` with `$(VAR)` expansion, `secretKeyRef`, `configMapKeyRef`, `fieldRef` (metadata.name,
+  metadata.namespace, metadata.uid, metadata.labels[...], metadata.annotations[...], spec.nodeName,
+  spec.serviceAccountName, status.podIP, status.podIPs, status.hostIP), `envFrom` (configMapRef, secretRef).
+- Probes: httpGet and tcpSocket (exec cannot run a command inside an image: a pod error).
+- `nvidia.com/gpu` and other resources are accepted and ignored (reported as a pod event).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENGINE_COMMAND = "sglang-engine"
+WILDCARD_HOSTS = ("0.0.0.0", "::", "[::]")
+NODE_NAME = "local"
+
+
+class PodError(Exception):
+    """The pod cannot run here; `reason` is a Kubernetes-style waiting reason, the message names the field."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Probe:
+    kind: str  # http | tcp
+    host: str
+    port: int
+    path: str = "/"
+    headers: tuple[tuple[str, str], ...] = ()
+    initial_delay_s: float = 0
+    period_s: float = 10
+    timeout_s: float = 1
+    success_threshold: int = 1
+    failure_threshold: int = 3
+
+
+@dataclass(frozen=True)
+class VolumePlan:
+    name: str
+    kind: str  # emptyDir | configMap | secret | persistentVolumeClaim
+    host_path: Path
+    source: str = ""  # configMap/secret/claim name
+    items: tuple[tuple[str, str], ...] = ()  # (key, relative path); empty = every key
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Mount:
+    mount_path: str
+    host_path: Path
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerPlan:
+    name: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    cwd: Path
+    mounts: tuple[Mount, ...]
+    startup: Probe | None = None
+    readiness: Probe | None = None
+    liveness: Probe | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PodPlan:
+    containers: tuple[ContainerPlan, ...]
+    volumes: tuple[VolumePlan, ...]
+    grace_s: float
+    restart_policy: str
+    notes: tuple[str, ...] = ()  # facts worth an event: ignored GPU requests, ignored security settings
+
+
+@dataclass(frozen=True)
+class PodContext:
+    """Everything outside the pod spec that the mapping needs (looked up by the caller, passed in)."""
+
+    pod_ip: str
+    pod_dir: Path
+    pvc_root: Path
+    engine_path: str
+    host_env: Mapping[str, str]
+    config_maps: Mapping[str, Mapping[str, str]]  # name -> data (binaryData decoded by the caller)
+    secrets: Mapping[str, Mapping[str, str]]  # name -> decoded data
+    markers: Mapping[str, str] = field(default_factory=dict)
+
+
+_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+def expand(value: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' `$(VAR)` expansion: known names are replaced, unknown ones kept, `$$` escapes."""
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        return env.get(m.group(1), m.group(0))
+    return _VAR.sub(sub, value)
+
+
+def remap_path(value: str, mounts: tuple[Mount, ...]) -> str:
+    """An absolute path under a mountPath -> the same path under the folder backing it (longest match)."""
+    if not value.startswith("/"):
+        return value
+    for mount in mounts:  # sorted longest mountPath first
+        root = mount.mount_path.rstrip("/") or "/"
+        if value == root or value.startswith(root + "/"):
+            return str(mount.host_path) + value[len(root):]
+    return value
+
+
+def remap_value(value: str, mounts: tuple[Mount, ...]) -> str:
+    """Remap a path, a `--flag=/path`, or each element of a `:`-separated path list."""
+    if value.startswith("--") and "=" in value:
+        flag, _, rest = value.partition("=")
+        return f"{flag}={remap_value(rest, mounts)}"
+    if ":" in value and value.startswith("/"):
+        return ":".join(remap_path(part, mounts) for part in value.split(":"))
+    return remap_path(value, mounts)
+
+
+def rewrite_host(argv: list[str], pod_ip: str) -> list[str]:
+    out = []
+    take_next = False
+    for arg in argv:
+        if take_next:
+            out.append(pod_ip if arg in WILDCARD_HOSTS else arg)
+            take_next = False
+        elif arg == "--host":
+            out.append(arg)
+            take_next = True
+        elif arg.startswith("--host=") and arg.partition("=")[2] in WILDCARD_HOSTS:
+            out.append(f"--host={pod_ip}")
+        else:
+            out.append(arg)
+    return out
+
+
+def _key_ref(ref: Mapping[str, Any], store: Mapping[str, Mapping[str, str]], kind: str,
+             where: str) -> str | None:
+    name, key = ref.get("name", ""), ref.get("key", "")
+    data = store.get(name)
+    if data is None or key not in data:
+        if ref.get("optional"):
+            return None
+        missing = (f'{kind} "{name}" not found' if data is None
+                   else f'key "{key}" not found in {kind} "{name}"')
+        raise PodError("CreateContainerConfigError", f"{where}: {missing}")
+    return data[key]
+
+
+_FIELD_INDEX = re.compile(r"^metadata\.(labels|annotations)\['([^']+)'\]$")
+
+
+def field_ref(path: str, pod: Mapping[str, Any], pod_ip: str, where: str) -> str:
+    meta = pod.get("metadata") or {}
+    simple = {
+        "metadata.name": meta.get("name", ""), "metadata.namespace": meta.get("namespace", ""),
+        "metadata.uid": meta.get("uid", ""), "spec.nodeName": NODE_NAME,
+        "spec.serviceAccountName": (pod.get("spec") or {}).get("serviceAccountName", "default"),
+        "status.podIP": pod_ip, "status.podIPs": pod_ip, "status.hostIP": "127.0.0.1",
+    }
+    if path in simple:
+        return str(simple[path])
+    m = _FIELD_INDEX.match(path)
+    if m:
+        return str((meta.get(m.group(1)) or {}).get(m.group(2), ""))
+    raise PodError("CreateContainerConfigError",
+                   f"{where}.valueFrom.fieldRef.fieldPath: unsupported {path!r}")
+
+
+def resolve_env(container: Mapping[str, Any], pod: Mapping[str, Any], ctx: PodContext,
+                where: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for i, source in enumerate(container.get("envFrom") or []):
+        prefix = source.get("prefix", "")
+        for kind, store in (("configMapRef", ctx.config_maps), ("secretRef", ctx.secrets)):
+            ref = source.get(kind)
+            if ref is None:
+                continue
+            data = store.get(ref.get("name", ""))
+            if data is None and not ref.get("optional"):
+                raise PodError("CreateContainerConfigError",
+                               f"{where}.envFrom[{i}].{kind}: {ref.get('name')!r} not found")
+            env.update({prefix + k: v for k, v in (data or {}).items()})
+    for i, var in enumerate(container.get("env") or []):
+        name, here = var.get("name", ""), f"{where}.env[{i}]"
+        value_from = var.get("valueFrom")
+        if value_from is None:
+            env[name] = expand(str(var.get("value", "")), env)
+        elif "secretKeyRef" in value_from:
+            got = _key_ref(value_from["secretKeyRef"], ctx.secrets, "secret",
+                           f"{here}.valueFrom.secretKeyRef")
+            if got is not None:
+                env[name] = got
+        elif "configMapKeyRef" in value_from:
+            got = _key_ref(value_from["configMapKeyRef"], ctx.config_maps, "configmap",
+                           f"{here}.valueFrom.configMapKeyRef")
+            if got is not None:
+                env[name] = got
+        elif "fieldRef" in value_from:
+            env[name] = field_ref(value_from["fieldRef"].get("fieldPath", ""), pod, ctx.pod_ip, here)
+        else:
+            raise PodError("CreateContainerConfigError",
+                           f"{here}.valueFrom: only secretKeyRef, configMapKeyRef and fieldRef are supported "
+                           f"locally, got {sorted(value_from)}")
+    return env
+
+
+def plan_volumes(spec: Mapping[str, Any], ctx: PodContext, namespace: str) -> tuple[VolumePlan, ...]:
+    plans = []
+    for i, vol in enumerate(spec.get("volumes") or []):
+        name = vol.get("name", "")
+        local = ctx.pod_dir / "volumes" / name
+        if "emptyDir" in vol:
+            plans.append(VolumePlan(name, "emptyDir", local))
+        elif "configMap" in vol or "secret" in vol:
+            kind = "configMap" if "configMap" in vol else "secret"
+            src = vol[kind]
+            source = src.get("name" if kind == "configMap" else "secretName", "")
+            items = tuple((it["key"], it.get("path", it["key"])) for it in src.get("items") or [])
+            plans.append(VolumePlan(name, kind, local, source, items, bool(src.get("optional"))))
+        elif "persistentVolumeClaim" in vol:
+            claim = vol["persistentVolumeClaim"].get("claimName", "")
+            plans.append(VolumePlan(name, "persistentVolumeClaim", ctx.pvc_root / namespace / claim, claim))
+        else:
+            kinds = sorted(k for k in vol if k != "name")
+            raise PodError("CreateContainerConfigError",
+                           f"spec.volumes[{i}] ({name}): unsupported volume type {kinds}; the local kubelet "
+                           "supports emptyDir, configMap, secret and persistentVolumeClaim")
+    return tuple(plans)
+
+
+def _mounts(container: Mapping[str, Any], volumes: Mapping[str, VolumePlan], where: str) -> tuple[Mount, ...]:
+    mounts = []
+    for i, vm in enumerate(container.get("volumeMounts") or []):
+        vol = volumes.get(vm.get("name", ""))
+        if vol is None:
+            raise PodError("CreateContainerConfigError",
+                           f"{where}.volumeMounts[{i}].name: no volume named {vm.get('name')!r}")
+        host = vol.host_path / vm["subPath"] if vm.get("subPath") else vol.host_path
+        mounts.append(Mount(vm.get("mountPath", ""), host, bool(vm.get("readOnly"))))
+    return tuple(sorted(mounts, key=lambda m: len(m.mount_path), reverse=True))
+
+
+def _probe(raw: Mapping[str, Any] | None, ports: Mapping[str, int], pod_ip: str, where: str) -> Probe | None:
+    if not raw:
+        return None
+    timing = {"initial_delay_s": raw.get("initialDelaySeconds", 0), "period_s": raw.get("periodSeconds", 10),
+              "timeout_s": raw.get("timeoutSeconds", 1), "success_threshold": raw.get("successThreshold", 1),
+              "failure_threshold": raw.get("failureThreshold", 3)}
+    for kind, key in (("http", "httpGet"), ("tcp", "tcpSocket")):
+        if key in raw:
+            action = raw[key]
+            port = action.get("port")
+            if isinstance(port, str) and not port.isdigit():
+                if port not in ports:
+                    raise PodError("CreateContainerConfigError", f"{where}.{key}.port: no container port "
+                                   f"named {port!r}")
+                port = ports[port]
+            headers = tuple((h["name"], h["value"]) for h in action.get("httpHeaders") or [])
+            return Probe(kind, action.get("host") or pod_ip, int(port), action.get("path", "/"), headers,
+                         **timing)
+    raise PodError("CreateContainerConfigError",
+                   f"{where}: only httpGet and tcpSocket probes run locally (got {sorted(raw)})")
+
+
+def base_env(ctx: PodContext, pod_name: str, mounts: tuple[Mount, ...]) -> dict[str, str]:
+    """What every container starts with: a PATH finding the engine, the host's caches, the markers."""
+    env = {"PATH": os.path.dirname(ctx.engine_path) + os.pathsep + ctx.host_env.get("PATH", "/usr/bin:/bin"),
+           "HOSTNAME": pod_name, "PYTHONUNBUFFERED": "1", "TMPDIR": str(ctx.pod_dir / "tmp")}
+    # HOME stays the host's so builtin models and HF caches are built once per machine, not once per pod.
+    for key in ("HOME", "LANG", "LC_ALL", "SGLANG_ENGINE_CACHE", "HF_HUB_OFFLINE", "OMP_NUM_THREADS"):
+        if key in ctx.host_env:
+            env[key] = ctx.host_env[key]
+    env["SGLANG_DEV_POD_ROOT"] = str(ctx.pod_dir)
+    env["SGLANG_DEV_MOUNTS"] = json.dumps({m.mount_path: str(m.host_path) for m in mounts}, sort_keys=True)
+    return env
+
+
+def plan_container(container: Mapping[str, Any], index: int, pod: Mapping[str, Any], ctx: PodContext,
+                   volumes: Mapping[str, VolumePlan]) -> ContainerPlan:
+    name = container.get("name", f"c{index}")
+    where = f"spec.containers[{index}]"
+    argv = [*(container.get("command") or []), *(container.get("args") or [])]
+    if not container.get("command") or os.path.basename(argv[0]) != ENGINE_COMMAND:
+        raise PodError("ImageNotSupported",
+                       f"{where} ({name}): the local kubelet only runs the engine (command "
+                       f"{ENGINE_COMMAND!r}); image {container.get('image')!r} with command "
+                       f"{(container.get('command') or ['<image entrypoint>'])[0]!r} cannot run on this "
+                       "machine")
+    mounts = _mounts(container, volumes, where)
+    user_env = resolve_env(container, pod, ctx, where)
+    env = {**base_env(ctx, (pod.get("metadata") or {}).get("name", ""), mounts), **user_env}
+    env = {k: remap_value(v, mounts) for k, v in env.items()}
+    env.update(ctx.markers)
+    argv = [expand(a, user_env) for a in argv]
+    argv = rewrite_host([ctx.engine_path, *(remap_value(a, mounts) for a in argv[1:])], ctx.pod_ip)
+    ports = {p["name"]: int(p["containerPort"]) for p in container.get("ports") or [] if p.get("name")}
+    cwd = Path(remap_path(container["workingDir"], mounts)) if container.get("workingDir") else ctx.pod_dir
+    return ContainerPlan(
+        name=name, argv=tuple(argv), env=env, cwd=cwd, mounts=mounts,
+        startup=_probe(container.get("startupProbe"), ports, ctx.pod_ip, f"{where}.startupProbe"),
+        readiness=_probe(container.get("readinessProbe"), ports, ctx.pod_ip, f"{where}.readinessProbe"),
+        liveness=_probe(container.get("livenessProbe"), ports, ctx.pod_ip, f"{where}.livenessProbe"),
+        ports=ports)
+
+
+def _notes(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    notes = []
+    for c in spec.get("containers") or []:
+        res = c.get("resources") or {}
+        gpus = ((res.get("limits") or {}).get("nvidia.com/gpu")
+                or (res.get("requests") or {}).get("nvidia.com/gpu"))
+        if gpus:
+            notes.append(f"container {c.get('name')}: nvidia.com/gpu={gpus} requested; accepted and ignored "
+                         "on this machine (no GPUs: the engine runs on CPU)")
+    if spec.get("initContainers"):
+        notes.append("initContainers are ignored by the local kubelet")
+    return tuple(notes)
+
+
+def plan_pod(pod: Mapping[str, Any], ctx: PodContext) -> PodPlan:
+    """Map a pod to local processes; raises PodError (reason + message naming the field) if it cannot run."""
+    spec = pod.get("spec") or {}
+    namespace = (pod.get("metadata") or {}).get("namespace", "default")
+    volumes = plan_volumes(spec, ctx, namespace)
+    by_name = {v.name: v for v in volumes}
+    containers = tuple(plan_container(c, i, pod, ctx, by_name)
+                       for i, c in enumerate(spec.get("containers") or []))
+    if not containers:
+        raise PodError("CreateContainerConfigError", "spec.containers: at least one container is required")
+    return PodPlan(containers, volumes, float(spec.get("terminationGracePeriodSeconds", 30)),
+                   spec.get("restartPolicy", "Always"), _notes(spec))

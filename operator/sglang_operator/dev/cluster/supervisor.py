@@ -1,0 +1,224 @@
+"""The process behind `dev up`: the emulator and the operator as supervised children, and the Deployment
+controller, kubelet and Service proxy as asyncio tasks. SIGTERM/SIGINT stops everything in order: the
+operator, every pod (preStop, SIGTERM, grace, SIGKILL), the proxy, the emulator, then anything left that
+carries the cluster's env marker.
+
+Run as `python -m sglang_operator.dev.cluster.supervisor --state-dir DIR` (what `dev up --detach` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from sglang_operator.dev.cluster import procs
+from sglang_operator.dev.cluster.container import Backoff
+from sglang_operator.dev.cluster.controller import DeploymentController
+from sglang_operator.dev.cluster.kubeapi import Credentials, KubeClient, cancel_all
+from sglang_operator.dev.cluster.kubelet import Kubelet
+from sglang_operator.dev.cluster.layout import ClusterInfo, Layout
+from sglang_operator.dev.cluster.proxy import ServiceProxy
+
+log = logging.getLogger("sglang_operator.dev.cluster")
+READY_FILE = "ready"
+CHILD_STOP_GRACE_S = 10.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _listening(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.05)
+        return s.connect_ex((host, port)) == 0
+
+
+def pick_prefix() -> int:
+    """A second octet for this cluster's loopback addresses that no other local cluster seems to use."""
+    candidates = list(range(64, 251))
+    random.shuffle(candidates)
+    for prefix in candidates:
+        if not _listening(f"127.{prefix}.0.2", 8000) and not _listening(f"127.{prefix}.1.1", 8000):
+            return prefix
+    raise RuntimeError("no free 127.x.0.0/16 range for the local cluster")
+
+
+class Child:
+    """A supervised child process (own session, log file, pid file), restarted with backoff if it dies."""
+
+    def __init__(self, name: str, argv: list[str], layout: Layout, env: dict[str, str]) -> None:
+        self.name, self.argv, self.layout, self.env = name, argv, layout, env
+        self.proc: asyncio.subprocess.Process | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        log_path = self.layout.log(self.name)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=fd, stderr=asyncio.subprocess.STDOUT,
+                env=self.env, start_new_session=True)
+        finally:
+            os.close(fd)
+        procs.write_pidfile(self.layout.pidfile(self.name), self.proc.pid, self.argv)
+        log.info("%s started (pid %d), log %s", self.name, self.proc.pid, log_path)
+
+    async def supervise(self) -> None:
+        backoff = Backoff()
+        failures = 0
+        while not self._stopping:
+            assert self.proc is not None
+            started = time.monotonic()
+            code = await self.proc.wait()
+            if self._stopping:
+                return
+            failures = 1 if time.monotonic() - started > backoff.reset_after_s else failures + 1
+            delay = backoff.delay(failures)
+            log.error("%s exited with %s; restarting in %.0fs (see %s)", self.name, code, delay,
+                      self.layout.log(self.name))
+            await asyncio.sleep(delay)
+            if not self._stopping:
+                await self.start()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        procs.signal_group(self.proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.proc.wait(), CHILD_STOP_GRACE_S)
+        except TimeoutError:
+            procs.signal_group(self.proc.pid, signal.SIGKILL)
+            await self.proc.wait()
+        procs.signal_group(self.proc.pid, signal.SIGKILL)  # stragglers in its group
+        with contextlib.suppress(FileNotFoundError):
+            self.layout.pidfile(self.name).unlink()
+
+
+async def wait_for_api(url: str, child: Child, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if child.proc is not None and child.proc.returncode is not None:
+                raise RuntimeError(f"the API emulator exited ({child.proc.returncode}); see "
+                                   f"{child.layout.log(child.name)}")
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                async with session.get(f"{url}/version", timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"the API emulator did not answer on {url} within {timeout_s:.0f}s")
+
+
+async def run_cluster(layout: Layout, operator_args: list[str], stop: asyncio.Event) -> None:
+    layout.root.mkdir(parents=True, exist_ok=True)
+    (layout.root / READY_FILE).unlink(missing_ok=True)
+    cluster_id = secrets.token_hex(6)
+    prefix = pick_prefix()
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, procs.CLUSTER_MARKER: cluster_id}
+    env.pop("KUBECONFIG", None)
+    py = sys.executable
+    ClusterInfo(cluster_id, prefix, api_url).dump(layout.cluster_file)
+    procs.write_pidfile(layout.pidfile("supervisor"), os.getpid(), sys.argv)
+    log.info("cluster %s: loopback range 127.%d.0.0/16, state in %s", cluster_id, prefix, layout.root)
+
+    emulator = Child("emulator", [py, "-m", "sglang_operator.cli", "dev", "apiserver", "--host", "127.0.0.1",
+                                  "--port", str(port), "--kubeconfig", str(layout.kubeconfig)], layout, env)
+    operator = Child("operator", [py, "-m", "sglang_operator.cli", "run",
+                                  "--kubeconfig", str(layout.kubeconfig), *operator_args], layout, env)
+    tasks: list[asyncio.Task[None]] = []
+    client: KubeClient | None = None
+    kubelet: Kubelet | None = None
+    try:
+        log.info("starting the API emulator on %s ...", api_url)
+        await emulator.start()
+        await wait_for_api(api_url, emulator)
+        log.info("API emulator ready; kubeconfig %s", layout.kubeconfig)
+        client = KubeClient(Credentials.from_kubeconfig(layout.kubeconfig))
+        kubelet = Kubelet(client, layout, cluster_id, prefix)
+        tasks = [asyncio.create_task(emulator.supervise()),
+                 asyncio.create_task(DeploymentController(client).run()),
+                 asyncio.create_task(kubelet.run()),
+                 asyncio.create_task(ServiceProxy(client, layout, prefix).run())]
+        log.info("Deployment controller, kubelet and Service proxy running")
+        await operator.start()
+        tasks.append(asyncio.create_task(operator.supervise()))
+        (layout.root / READY_FILE).write_text(api_url)
+        log.info("local cluster ready: export KUBECONFIG=%s", layout.kubeconfig)
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stopper and task.exception() is not None:
+                log.error("a cluster component failed: %r", task.exception())
+        stopper.cancel()
+    finally:
+        log.info("stopping: operator, pods, proxy, emulator ...")
+        (layout.root / READY_FILE).unlink(missing_ok=True)
+        await operator.stop()
+        if kubelet is not None:
+            await kubelet.shutdown()
+        await cancel_all(tasks)
+        await emulator.stop()
+        if client is not None:
+            await client.close()
+        left = procs.kill_marked(procs.CLUSTER_MARKER, cluster_id)
+        if left:
+            log.warning("killed %d leftover process(es): %s", len(left), left)
+        with contextlib.suppress(FileNotFoundError):
+            layout.pidfile("supervisor").unlink()
+        log.info("local cluster stopped; nothing left running")
+
+
+def serve(layout: Layout, operator_args: list[str]) -> int:
+    """Run the cluster in this process until SIGTERM/SIGINT."""
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_cluster(layout, operator_args, stop)
+
+    try:
+        asyncio.run(main())
+    except RuntimeError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stdout)
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sglang_operator.dev.cluster.supervisor")
+    parser.add_argument("--state-dir", required=True, type=Path)
+    parser.add_argument("--operator-arg", action="append", default=[],
+                        help="extra argument for `sglang-operator run` (repeats)")
+    args = parser.parse_args(argv)
+    configure_logging()
+    return serve(Layout.at(args.state_dir), args.operator_arg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

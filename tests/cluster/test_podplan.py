@@ -1,0 +1,156 @@
+"""The local kubelet's mapping of a pod to processes: argv, env, volumes, probes, remapped paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sglang_operator.dev.cluster import podplan, volumes
+from sglang_operator.dev.cluster.podplan import PodContext, PodError, VolumePlan, plan_pod
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _ctx(tmp_path: Path, **kw: Any) -> PodContext:
+    base = {"pod_ip": "127.77.1.3", "pod_dir": tmp_path / "pod", "pvc_root": tmp_path / "pvcs",
+            "engine_path": "/venv/bin/sglang-engine", "host_env": {"PATH": "/usr/bin", "HOME": "/home/u"},
+            "config_maps": {"cm": {"k": "from-cm"}}, "secrets": {"sec": {"token": "s3cret"}},
+            "markers": {"SGLANG_DEV_CLUSTER": "c1"}}
+    return PodContext(**{**base, **kw})
+
+
+def _pod(container: dict[str, Any], volumes_: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"metadata": {"name": "p1", "namespace": "ns", "uid": "u1", "labels": {"app": "x"}},
+            "spec": {"containers": [{"name": "engine", "image": "img", "command": ["sglang-engine"],
+                                     **container}], "volumes": volumes_ or []}}
+
+
+def test_operator_pod_maps_to_a_local_engine(tmp_path: Path) -> None:
+    """The seam with the operator: its real Deployment template runs here with host and paths rewritten."""
+    from sglang_operator.render import render_documents
+
+    docs = list(yaml.safe_load_all((ROOT / "examples" / "tiny.yaml").read_text()))
+    deployment = next(c for c in render_documents(docs) if c["kind"] == "Deployment")
+    template = deployment["spec"]["template"]
+    pod = {"metadata": {"name": "tiny-abc-x", "namespace": "default", "uid": "u", **template["metadata"]},
+           "spec": template["spec"]}
+    plan = plan_pod(pod, _ctx(tmp_path))
+    engine = plan.containers[0]
+    argv = list(engine.argv)
+    assert argv[0] == "/venv/bin/sglang-engine" and argv[1] == "serve"
+    assert argv[argv.index("--host") + 1] == "127.77.1.3"
+    config = argv[argv.index("--config") + 1]
+    assert config == str(tmp_path / "pod" / "volumes" / "config" / "config.json")
+    assert engine.env["SGLANG_ENGINE_CACHE"].startswith(str(tmp_path / "pod" / "volumes"))
+    assert engine.readiness is not None and engine.readiness.port == 8000
+    assert engine.readiness.host == "127.77.1.3" and engine.readiness.path == "/readyz"
+    assert engine.startup is not None and engine.liveness is not None
+    assert {v.kind for v in plan.volumes} >= {"configMap", "emptyDir"}
+    assert json.loads(engine.env["SGLANG_DEV_MOUNTS"])["/etc/sglang-operator"].endswith("volumes/config")
+    assert engine.env["SGLANG_DEV_CLUSTER"] == "c1"
+
+
+def test_host_rewrite_both_forms() -> None:
+    assert podplan.rewrite_host(["--host", "0.0.0.0", "--port", "8000"], "127.1.1.1") == \
+        ["--host", "127.1.1.1", "--port", "8000"]
+    assert podplan.rewrite_host(["--host=::"], "127.1.1.1") == ["--host=127.1.1.1"]
+    assert podplan.rewrite_host(["--host", "10.0.0.1"], "127.1.1.1") == ["--host", "10.0.0.1"]
+
+
+def test_paths_under_mounts_are_remapped(tmp_path: Path) -> None:
+    mounts = (podplan.Mount("/etc/cfg/sub", tmp_path / "b"), podplan.Mount("/etc/cfg", tmp_path / "a"))
+    assert podplan.remap_value("/etc/cfg/x.json", mounts) == f"{tmp_path}/a/x.json"
+    assert podplan.remap_value("/etc/cfg/sub/y", mounts) == f"{tmp_path}/b/y"  # longest mount wins
+    assert podplan.remap_value("--config=/etc/cfg", mounts) == f"--config={tmp_path}/a"
+    assert podplan.remap_value("/etc/cfg:/usr/lib", mounts) == f"{tmp_path}/a:/usr/lib"
+    assert podplan.remap_value("/etc/cfgx", mounts) == "/etc/cfgx"  # a prefix is not a parent
+    assert podplan.remap_value("relative/etc/cfg", mounts) == "relative/etc/cfg"
+
+
+def test_env_sources(tmp_path: Path) -> None:
+    pod = _pod({"env": [
+        {"name": "A", "value": "plain"},
+        {"name": "B", "value": "$(A)-x-$$(A)"},
+        {"name": "S", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "token"}}},
+        {"name": "C", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "k"}}},
+        {"name": "O", "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "k", "optional": True}}},
+        {"name": "N", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "L", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+    ], "envFrom": [{"configMapRef": {"name": "cm"}, "prefix": "CM_"}]})
+    env = plan_pod(pod, _ctx(tmp_path)).containers[0].env
+    assert (env["A"], env["B"], env["S"], env["C"]) == ("plain", "plain-x-$(A)", "s3cret", "from-cm")
+    assert "O" not in env
+    assert (env["N"], env["IP"], env["L"], env["CM_k"]) == ("p1", "127.77.1.3", "x", "from-cm")
+    assert env["PATH"].startswith("/venv/bin")
+
+
+@pytest.mark.parametrize(("env", "field"), [
+    ({"name": "S", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "missing"}}},
+     'spec.containers[0].env[0].valueFrom.secretKeyRef: key "missing" not found in secret "sec"'),
+    ({"name": "S", "valueFrom": {"configMapKeyRef": {"name": "gone", "key": "k"}}},
+     'spec.containers[0].env[0].valueFrom.configMapKeyRef: configmap "gone" not found'),
+    ({"name": "F", "valueFrom": {"fieldRef": {"fieldPath": "spec.bogus"}}},
+     "spec.containers[0].env[0].valueFrom.fieldRef.fieldPath"),
+])
+def test_env_errors_name_the_field(tmp_path: Path, env: dict[str, Any], field: str) -> None:
+    with pytest.raises(PodError) as err:
+        plan_pod(_pod({"env": [env]}), _ctx(tmp_path))
+    assert err.value.reason == "CreateContainerConfigError"
+    assert field in err.value.message
+
+
+def test_only_the_engine_runs(tmp_path: Path) -> None:
+    pod = _pod({"command": ["nginx"], "image": "nginx:1.27"})
+    with pytest.raises(PodError) as err:
+        plan_pod(pod, _ctx(tmp_path))
+    assert err.value.reason == "ImageNotSupported"
+    assert "nginx:1.27" in err.value.message and "spec.containers[0]" in err.value.message
+    no_command = _pod({})
+    del no_command["spec"]["containers"][0]["command"]
+    with pytest.raises(PodError, match="only runs the engine"):
+        plan_pod(no_command, _ctx(tmp_path))
+
+
+def test_volumes_probes_and_gpu_note(tmp_path: Path) -> None:
+    pod = _pod({"args": ["serve", "--model", "/models/m"],
+                "ports": [{"name": "http", "containerPort": 8000}],
+                "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
+                "livenessProbe": {"tcpSocket": {"port": 8000}},
+                "resources": {"limits": {"nvidia.com/gpu": 2}},
+                "volumeMounts": [{"name": "m", "mountPath": "/models"}, {"name": "s", "mountPath": "/sec"}]},
+               [{"name": "m", "persistentVolumeClaim": {"claimName": "weights"}},
+                {"name": "s", "secret": {"secretName": "sec", "items": [{"key": "token", "path": "t/tok"}]}}])
+    plan = plan_pod(pod, _ctx(tmp_path))
+    engine = plan.containers[0]
+    assert engine.argv[-1] == f"{tmp_path}/pvcs/ns/weights/m"
+    assert engine.readiness and engine.readiness.port == 8000 and engine.readiness.period_s == 5
+    assert engine.liveness and engine.liveness.kind == "tcp"
+    assert any("nvidia.com/gpu=2" in note and "ignored" in note for note in plan.notes)
+    secret = next(v for v in plan.volumes if v.kind == "secret")
+    assert secret.items == (("token", "t/tok"),)
+
+
+def test_unsupported_volume_and_probe_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(PodError, match=r"spec.volumes\[0\] \(h\): unsupported volume type \['hostPath'\]"):
+        plan_pod(_pod({}, [{"name": "h", "hostPath": {"path": "/"}}]), _ctx(tmp_path))
+    with pytest.raises(PodError, match="startupProbe: only httpGet and tcpSocket"):
+        plan_pod(_pod({"startupProbe": {"exec": {"command": ["true"]}}}), _ctx(tmp_path))
+
+
+def test_configmap_volume_atomic_swap(tmp_path: Path) -> None:
+    root = tmp_path / "vol"
+    plan = VolumePlan("config", "configMap", root, "cm")
+    assert volumes.prepare(plan, {"config.json": "{}", "other": "1"})
+    first = (root / "..data").resolve()
+    assert (root / "config.json").read_text() == "{}"
+    assert not volumes.prepare(plan, {"config.json": "{}", "other": "1"})  # unchanged: no write
+    assert volumes.prepare(plan, {"config.json": '{"a": 1}'})
+    assert (root / "config.json").read_text() == '{"a": 1}'
+    assert (root / "config.json").is_symlink() and (root / "..data").is_symlink()
+    assert not (root / "other").exists() and not first.exists()  # removed key gone, old version cleaned
+    with pytest.raises(PodError, match='configMap "cm" not found'):
+        volumes.prepare(plan, None)
