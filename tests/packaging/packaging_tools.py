@@ -1,0 +1,42 @@
+"""Shared by the packaging tests: paths, the chart variants, and the real helm/kubectl binaries."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "sglang-operator"
+TOOLS = ROOT / ".tools" / "bin"
+HELM_TIMEOUT_S = 60
+
+# The three renderings the chart must get right (issue 5): defaults, namespaced mode, monitoring enabled.
+VARIANTS: dict[str, list[str]] = {
+    "default": [],
+    "namespaced": ["--set", "watchNamespaces={team-a,team-b}"],
+    "monitoring": ["--set", "monitoring.podMonitor.enabled=true",
+                   "--set", "monitoring.serviceMonitor.enabled=true",
+                   "--set", "monitoring.podMonitor.labels.release=prom"],
+}
+
+
+def tool(name: str) -> Path:
+    path = TOOLS / name
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"{path} is missing: run `python scripts/install_tools.py` (make install does)")
+    return path
+
+
+def isolated_env(home: Path) -> dict[str, str]:
+    """helm/kubectl with their caches and config under `home`, never the user's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HELM_", "KUBE"))}
+    env.update(HELM_CACHE_HOME=str(home / "cache"), HELM_CONFIG_HOME=str(home / "config"),
+               HELM_DATA_HOME=str(home / "data"), KUBECACHEDIR=str(home / "kubecache"),
+               KUBECONFIG=str(home / "no-kubeconfig"))
+    return env
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [doc for doc in docs if doc["kind"] == kind]

@@ -1,0 +1,73 @@
+"""docs/reference.md is generated from the CRD and fresh; the Argo CD health check follows Ready."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+from lupa import luajit21  # LuaJIT speaks Lua 5.1, the dialect of Argo CD's gopher-lua
+from packaging_tools import ROOT
+
+HEALTH_KEY = "resource.customizations.health.serving.sglang-operator.io_SGLangModel"
+
+
+def test_reference_is_generated_from_the_crd_and_fresh():
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_crd_reference.py"), "--check"],
+                         capture_output=True, text=True, timeout=30, check=False)
+    assert out.returncode == 0, out.stderr
+
+
+def test_reference_documents_every_spec_field():
+    crd = yaml.safe_load((ROOT / "crds" / "sglangmodels.serving.sglang-operator.io.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    reference = (ROOT / "docs" / "reference.md").read_text()
+    missing = [name for name in spec if f"| `spec.{name}` |" not in reference]
+    assert missing == []
+
+
+def _health(obj: dict) -> tuple[str, str]:
+    configmap = yaml.safe_load((ROOT / "examples" / "gitops" / "argocd-cm-health.yaml").read_text())
+    lua = luajit21.LuaRuntime()
+    lua.globals().obj = lua.table_from(obj, recursive=True)
+    result = lua.execute(configmap["data"][HEALTH_KEY])
+    return result["status"], result["message"]
+
+
+def _model(generation: int = 2, status: dict | None = None) -> dict:
+    body = {"apiVersion": "serving.sglang-operator.io/v1alpha1", "kind": "SGLangModel",
+            "metadata": {"name": "m", "generation": generation}, "spec": {"model": "builtin:tiny"}}
+    if status is not None:
+        body["status"] = status
+    return body
+
+
+def _cond(kind: str, status: str, message: str = "") -> dict:
+    return {"type": kind, "status": status, "reason": "R", "message": message}
+
+
+@pytest.mark.parametrize(("status", "expected"), [
+    (None, "Progressing"),
+    ({"observedGeneration": 1, "phase": "Ready", "conditions": [_cond("Ready", "True")]}, "Progressing"),
+    ({"observedGeneration": 2, "phase": "Ready", "conditions": [_cond("Ready", "True", "2/2 ready")]},
+     "Healthy"),
+    ({"observedGeneration": 2, "phase": "Progressing",
+      "conditions": [_cond("Progressing", "True"), _cond("Ready", "False", "1/2 ready")]}, "Progressing"),
+    ({"observedGeneration": 2, "phase": "Degraded",
+      "conditions": [_cond("AdaptersReady", "False"), _cond("Ready", "False", "adapter sql failed")]},
+     "Degraded"),
+    ({"observedGeneration": 2, "phase": "Failed",
+      "conditions": [_cond("SpecValid", "False", "bad extraArgs"), _cond("Ready", "False", "x")]},
+     "Degraded"),
+])
+def test_argocd_health_follows_the_ready_condition(status, expected):
+    assert _health(_model(status=status))[0] == expected
+
+
+def test_argocd_health_message_is_the_conditions_message():
+    failed = {"observedGeneration": 2, "phase": "Failed",
+              "conditions": [_cond("SpecValid", "False", "bad extraArgs"), _cond("Ready", "False", "x")]}
+    assert _health(_model(status=failed)) == ("Degraded", "bad extraArgs")
+    ready = {"observedGeneration": 2, "conditions": [_cond("Ready", "True", "2/2 ready")]}
+    assert _health(_model(status=ready)) == ("Healthy", "2/2 ready")

@@ -1,0 +1,58 @@
+"""The Dockerfile and the hand-written YAML: linters, and the pins that must agree with the code."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from packaging_tools import ROOT
+from sglang_engine.protocol import SGLANG_VERSION
+
+DOCKERFILE = ROOT / "Dockerfile"
+VENV_BIN = Path(sys.executable).parent
+
+
+def _arg(name: str) -> str:
+    match = re.search(rf"^ARG {name}=(\S+)$", DOCKERFILE.read_text(), re.MULTILINE)
+    assert match, f"Dockerfile has no `ARG {name}=...`"
+    return match.group(1)
+
+
+def test_hadolint_reports_nothing():
+    out = subprocess.run([str(VENV_BIN / "hadolint"), "--no-color", str(DOCKERFILE)],
+                         capture_output=True, text=True, timeout=30, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "", out.stdout + out.stderr
+
+
+def test_yamllint_passes_on_charts_crds_and_examples():
+    out = subprocess.run([str(VENV_BIN / "yamllint"), "--strict", "-c", str(ROOT / ".yamllint.yaml"),
+                          "charts", "crds", "examples"],
+                         capture_output=True, text=True, timeout=60, check=False, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_dockerfile_has_the_two_targets_non_root():
+    text = DOCKERFILE.read_text()
+    stages = {alias: base for base, alias in re.findall(r"^FROM (\S+) AS (\w+)$", text, re.MULTILINE)}
+    assert stages["operator"] == "${PYTHON_IMAGE}" and stages["engine"] == "${SGLANG_IMAGE}"
+    for target in ("operator", "engine"):
+        body = text.split(f" AS {target}\n", 1)[1].split("\nFROM ", 1)[0]
+        user = re.findall(r"^USER (\d+):(\d+)$", body, re.MULTILINE)
+        assert user and int(user[-1][0]) != 0, f"{target}: no numeric non-root USER"
+    assert "EXPOSE 8000" in text.split(" AS engine\n", 1)[1]
+
+
+def test_pins_agree_with_the_project():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert _arg("VERSION") == pyproject["project"]["version"]
+    # The engine's base image is the SGLang release the engine's wire facts were read from.
+    assert _arg("SGLANG_IMAGE") == f"lmsysorg/sglang:v{SGLANG_VERSION}"
+    assert re.fullmatch(r"python:3\.\d+\.\d+-slim-\w+", _arg("PYTHON_IMAGE")), "pin the exact Python image"
+    engine_pins = {req.split("==")[0]: req for req in pyproject["project"]["optional-dependencies"]["engine"]}
+    engine_stage = DOCKERFILE.read_text().split(" AS engine\n", 1)[1]
+    assert engine_pins["peft"] in engine_stage
+    # SGLang's image brings its own torch (and the rest): the engine must never reinstall it.
+    assert "--no-deps" in engine_stage and "torch" not in re.sub(r"#.*", "", engine_stage)
