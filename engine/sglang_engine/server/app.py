@@ -264,11 +264,14 @@ class Api:
         return web.json_response({"unloaded": name})
 
 
+API = web.AppKey("api", Api)
+
+
 def build_app(engine: Engine, adapters: AdapterController, metrics: EngineMetrics | None = None,
               state: ServerState | None = None) -> web.Application:
     api = Api(engine, adapters, metrics or EngineMetrics(), state or ServerState())
     app = web.Application(middlewares=[api.errors, api.guard], client_max_size=engine.settings.max_body_bytes)
-    app["api"] = api
+    app[API] = api
     app.router.add_post(CHAT_PATH, api.chat_completions)
     app.router.add_get("/v1/models", api.models)
     app.router.add_get("/livez", api.livez)

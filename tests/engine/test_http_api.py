@@ -1,0 +1,199 @@
+"""The HTTP API's contract around generation: errors, auth, limits, models, health, status, metrics, admin.
+
+A FakeBackend (test double) stands in for the model; generation itself is covered in test_http_stream.py
+and, with the real tiny model, in test_serve_tiny.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from aiohttp.test_utils import TestClient
+from engine_fakes import Harness, wait_for
+from sglang_engine.backends.base import GenerationChunk, GenerationRequest
+
+CHAT = "/v1/chat/completions"
+HELLO = {"model": "tiny", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 3}
+
+
+async def assert_error(resp, status: int, param: str | None = None, code: str | None = None) -> dict:
+    assert resp.status == status, await resp.text()
+    body = await resp.json()
+    err = body["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    if param is not None:
+        assert err["param"] == param
+    if code is not None:
+        assert err["code"] == code
+    assert "Traceback" not in err["message"]
+    return err
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"messages": []}, "messages"),
+    ({"model": "tiny"}, "messages"),
+    ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
+    ({**HELLO, "temperature": -1}, "temperature"),
+    ({**HELLO, "top_p": 0}, "top_p"),
+    ({**HELLO, "top_p": 1.01}, "top_p"),
+    ({**HELLO, "max_tokens": 0}, "max_tokens"),
+    ({**HELLO, "max_tokens": -5}, "max_tokens"),
+    ({**HELLO, "n": 2}, "n"),
+    ({**HELLO, "top_k": 0}, "top_k"),
+    ({**HELLO, "temperature": "hot"}, "temperature"),
+    ({**HELLO, "lora_request": {"name": "x"}}, "lora_request"),  # unknown fields are named, not ignored
+    ({**HELLO, "messages": [{"role": "user", "content": "word " * 3000}]}, "messages"),  # over the context
+])
+async def test_bad_input_is_a_400_naming_the_parameter(harness, body: dict, param: str) -> None:
+    _, client = harness
+    await assert_error(await client.post(CHAT, json=body), 400, param)
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"\xff\xfe", b""])
+async def test_invalid_json_is_a_400(harness, raw: bytes) -> None:
+    _, client = harness
+    await assert_error(await client.post(CHAT, data=raw, headers={"Content-Type": "application/json"}), 400)
+
+
+async def test_unknown_model_is_a_404_model_not_found(harness) -> None:
+    _, client = harness
+    for model in ("gpt-4", "tiny:nope"):
+        await assert_error(await client.post(CHAT, json={**HELLO, "model": model}), 404, "model",
+                           "model_not_found")
+
+
+async def test_oversized_body_is_a_413(harness_factory: Callable[..., Harness]) -> None:
+    async with harness_factory(max_body_bytes=2048) as client:
+        body = {**HELLO, "messages": [{"role": "user", "content": "x" * 4096}]}
+        await assert_error(await client.post(CHAT, json=body), 413)
+        # Chunked bodies carry no Content-Length: aiohttp's own limit still answers in OpenAI's shape.
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b'{"messages": [{"role": "user", "content": "'
+            yield b"x" * 4096
+            yield b'"}]}'
+        await assert_error(await client.post(CHAT, data=chunks()), 413)
+
+
+async def test_backend_not_ready_is_a_503_with_retry_after(harness) -> None:
+    h, client = harness
+    h.backend.ready = False
+    resp = await client.post(CHAT, json=HELLO)
+    await assert_error(resp, 503)
+    assert resp.headers["Retry-After"]
+    ready = await client.get("/readyz")
+    assert ready.status == 503 and "not ready" in (await ready.json())["reason"]
+    assert (await client.get("/livez")).status == 200  # starting is not dead
+
+
+async def test_livez_fails_when_the_backend_is_dead(harness) -> None:
+    h, client = harness
+    h.backend.alive = False
+    assert (await client.get("/livez")).status == 503
+
+
+async def test_concurrency_limit_is_a_429_with_retry_after(harness_factory: Callable[..., Harness]) -> None:
+    release = asyncio.Event()
+
+    async def held(request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        await release.wait()
+        yield GenerationChunk("x", len(request.input_ids), 1, "stop")
+
+    h = harness_factory(max_concurrent_requests=1)
+    async with h as client:
+        h.backend.script = held
+        first = asyncio.create_task(client.post(CHAT, json=HELLO))
+        await wait_for(lambda: h.state.in_flight == 1)
+        resp = await client.post(CHAT, json=HELLO)
+        await assert_error(resp, 429)
+        assert resp.headers["Retry-After"]
+        release.set()
+        assert (await first).status == 200
+
+
+async def test_api_key_guards_v1_only(harness_factory: Callable[..., Harness]) -> None:
+    async with harness_factory(api_key="sk-secret") as client:
+        await assert_error(await client.post(CHAT, json=HELLO), 401)
+        await assert_error(await client.get("/v1/models", headers={"Authorization": "Bearer wrong"}), 401)
+        ok = await client.post(CHAT, json=HELLO, headers={"Authorization": "Bearer sk-secret"})
+        assert ok.status == 200
+        assert (await client.get("/livez")).status == 200
+        assert (await client.get("/metrics")).status == 200
+
+
+async def test_admin_api_is_disabled_without_a_token(harness) -> None:
+    _, client = harness
+    err = await assert_error(await client.get("/admin/adapters", headers={"Authorization": "Bearer x"}), 403)
+    assert "disabled" in err["message"]
+
+
+async def test_admin_adapters_load_list_unload(harness_factory: Callable[..., Harness]) -> None:
+    h = harness_factory(admin_token="adm")
+    auth = {"Authorization": "Bearer adm"}
+    async with h as client:
+        await assert_error(await client.get("/admin/adapters"), 401)
+        await assert_error(await client.get("/admin/adapters", headers={"Authorization": "Bearer no"}), 403)
+        spec = {"name": "sql", "source": "/adapters/sql"}
+        resp = await client.post("/admin/adapters", json=spec, headers=auth)
+        assert resp.status == 200 and (await resp.json())["adapter"]["state"] == "loaded"
+        assert h.backend.adapters == {"sql": "/adapters/sql"}
+        listed = await (await client.get("/admin/adapters", headers=auth)).json()
+        assert [a["name"] for a in listed["adapters"]] == ["sql"]
+        models = await (await client.get("/v1/models")).json()
+        assert [(m["id"], m["parent"]) for m in models["data"]] == [("tiny", None), ("sql", "tiny")]
+        assert (await client.post(CHAT, json={**HELLO, "model": "tiny:sql"})).status == 200
+        assert h.backend.requests[-1].adapter == "sql"
+        assert (await client.delete("/admin/adapters/sql", headers=auth)).status == 200
+        assert h.backend.adapters == {}
+        await assert_error(await client.delete("/admin/adapters/sql", headers=auth), 404)
+        await assert_error(await client.post("/admin/adapters", json={"name": "x"}, headers=auth), 400)
+        bad = await client.post("/admin/adapters", json={"name": "up", "source": "/a/../etc"}, headers=auth)
+        assert bad.status == 400 and "'..'" in (await bad.json())["adapter"]["message"]
+
+
+async def test_status_reports_adapters_and_readiness(harness_factory: Callable[..., Harness]) -> None:
+    h = harness_factory(admin_token="adm")
+    async with h as client:
+        h.backend.fail_adapters["bad"] = "rank 999 exceeds max_lora_rank"
+        await client.post("/admin/adapters", json={"name": "bad", "source": "/x/bad"},
+                          headers={"Authorization": "Bearer adm"})
+        status = await (await client.get("/status")).json()
+        assert status["model"] == "builtin:tiny" and status["servedModelName"] == "tiny"
+        assert status["backend"] == "transformers" and status["ready"] is True
+        assert status["configHash"] is None
+        assert status["adapters"] == [{"name": "bad", "source": "/x/bad", "state": "failed",
+                                       "message": "rank 999 exceeds max_lora_rank"}]
+        assert (await client.get("/readyz")).status == 200  # a failed adapter does not hold readiness back
+
+
+async def test_metrics_count_requests_tokens_and_latency(harness) -> None:
+    _, client = harness
+    assert (await client.post(CHAT, json=HELLO)).status == 200
+    await client.post(CHAT, json={**HELLO, "n": 3})
+    text = await (await client.get("/metrics")).text()
+    assert 'sglang_engine_requests_total{adapter="",code="200",model="tiny"} 1.0' in text
+    assert 'sglang_engine_requests_total{adapter="",code="400",model="tiny"} 1.0' in text
+    assert 'sglang_engine_completion_tokens_total{adapter="",model="tiny"} 3.0' in text
+    assert 'sglang_engine_time_to_first_token_seconds_count{adapter="",model="tiny"} 1.0' in text
+    assert 'sglang_engine_e2e_request_latency_seconds_count{adapter="",model="tiny"} 1.0' in text
+    assert 'sglang_engine_requests_in_flight{adapter="",model="tiny"} 0.0' in text
+    assert "sglang_engine_prompt_tokens_total" in text
+
+
+async def test_unexpected_failure_is_a_500_without_a_traceback(harness) -> None:
+    h, client = harness
+
+    async def broken(request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        raise KeyError("internal detail")
+        yield  # pragma: no cover
+
+    h.backend.script = broken
+    err = await assert_error(await client.post(CHAT, json=HELLO), 500)
+    assert "internal detail" not in err["message"]
+
+
+async def test_unknown_route_is_an_openai_shaped_404(harness: tuple[Harness, TestClient]) -> None:
+    _, client = harness
+    await assert_error(await client.get("/v1/nothing"), 404)
+    await assert_error(await client.get(CHAT), 405)
