@@ -107,14 +107,19 @@ def marked_pids(marker: str, value: str, prefix: bool = False) -> list[int]:
     return found
 
 
-def kill_marked(marker: str, value: str, prefix: bool = False) -> list[int]:
-    """SIGKILL every process carrying the marker (and its group); returns the pids it found."""
+def kill_marked(marker: str, value: str, prefix: bool = False, wait_s: float = 1.0) -> list[int]:
+    """SIGKILL every process carrying the marker (and its group), and wait (briefly) until they are gone.
+
+    Returns the pids it found."""
     pids = marked_pids(marker, value, prefix)
     for pid in pids:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
             os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + wait_s
+    while pids and time.monotonic() < deadline and any(start_time(p) is not None for p in pids):
+        time.sleep(0.01)
     return pids
 
 

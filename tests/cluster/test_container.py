@@ -1,0 +1,101 @@
+"""The kubelet's process runner with real processes: probes, restart with backoff, termination that leaves
+nothing behind (also a grandchild that escaped into its own session)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+from sglang_operator.dev.cluster import procs
+from sglang_operator.dev.cluster.container import Backoff, ContainerRunner
+from sglang_operator.dev.cluster.podplan import ContainerPlan, Probe
+
+# A server that also starts a grandchild in a new session (like the engine starting SGLang), and that
+# ignores SIGTERM when asked to (so the grace period and SIGKILL are exercised).
+SERVER = """
+import http.server, os, signal, subprocess, sys
+if os.environ.get("IGNORE_TERM"):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+open(os.environ["CHILD_PID_FILE"], "w").write(str(child.pid))
+http.server.HTTPServer((sys.argv[1], int(sys.argv[2])), http.server.SimpleHTTPRequestHandler).serve_forever()
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _runner(tmp_path: Path, marker: str, ignore_term: bool = False) -> ContainerRunner:
+    port = _free_port()
+    probe = Probe("http", "127.0.0.1", port, "/", period_s=0.1, timeout_s=1, failure_threshold=3)
+    env = {"PATH": os.environ["PATH"], "CHILD_PID_FILE": str(tmp_path / "child.pid"),
+           procs.CONTAINER_MARKER: marker, **({"IGNORE_TERM": "1"} if ignore_term else {})}
+    plan = ContainerPlan("engine", (sys.executable, "-c", SERVER, "127.0.0.1", str(port)), env, tmp_path, (),
+                         startup=probe, readiness=probe, liveness=probe)
+    events: list[tuple[str, str, str]] = []
+    runner = ContainerRunner(plan, "img", tmp_path / "engine.log", tmp_path / "engine.pid.json", "Always",
+                             lambda: None, lambda *e: events.append(e), Backoff(base_s=0.2, cap_s=1))
+    runner.events = events  # type: ignore[attr-defined]
+    return runner
+
+
+async def _until(predicate, timeout_s: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.timeout(60)
+async def test_probes_restart_and_clean_stop(tmp_path: Path) -> None:
+    marker = f"test-{os.getpid()}-{id(tmp_path)}"
+    runner = _runner(tmp_path, marker)
+    task = asyncio.create_task(runner.run())
+    try:
+        await _until(lambda: runner.state.ready)
+        assert runner.status()["state"].get("running") and runner.state.started
+        first_pid = runner.state.pid
+        assert first_pid is not None
+        os.kill(first_pid, signal.SIGKILL)  # the engine dies: restarted, restartCount and lastState show it
+        await _until(lambda: runner.state.restart_count == 1 and runner.state.ready)
+        status = runner.status()
+        assert status["lastState"]["terminated"]["exitCode"] == 137
+        assert runner.state.pid != first_pid
+        assert any(e[1] == "BackOff" for e in runner.events)  # type: ignore[attr-defined]
+        # The first run's grandchild (own session) was reaped by its env marker when the container died.
+        pid = runner.state.pid
+        await _until(lambda: len(procs.marked_pids(procs.CONTAINER_MARKER, marker)) == 2)
+        await runner.stop(grace_s=5)
+        assert not procs.group_alive(pid)
+        assert procs.marked_pids(procs.CONTAINER_MARKER, marker) == []
+    finally:
+        await runner.stop(grace_s=1)
+        task.cancel()
+        procs.kill_marked(procs.CONTAINER_MARKER, marker)
+
+
+@pytest.mark.timeout(60)
+async def test_sigterm_ignored_means_sigkill_after_grace(tmp_path: Path) -> None:
+    marker = f"test-term-{os.getpid()}-{id(tmp_path)}"
+    runner = _runner(tmp_path, marker, ignore_term=True)
+    task = asyncio.create_task(runner.run())
+    try:
+        await _until(lambda: runner.state.ready)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await runner.stop(grace_s=0.5)
+        assert loop.time() - started < 5
+        assert procs.marked_pids(procs.CONTAINER_MARKER, marker) == []
+        assert any("did not stop" in e[2] for e in runner.events)  # type: ignore[attr-defined]
+    finally:
+        await runner.stop(grace_s=0.1)
+        task.cancel()
+        procs.kill_marked(procs.CONTAINER_MARKER, marker)
