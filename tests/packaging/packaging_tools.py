@@ -12,13 +12,16 @@ CHART = ROOT / "charts" / "sglang-operator"
 TOOLS = ROOT / ".tools" / "bin"
 HELM_TIMEOUT_S = 60
 
-# The three renderings the chart must get right (issue 5): defaults, namespaced mode, monitoring enabled.
+# The renderings the chart must get right: defaults, namespaced mode, monitoring enabled (issue 5), no RBAC.
 VARIANTS: dict[str, list[str]] = {
     "default": [],
     "namespaced": ["--set", "watchNamespaces={team-a,team-b}"],
     "monitoring": ["--set", "monitoring.podMonitor.enabled=true",
                    "--set", "monitoring.serviceMonitor.enabled=true",
                    "--set", "monitoring.podMonitor.labels.release=prom"],
+    # Bring-your-own RBAC and ServiceAccount.
+    "no-rbac": ["--set", "rbac.create=false", "--set", "serviceAccount.create=false",
+                "--set", "serviceAccount.name=ops-sa"],
 }
 
 

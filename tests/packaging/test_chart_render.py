@@ -42,6 +42,13 @@ def test_default_rendering_has_the_operator_objects(render):
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Pod", "Service", "ServiceAccount"]
 
 
+def test_no_rbac_variant_uses_the_given_service_account(render):
+    docs = render("no-rbac")
+    assert sorted(doc["kind"] for doc in docs) == ["Deployment", "Pod", "Service"]
+    (deploy,) = by_kind(docs, "Deployment")
+    assert deploy["spec"]["template"]["spec"]["serviceAccountName"] == "ops-sa"
+
+
 def test_operator_deployment_is_one_replica_recreate_restricted_with_health_probes(render):
     (deploy,) = by_kind(render("default"), "Deployment")
     spec = deploy["spec"]
