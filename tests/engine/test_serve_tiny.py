@@ -1,0 +1,148 @@
+"""End to end through real processes: `sglang-engine serve --model builtin:tiny --backend transformers`.
+
+The README's demo path (scripts/serve_tiny.py with the official `openai` client), non-streaming answers
+with usage, adapters applied from the watched config file, and a graceful SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+READY_WITHIN_S = 180.0  # generous: imports of torch/transformers on 2 busy cores
+
+
+def _env(cache: Path) -> dict[str, str]:
+    return {**os.environ, "SGLANG_ENGINE_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+    except OSError:
+        return 0, {}
+
+
+def _poll(predicate, within_s: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + within_s
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the engine exited early with code {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within_s} s")
+        time.sleep(0.2)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Served:
+    proc: subprocess.Popen
+    base: str
+    config: Path
+
+    def openai(self) -> OpenAI:
+        return OpenAI(base_url=f"{self.base}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def served(engine_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    config = tmp_path_factory.mktemp("engine-config") / "config.json"
+    config.write_text(json.dumps({"loraAdapters": [{"name": "l5", "source": "builtin:tiny-lora-5"}],
+                                  "generation": {"maxNewTokens": 6}}))
+    port = _free_port()
+    cmd = [sys.executable, "-m", "sglang_engine.cli", "serve", "--model", "builtin:tiny", "--backend",
+           "transformers", "--served-model-name", "tiny", "--port", str(port), "--config", str(config),
+           "--shutdown-grace", "5"]
+    proc = subprocess.Popen(cmd, env=_env(engine_cache), start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _poll(lambda: _get(f"{base}/readyz")[0] == 200, READY_WITHIN_S, proc)
+        yield Served(proc, base, config)
+    finally:
+        _kill_group(proc)
+
+
+def test_readme_demo_streams_a_chat_completion_with_the_openai_client(engine_cache: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "serve_tiny.py"), "--prompt", "Hello!", "--max-tokens", "12"],
+        env=_env(engine_cache), capture_output=True, text=True, timeout=READY_WITHIN_S + 60,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "finish_reason=length" in result.stdout and "completion_tokens=12" in result.stdout
+    assert "engine stopped (exit code 0)" in result.stderr
+
+
+def test_non_stream_answer_with_usage_and_config_defaults(served: Served) -> None:
+    resp = served.openai().chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "Say something"}], temperature=0)
+    assert resp.choices[0].finish_reason == "length"
+    assert resp.usage.completion_tokens == 6  # maxNewTokens from the config file
+    assert resp.usage.prompt_tokens > 0 and resp.choices[0].message.content
+
+
+def test_streaming_usage_matches_the_requested_tokens(served: Served) -> None:
+    stream = served.openai().chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "Count"}], max_tokens=4, stream=True,
+        stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].usage.completion_tokens == 4 and chunks[-1].choices == []
+
+
+def test_adapters_from_the_config_file_change_greedy_output_and_can_be_removed(served: Served) -> None:
+    client = served.openai()
+    status = _get(f"{served.base}/status")[1]
+    assert status["adapters"] == [{"name": "l5", "source": "builtin:tiny-lora-5", "state": "loaded",
+                                   "message": ""}]
+    models = [(m.id, getattr(m, "parent", None)) for m in client.models.list().data]
+    assert models == [("tiny", None), ("l5", "tiny")]
+
+    def greedy(model: str) -> str:
+        return client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Tell me a story"}], temperature=0,
+            max_tokens=10).choices[0].message.content
+
+    base = greedy("tiny")
+    assert greedy("tiny:l5") != base and greedy("l5") == greedy("tiny:l5")
+    assert greedy("tiny") == base  # the adapter does not leak into base requests
+
+    served.config.write_text(json.dumps({"loraAdapters": [], "generation": {}}))
+    _poll(lambda: _get(f"{served.base}/status")[1].get("adapters") == [], 15, served.proc)
+    err = _get(f"{served.base}/v1/models")[1]
+    assert [m["id"] for m in err["data"]] == ["tiny"]
+
+
+def test_sigterm_stops_gracefully(served: Served) -> None:
+    served.proc.send_signal(signal.SIGTERM)
+    assert served.proc.wait(timeout=30) == 0
