@@ -35,7 +35,7 @@ ENGINE_OWNED_FLAGS: frozenset[str] = frozenset({
     "--tokenizer-path",
     "--revision",
     "--served-model-name",
-    "--tp-size", "--tensor-parallel-size", "--tp",
+    "--tp-size", "--tensor-parallel-size",
     "--mem-fraction-static",
     "--context-length",
     "--dtype",

@@ -1,0 +1,307 @@
+"""The SGLang backend: SGLang runs as a subprocess on loopback; requests stream through `POST /generate`.
+
+Thin I/O around the pure functions of `sglang_engine.protocol` (argv, request body, stream parsing, errors).
+Process lifecycle: `sglang_launcher` (its own session, dies with the engine) -> SGLang; readiness is
+`GET /health` == 200 while the process lives; stop is SIGTERM to the group, SIGKILL after the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+
+from sglang_engine import protocol
+from sglang_engine.backends.base import (
+    AdapterError,
+    Backend,
+    BackendError,
+    BackendHealth,
+    GenerationChunk,
+    GenerationRequest,
+)
+from sglang_engine.settings import EngineSettings
+
+log = logging.getLogger(__name__)
+
+LAUNCHER_MODULE = "sglang_engine.backends.sglang_launcher"
+HEALTH_POLL_S = 0.25  # while starting
+MONITOR_POLL_S = 1.0  # once serving
+STARTUP_LOG_EVERY_S = 5.0
+HEALTH_TIMEOUT = aiohttp.ClientTimeout(total=5)
+ABORT_TIMEOUT = aiohttp.ClientTimeout(total=2)
+ADAPTER_TIMEOUT = aiohttp.ClientTimeout(total=600)  # a large adapter may take minutes to load
+# Streams: no total timeout (a long generation is legitimate), but a connect timeout.
+STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
+
+
+class SGLangStartError(RuntimeError):
+    """SGLang did not become healthy: it exited, or the startup budget ran out."""
+
+
+def resolve_model_path(settings: EngineSettings) -> str:
+    """`builtin:tiny` -> the built folder (built on first use); else the model string (repo id or path)."""
+    from sglang_engine.tiny import resolve_model_path as resolve
+
+    return resolve(settings)
+
+
+def launch_argv(settings: EngineSettings, initial_adapters: Mapping[str, str] | None = None) -> list[str]:
+    """The SGLang argv `start()` launches. Adapters from `--lora-adapter` and the config file are loaded at
+    run time through /load_lora_adapter by the engine's adapter controller (one code path, per-adapter
+    status, and one bad adapter cannot stop SGLang from starting), so by default there are no initial
+    `--lora-paths`; LoRA is enabled with an explicit pool shape instead."""
+    return protocol.build_sglang_argv(settings, resolve_model_path(settings), dict(initial_adapters or {}))
+
+
+def print_argv(settings: EngineSettings) -> int:
+    """`sglang-engine serve --print-sglang-argv`: print the argv as a JSON list; start nothing."""
+    try:
+        argv = launch_argv(settings)
+    except ValueError as exc:
+        print(f"sglang-engine serve: {exc}", file=sys.stderr)
+        return 2
+    print(protocol.argv_for_display(argv))
+    return 0
+
+
+class SGLangBackend(Backend):
+    def __init__(
+        self, settings: EngineSettings, *, initial_adapters: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.base_url = f"http://{protocol.SGLANG_HOST}:{settings.sglang_port}"
+        self._initial_adapters = dict(initial_adapters or {})
+        self._proc: asyncio.subprocess.Process | None = None
+        self._pgid: int | None = None
+        # Streams and control calls use separate pools: a full stream pool must never delay a health
+        # poll (false "not ready") or an abort.
+        self._streams: aiohttp.ClientSession | None = None
+        self._control: aiohttp.ClientSession | None = None
+        self._monitor: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._healthy = False
+        self._message = "not started"
+        self._adapters: dict[str, str] = {}
+        self._stopped = False
+
+    # ------------------------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        settings = self.settings
+        # Building builtin:tiny takes seconds: keep it off the event loop.
+        argv = await asyncio.to_thread(launch_argv, settings, self._initial_adapters)
+        self._adapters = dict(self._initial_adapters)
+        log.info("starting SGLang: %s", protocol.argv_for_display(argv))
+        self._streams = aiohttp.ClientSession(
+            self.base_url, timeout=STREAM_TIMEOUT,
+            connector=aiohttp.TCPConnector(limit=settings.max_concurrent_requests + 8, limit_per_host=0),
+        )
+        self._control = aiohttp.ClientSession(self.base_url, connector=aiohttp.TCPConnector(limit=16))
+        launcher = [sys.executable, "-m", LAUNCHER_MODULE,
+                    str(os.getpid()), str(settings.shutdown_grace_s), "--"]
+        # stdout/stderr inherited: SGLang's own progress shows in the pod's logs.
+        self._proc = await asyncio.create_subprocess_exec(*launcher, *argv, start_new_session=True)
+        self._pgid = self._proc.pid  # the session leader's pid names the group
+        atexit.register(self._kill_group_now)
+        self._message = "starting"
+        try:
+            await self._wait_healthy()
+        except BaseException:
+            await self.stop()
+            raise
+        self._monitor = asyncio.create_task(self._watch(), name="sglang-monitor")
+
+    async def _wait_healthy(self) -> None:
+        assert self._proc is not None
+        started = time.monotonic()
+        deadline = started + self.settings.startup_timeout_s
+        next_log = started + STARTUP_LOG_EVERY_S
+        last = "no answer yet"
+        while True:
+            if self._proc.returncode is not None:
+                raise SGLangStartError(f"SGLang exited with code {self._proc.returncode} during startup "
+                                       f"(see its output above; last /health: {last})")
+            last = await self._probe()
+            if last == "200":
+                self._healthy, self._message = True, ""
+                log.info("SGLang is healthy after %.1f s", time.monotonic() - started)
+                return
+            now = time.monotonic()
+            if now >= deadline:
+                raise SGLangStartError(f"SGLang did not become healthy within startup_timeout_s="
+                                       f"{self.settings.startup_timeout_s:g} s (last /health: {last})")
+            if now >= next_log:
+                log.info("waiting for SGLang /health: %.0f s of %g s (last: %s)",
+                         now - started, self.settings.startup_timeout_s, last)
+                next_log = now + STARTUP_LOG_EVERY_S
+            await asyncio.sleep(HEALTH_POLL_S)
+
+    async def _probe(self) -> str:
+        """GET /health -> "200", another status, or the connection error."""
+        assert self._control is not None
+        try:
+            async with self._control.get(protocol.HEALTH_PATH, timeout=HEALTH_TIMEOUT) as resp:
+                return str(resp.status)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+    async def _watch(self) -> None:
+        """Death is noticed at once (awaiting the process); /health is polled once a second."""
+        assert self._proc is not None
+        exited = asyncio.create_task(self._proc.wait())
+        try:
+            while not exited.done():
+                done, _ = await asyncio.wait({exited}, timeout=MONITOR_POLL_S)
+                if done:
+                    break
+                status = await self._probe()
+                self._healthy = status == "200" and self._proc.returncode is None
+                self._message = "" if self._healthy else f"SGLang /health: {status}"
+            code = exited.result()
+            self._healthy = False
+            self._message = f"SGLang exited with code {code}"
+            log.error("%s", self._message)
+            self._signal_group(signal.SIGKILL)  # its scheduler children may still hold the GPU
+        finally:
+            exited.cancel()
+
+    def health(self) -> BackendHealth:
+        alive = self._proc is not None and self._proc.returncode is None
+        return BackendHealth(
+            ready=self._healthy and alive,
+            alive=alive or (self._proc is None and not self._stopped),
+            message=self._message,
+            extra={"sglang_url": self.base_url, "sglang_pid": self._proc.pid if self._proc else None},
+        )
+
+    async def stop(self) -> None:
+        """SIGTERM the group (SGLang drains), SIGKILL it after shutdown_grace_s. Safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._healthy = False
+        self._message = "stopped"
+        if self._monitor is not None:
+            self._monitor.cancel()
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), self.settings.shutdown_grace_s)
+            except TimeoutError:
+                log.warning("SGLang still running %g s after SIGTERM; killing its process group",
+                            self.settings.shutdown_grace_s)
+        self._signal_group(signal.SIGKILL)  # stragglers (scheduler children), or SGLang itself
+        if proc is not None:
+            await proc.wait()
+        atexit.unregister(self._kill_group_now)
+        for task in list(self._background):
+            task.cancel()
+        for session in (self._streams, self._control):
+            if session is not None:
+                await session.close()
+
+    def _signal_group(self, sig: int) -> None:
+        if self._pgid is None:
+            return
+        try:
+            os.killpg(self._pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _kill_group_now(self) -> None:
+        """atexit: the last resort when the engine exits without stop()."""
+        self._signal_group(signal.SIGKILL)
+
+    # ----------------------------------------------------------------------------------- generation
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        body = protocol.build_generate_body(request)
+        if not self._healthy or self._streams is None:
+            raise BackendError(f"SGLang is not ready: {self._message}", status=503)
+        state = protocol.StreamState()
+        try:
+            resp = await self._streams.post(protocol.GENERATE_PATH, data=json.dumps(body),
+                                            headers={"Content-Type": "application/json"})
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise BackendError(f"SGLang unreachable: {exc}", status=503) from exc
+        completed = False
+        try:
+            if resp.status != 200:
+                raise protocol.error_from_http(resp.status, await resp.read())
+            buffer = b""
+            # Read to EOF (SGLang ends the body right after [DONE]) so the connection goes back to the pool.
+            async for data in resp.content.iter_any():
+                buffer += data
+                *events, buffer = buffer.split(b"\n\n")
+                for event in events:
+                    chunk = protocol.parse_stream_event(event, state)
+                    if chunk is not None:
+                        yield chunk
+            if not state.finished:
+                raise BackendError("SGLang's stream ended without a finish reason", status=502)
+            completed = True
+        except aiohttp.ClientError as exc:
+            raise BackendError(f"SGLang's stream broke: {exc}", status=502) from exc
+        finally:
+            if completed:
+                resp.release()
+            else:
+                resp.close()  # at once: frees the slot, and SGLang sees the disconnect
+                if resp.status == 200 and not state.finished:
+                    self._fire_and_forget(self._abort(request.request_id))
+
+    async def _abort(self, rid: str) -> None:
+        """POST /abort_request: bounded, best effort (the closed stream already tells SGLang, later)."""
+        if self._control is None or self._control.closed:
+            return
+        try:
+            async with self._control.post(protocol.ABORT_PATH, json={"rid": rid}, timeout=ABORT_TIMEOUT):
+                pass
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.debug("abort of %s not delivered: %s", rid, exc)
+
+    def _fire_and_forget(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -------------------------------------------------------------------------------------- adapters
+    async def load_adapter(self, name: str, path: str) -> None:
+        if self._adapters.get(name) == path:
+            return  # already there from the same path (e.g. an initial --lora-paths adapter)
+        await self._adapter_call(protocol.LOAD_LORA_PATH,
+                                 {"lora_name": name, "lora_path": path, "pinned": False}, name)
+
+    async def unload_adapter(self, name: str) -> None:
+        await self._adapter_call(protocol.UNLOAD_LORA_PATH, {"lora_name": name}, name)
+
+    async def _adapter_call(self, path: str, body: dict[str, Any], name: str) -> None:
+        if self._control is None or self._proc is None or self._proc.returncode is not None:
+            raise AdapterError(f"adapter {name}: SGLang is not running")
+        try:
+            async with self._control.post(path, json=body, timeout=ADAPTER_TIMEOUT) as resp:
+                raw = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise AdapterError(f"adapter {name}: SGLang unreachable: {exc}") from exc
+        try:
+            reply = json.loads(raw)
+        except ValueError:
+            text = raw.decode("utf-8", "replace")
+            reply = {"success": False, "error_message": text or f"HTTP {resp.status}"}
+        ok, message, loaded = protocol.parse_adapter_reply(reply)
+        if isinstance(reply, dict) and "loaded_adapters" in reply:
+            self._adapters = loaded
+        if not ok or resp.status != 200:
+            raise AdapterError(message or f"SGLang answered HTTP {resp.status}")
+
+    def loaded_adapters(self) -> dict[str, str]:
+        return dict(self._adapters)

@@ -1,0 +1,199 @@
+"""The SGLang launch argv: its structure always, and SGLang 0.5.23's own parser when its venv exists.
+
+The parser venv is built by `scripts/sglang_parser_check.sh` (about 75 s cold here): torch 2.13.0,
+`sglang==0.5.23 --no-deps`, the few packages `sglang.srt.server_args` imports, and an inert triton.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sglang_engine import protocol
+from sglang_engine.backends.sglang_backend import print_argv
+from sglang_engine.settings import EngineSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+PARSER_PYTHON = ROOT / ".cache" / "sglang-parser-venv" / "bin" / "python"
+ADAPTERS = {"sql": "/adapters/sql lora", "chat": "/adapters/chat"}  # a path with a space stays one item
+
+
+def spec_settings(**overrides: object) -> EngineSettings:
+    """The issue's spec: TP 2, a context length, a memory fraction, bf16 and LoRA."""
+    values: dict[str, object] = dict(
+        model="Qwen/Qwen2.5-7B-Instruct", served_model_name="qwen", tp_size=2, context_length=8192,
+        mem_fraction_static=0.85, dtype="bfloat16", max_running_requests=64, random_seed=7,
+        sglang_port=30000, enable_lora=True, max_loaded_adapters=4,
+    )
+    values.update(overrides)
+    return EngineSettings(**values)  # type: ignore[arg-type]
+
+
+def value_of(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def values_of(argv: list[str], flag: str) -> list[str]:
+    start = argv.index(flag) + 1
+    end = next((i for i in range(start, len(argv)) if argv[i].startswith("--")), len(argv))
+    return argv[start:end]
+
+
+def test_argv_carries_every_applicable_flag() -> None:
+    argv = protocol.build_sglang_argv(spec_settings(), "/models/qwen", ADAPTERS)
+    assert argv[:3] == [sys.executable, "-m", "sglang.launch_server"]
+    expected = {"--model-path": "/models/qwen", "--served-model-name": "qwen", "--host": "127.0.0.1",
+                "--port": "30000", "--tp-size": "2", "--context-length": "8192",
+                "--mem-fraction-static": "0.85", "--dtype": "bfloat16", "--max-running-requests": "64",
+                "--random-seed": "7", "--max-loaded-loras": "4", "--max-loras-per-batch": "4"}
+    assert {flag: value_of(argv, flag) for flag in expected} == expected
+    assert "--enable-metrics" in argv and "--enable-lora" in argv
+    assert values_of(argv, "--lora-paths") == ["sql=/adapters/sql lora", "chat=/adapters/chat"]
+    for never in ("--download-dir", "--disable-radix-cache", "--lora-backend", "--api-key",
+                  "--trust-remote-code", "--chat-template", "--revision"):
+        assert never not in argv, never
+    assert "None" not in argv
+
+
+def test_lora_without_initial_adapters_gets_an_explicit_pool_shape() -> None:
+    argv = protocol.build_sglang_argv(spec_settings(max_loaded_adapters=None), "/m", {})
+    assert "--lora-paths" not in argv
+    assert value_of(argv, "--max-lora-rank") == str(protocol.DEFAULT_MAX_LORA_RANK)
+    assert values_of(argv, "--lora-target-modules") == ["all"]
+    custom = protocol.build_sglang_argv(
+        spec_settings(max_lora_rank=16, lora_target_modules=("q_proj", "v_proj")), "/m", {})
+    assert value_of(custom, "--max-lora-rank") == "16"
+    assert values_of(custom, "--lora-target-modules") == ["q_proj", "v_proj"]
+
+
+def test_optional_flags_appear_only_when_set() -> None:
+    argv = protocol.build_sglang_argv(
+        spec_settings(download_dir="/cache dir", trust_remote_code=True, chat_template="chatml",
+                      revision="abc123", enable_lora=False, max_loaded_adapters=None), "/m", {})
+    assert value_of(argv, "--download-dir") == "/cache dir" and value_of(argv, "--revision") == "abc123"
+    assert value_of(argv, "--chat-template") == "chatml" and "--trust-remote-code" in argv
+    assert "--enable-lora" not in argv and "--max-lora-rank" not in argv
+
+
+def test_served_name_for_sglang_has_no_colon() -> None:
+    argv = protocol.build_sglang_argv(spec_settings(served_model_name=None, model="builtin:tiny"), "/m", {})
+    assert value_of(argv, "--served-model-name") == "builtin-tiny"
+
+
+def test_extra_args_are_appended_last() -> None:
+    extra = ("--chunked-prefill-size", "4096", "--lora-backend=triton")
+    argv = protocol.build_sglang_argv(spec_settings(sglang_extra_args=extra), "/m", {})
+    assert argv[-3:] == list(extra)
+
+
+@pytest.mark.parametrize(("extra", "named"), [
+    (("--port", "1"), "--port"),
+    (("--port=1",), "--port"),
+    (("--tp-size", "8"), "--tp-size"),
+    (("--tensor-parallel-size=8",), "--tensor-parallel-size"),
+    (("--model", "x"), "--model"),
+    (("--host=0.0.0.0",), "--host"),
+    (("--enable-lora",), "--enable-lora"),
+    (("--lora-paths", "a=/b"), "--lora-paths"),
+    (("--mem-frac", "0.5"), "--mem-frac"),  # argparse would expand the abbreviation
+])
+def test_owned_flags_in_extra_args_are_refused_by_name(extra: tuple[str, ...], named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        protocol.build_sglang_argv(spec_settings(sglang_extra_args=extra), "/m", {})
+
+
+def test_flashinfer_lora_backend_is_refused() -> None:
+    with pytest.raises(ValueError, match="flashinfer"):
+        protocol.refuse_owned_flags(["--lora-backend", "flashinfer"])
+
+
+def test_too_many_initial_adapters_for_the_pool_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_loaded_adapters"):
+        protocol.build_sglang_argv(spec_settings(max_loaded_adapters=1), "/m", ADAPTERS)
+
+
+def test_print_argv_prints_a_json_list(capsys: pytest.CaptureFixture[str]) -> None:
+    assert print_argv(spec_settings(sglang_extra_args=("--chunked-prefill-size", "512"))) == 0
+    argv = json.loads(capsys.readouterr().out)
+    assert argv[:3] == [sys.executable, "-m", "sglang.launch_server"] and argv[-1] == "512"
+    assert print_argv(spec_settings(sglang_extra_args=("--port", "1"))) == 2
+    assert "--port" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ SGLang's own parser
+
+# One interpreter start for every check (importing SGLang takes seconds): parse each argv with SGLang's
+# own parser and LoRA checks, report its exit code on refusal, and list its options.
+PARSE = """
+import argparse, contextlib, io, json, sys
+from sglang.srt.server_args import ServerArgs, prepare_server_args
+from sglang.srt.arg_groups.lora_hook import check_lora_server_args
+FIELDS = ("model_path", "tp_size", "context_length", "mem_fraction_static", "dtype", "enable_lora",
+          "lora_paths", "max_loaded_loras", "max_lora_rank", "disable_radix_cache", "lora_backend",
+          "host", "port", "enable_metrics")
+results = []
+for argv in json.loads(sys.stdin.read()):
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            args = prepare_server_args(argv)
+            check_lora_server_args(args)
+        results.append({k: getattr(args, k) for k in FIELDS})
+    except SystemExit as exc:
+        results.append({"exit": exc.code, "stderr": err.getvalue()})
+parser = argparse.ArgumentParser()
+ServerArgs.add_cli_args(parser)
+options = sorted(o for a in parser._actions for o in a.option_strings)
+print(json.dumps({"results": results, "options": options}, default=sorted))
+"""
+
+SPEC_CASES = {
+    "two-initial-adapters": protocol.build_sglang_argv(spec_settings(), "/models/qwen", ADAPTERS),
+    "runtime-adapters": protocol.build_sglang_argv(spec_settings(), "/models/qwen", {}),
+    # Proves the check can fail: flashinfer is gone in 0.5.23 (exit 2).
+    "flashinfer": [*protocol.build_sglang_argv(spec_settings(), "/m", {}), "--lora-backend", "flashinfer"],
+}
+
+
+@pytest.fixture(scope="module")
+def sglang_parser() -> dict[str, object]:
+    if not PARSER_PYTHON.exists():
+        pytest.skip(f"SGLang parser venv missing at {PARSER_PYTHON}: run scripts/sglang_parser_check.sh")
+    stdin = json.dumps([argv[3:] for argv in SPEC_CASES.values()])
+    out = subprocess.run([str(PARSER_PYTHON), "-c", PARSE], input=stdin, capture_output=True, text=True,
+                         timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"options": set(report["options"]), **dict(zip(SPEC_CASES, report["results"], strict=True))}
+
+
+@pytest.mark.parametrize("case", ["two-initial-adapters", "runtime-adapters"])
+def test_sglang_0_5_23_parser_accepts_the_spec_argv(sglang_parser: dict[str, object], case: str) -> None:
+    parsed = sglang_parser[case]
+    assert isinstance(parsed, dict) and "exit" not in parsed, parsed
+    assert parsed["tp_size"] == 2 and parsed["context_length"] == 8192 and parsed["dtype"] == "bfloat16"
+    assert parsed["mem_fraction_static"] == 0.85 and parsed["enable_lora"] is True
+    assert parsed["disable_radix_cache"] is False and parsed["lora_backend"] != "flashinfer"
+    assert (parsed["host"], parsed["port"], parsed["enable_metrics"]) == ("127.0.0.1", 30000, True)
+    if case == "two-initial-adapters":
+        assert parsed["lora_paths"] == [f"{n}={p}" for n, p in ADAPTERS.items()]
+    else:
+        assert parsed["max_lora_rank"] == protocol.DEFAULT_MAX_LORA_RANK
+
+
+def test_sglang_parser_rejects_what_we_refuse(sglang_parser: dict[str, object]) -> None:
+    refused = sglang_parser["flashinfer"]
+    assert isinstance(refused, dict) and refused.get("exit") == 2 and "flashinfer" in refused["stderr"]
+
+
+def test_owned_flags_exist_in_sglang_and_none_of_its_flags_is_mistaken_for_one(
+    sglang_parser: dict[str, object],
+) -> None:
+    options = sglang_parser["options"]
+    assert isinstance(options, set) and "--lora-backend" in options
+    assert protocol.ENGINE_OWNED_FLAGS <= options, protocol.ENGINE_OWNED_FLAGS - options
+    # Abbreviation matching must never refuse a real, different SGLang flag.
+    assert not {o for o in options if protocol.owned_flag_of(o) not in (None, o)}
