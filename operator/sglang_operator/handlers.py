@@ -1,0 +1,195 @@
+"""kopf handlers: a thin layer that routes every trigger to one reconcile per SGLangModel.
+
+Triggers: create/update/resume of the CR; any change to a child we own (a deleted or hand-edited child is
+restored at once; Deployment status changes as pods become ready, so status follows readiness); and a
+periodic resync (settings.resync_seconds, or every NOT_SETTLED_POLL seconds while a model is neither Ready
+nor Failed, since engine adapter state has no watch). Reconciles of one model are serialized and coalesced.
+
+No kopf timer or daemon and no finalizer: kopf adds a finalizer for timers/daemons, which would block CR
+deletion while the operator is down. Children go by ownerReference garbage collection, so nothing needs to
+run at deletion. Status is written by reconcile from observation, never from a handler's return value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import kopf
+
+from sglang_operator import labels, names
+from sglang_operator.apply import OwnershipError
+from sglang_operator.builders.common import API_GROUP, KIND, PLURAL
+from sglang_operator.kube import ApiError, KubeApi
+from sglang_operator.reconcile import Context, reconcile
+from sglang_operator.settings import OperatorSettings
+
+CR = {"group": API_GROUP, "version": "v1alpha1", "plural": PLURAL}
+CHILDREN = (("apps", "v1", "deployments"), ("", "v1", "services"), ("", "v1", "configmaps"),
+            ("policy", "v1", "poddisruptionbudgets"))
+NOT_SETTLED_POLL = 5.0
+RESYNC_CONCURRENCY = 8
+logger = logging.getLogger("sglang_operator.handlers")
+
+Login = Callable[..., kopf.ConnectionInfo | None]
+
+
+def default_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster service account first, then the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@dataclass
+class State:
+    """Operator-wide state. kopf shallow-copies the memo per object, so it holds this one shared object."""
+
+    settings: OperatorSettings
+    engine_port: int = names.HTTP_PORT
+    connection: kopf.ConnectionInfo | None = None
+    ctx: Context | None = None
+    known: dict[tuple[str, str], tuple[float, bool]] = field(default_factory=dict)  # -> (last run, settled)
+    queued: set[tuple[str, str]] = field(default_factory=set)
+    resync: asyncio.Task | None = None
+
+
+def make_memo(settings: OperatorSettings, engine_port: int = names.HTTP_PORT) -> kopf.Memo:
+    return kopf.Memo(state=State(settings, engine_port))
+
+
+def _context(state: State) -> Context:
+    assert state.connection is not None, "no login yet"
+    if state.ctx is None or state.ctx.api.server != state.connection.server.rstrip("/"):
+        state.ctx = Context(api=KubeApi.connect(state.connection), http=aiohttp.ClientSession(),
+                            settings=state.settings, engine_port=state.engine_port)
+    return state.ctx
+
+
+def _settled(status: dict[str, Any]) -> bool:
+    return status.get("phase") in ("Ready", "Failed") or (status.get("phase") == "Pending" and \
+        not status.get("replicas"))
+
+
+async def _run(state: State, key: tuple[str, str], body: dict[str, Any] | None, permanent: bool) -> None:
+    """Reconcile one model under its lock. `body` None: read the CR fresh (child events, resync)."""
+    ctx = _context(state)
+    namespace, name = key
+    async with ctx.lock(namespace, name):
+        state.queued.discard(key)
+        if body is None:
+            body = await ctx.api.get(KIND, namespace, name)
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            state.known.pop(key, None)
+            return
+
+        def emit(type_: str, reason: str, message: str) -> None:
+            kopf.event(body, type=type_, reason=reason, message=message)
+
+        try:
+            result = await reconcile(ctx, body, emit)
+        except ApiError as exc:
+            raise kopf.TemporaryError(f"API: {exc}", delay=1 if exc.status == 409 else 5) from exc
+        except OwnershipError as exc:
+            raise kopf.TemporaryError(str(exc), delay=30) from exc
+        loop = asyncio.get_running_loop()
+        state.known[key] = (loop.time(), _settled(result.status))
+        if result.spec_error is not None and permanent:
+            raise kopf.PermanentError(str(result.spec_error))
+
+
+async def _run_quietly(state: State, key: tuple[str, str]) -> None:
+    """For child events and resync: errors are logged, the next trigger retries."""
+    if key in state.queued:  # a reconcile that has not started yet will see this change too
+        return
+    state.queued.add(key)
+    try:
+        await _run(state, key, None, permanent=False)
+    except (kopf.TemporaryError, kopf.PermanentError, aiohttp.ClientError, TimeoutError) as exc:
+        logger.warning("reconcile %s/%s: %s", key[0], key[1], exc)
+    finally:
+        state.queued.discard(key)
+
+
+async def _resync_loop(state: State) -> None:
+    settings = state.settings
+    gate = asyncio.Semaphore(RESYNC_CONCURRENCY)
+    loop = asyncio.get_running_loop()
+
+    async def one(key: tuple[str, str]) -> None:
+        async with gate:
+            await _run_quietly(state, key)
+
+    while True:
+        await asyncio.sleep(min(NOT_SETTLED_POLL, settings.resync_seconds))
+        if state.connection is None:
+            continue
+        now = loop.time()
+        due = [key for key, (last, settled) in list(state.known.items())
+               if now - last >= (settings.resync_seconds if settled else min(NOT_SETTLED_POLL,
+                                                                             settings.resync_seconds))]
+        await asyncio.gather(*(one(key) for key in due))
+
+
+def _owner_name(body: Any) -> str | None:
+    for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("kind") == KIND and ref.get("apiVersion", "").startswith(API_GROUP + "/") and ref.get(
+                "controller"):
+            return ref.get("name")
+    return None
+
+
+def build_registry(login: Login | None = None) -> kopf.OperatorRegistry:
+    """Every handler on a fresh registry (tests pass their own login)."""
+    registry = kopf.OperatorRegistry()
+    login_fn = login or default_login
+
+    @kopf.on.login(registry=registry)
+    def _login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
+        info = login_fn(memo=memo, **kwargs)
+        memo.state.connection = info
+        return info
+
+    @kopf.on.startup(registry=registry)
+    async def _start(memo: kopf.Memo, **_: Any) -> None:
+        memo.state.resync = asyncio.create_task(_resync_loop(memo.state), name="sglang-operator resync")
+
+    @kopf.on.cleanup(registry=registry)
+    async def _stop(memo: kopf.Memo, **_: Any) -> None:
+        state: State = memo.state
+        if state.resync is not None:
+            state.resync.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await state.resync
+        if state.ctx is not None:
+            await state.ctx.api.close()
+            await state.ctx.http.close()
+
+    @kopf.on.resume(**CR, registry=registry)
+    @kopf.on.create(**CR, registry=registry)
+    @kopf.on.update(**CR, registry=registry)
+    async def _changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        meta = body.get("metadata") or {}
+        await _run(memo.state, (meta.get("namespace") or "default", meta["name"]), dict(body), permanent=True)
+
+    @kopf.on.event(**CR, registry=registry)
+    async def _track(event: dict[str, Any], body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace") or "default", meta.get("name"))
+        if event.get("type") == "DELETED":
+            memo.state.known.pop(key, None)
+        else:
+            memo.state.known.setdefault(key, (0.0, False))
+
+    for group, version, plural in CHILDREN:
+        @kopf.on.event(group, version, plural, labels=labels.MANAGED_SELECTOR, registry=registry)
+        async def _child(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+            owner = _owner_name(body)
+            if owner and memo.state.connection is not None:
+                namespace = (body.get("metadata") or {}).get("namespace") or "default"
+                await _run_quietly(memo.state, (namespace, owner))
+
+    return registry

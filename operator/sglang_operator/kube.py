@@ -1,0 +1,126 @@
+"""A small asynchronous Kubernetes REST client (aiohttp) using the credentials kopf resolved at login.
+
+The synchronous `kubernetes` client never runs on kopf's event loop: this is the only path to the API besides
+kopf itself. Only the verbs and resources in rbac.py are used.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import ssl
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import kopf
+
+# kind -> (API prefix, plural)
+RESOURCES: dict[str, tuple[str, str]] = {
+    "ConfigMap": ("/api/v1", "configmaps"),
+    "Service": ("/api/v1", "services"),
+    "Pod": ("/api/v1", "pods"),
+    "Deployment": ("/apis/apps/v1", "deployments"),
+    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
+    "SGLangModel": ("/apis/serving.sglang-operator.io/v1alpha1", "sglangmodels"),
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+def _as_file(data: str | bytes, suffix: str) -> str:
+    raw = data.encode() if isinstance(data, str) else data
+    try:  # kubeconfig *-data fields are base64; kopf may hand them over decoded or not
+        raw = base64.b64decode(raw, validate=True)
+    except ValueError:
+        pass
+    fd, path = tempfile.mkstemp(suffix=suffix)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(raw)
+    return path
+
+
+def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
+    if not info.server.startswith("https"):
+        return False
+    if info.insecure:
+        return False
+    ctx = ssl.create_default_context(cafile=os.fsdecode(info.ca_path) if info.ca_path else None)
+    if info.ca_data:
+        ctx.load_verify_locations(cafile=_as_file(info.ca_data, ".crt"))
+    cert = info.certificate_path or (info.certificate_data and _as_file(info.certificate_data, ".crt"))
+    key = info.private_key_path or (info.private_key_data and _as_file(info.private_key_data, ".key"))
+    if cert:
+        ctx.load_cert_chain(os.fsdecode(cert), os.fsdecode(key) if key else None)
+    return ctx
+
+
+@dataclass
+class KubeApi:
+    session: aiohttp.ClientSession
+    server: str
+
+    @classmethod
+    def connect(cls, info: kopf.ConnectionInfo) -> KubeApi:
+        headers = {"Accept": "application/json"}
+        if info.token:
+            headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
+        auth = aiohttp.BasicAuth(info.username, info.password or "") if info.username else None
+        connector = aiohttp.TCPConnector(ssl=_ssl_context(info), limit=20)
+        session = aiohttp.ClientSession(headers=headers, auth=auth, connector=connector,
+                                        timeout=aiohttp.ClientTimeout(total=30))
+        return cls(session=session, server=info.server.rstrip("/"))
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    def _url(self, kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
+        prefix, plural = RESOURCES[kind]
+        url = f"{self.server}{prefix}/namespaces/{namespace}/{plural}"
+        return url + (f"/{name}" if name else "") + (f"/{sub}" if sub else "")
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> Any:
+        async with self.session.request(method, url, **kwargs) as resp:
+            if resp.status >= 400:
+                text = await resp.text()
+                raise ApiError(resp.status, text[:500])
+            return await resp.json(content_type=None)
+
+    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._call("GET", self._url(kind, namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def list(self, kind: str, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        query = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        reply = await self._call("GET", self._url(kind, namespace), params={"labelSelector": query})
+        return list(reply.get("items") or [])
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        return await self._call("POST", self._url(obj["kind"], meta["namespace"]), json=obj)
+
+    async def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """PUT with the object's resourceVersion: a concurrent change answers 409 instead of being lost."""
+        meta = obj["metadata"]
+        return await self._call("PUT", self._url(obj["kind"], meta["namespace"], meta["name"]), json=obj)
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        try:
+            await self._call("DELETE", self._url(kind, namespace, name))
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+
+    async def patch_status(self, kind: str, namespace: str, name: str,
+                           status: dict[str, Any]) -> dict[str, Any]:
+        return await self._call("PATCH", self._url(kind, namespace, name, "status"), json={"status": status},
+                                headers={"Content-Type": "application/merge-patch+json"})

@@ -1,0 +1,39 @@
+"""The exact RBAC the operator uses: the chart grants these rules (its tests compare against RULES).
+
+Namespaced rules (a Role per watched namespace, or a ClusterRole when cluster-wide):
+- the CR: kopf lists/watches it and patches its annotations (handler progress, diff base); the operator
+  reads single objects and writes `/status` with a merge patch.
+- children: get (reconcile), list/watch (kopf's child watches), create, update (PUT when an owned field
+  differs); PodDisruptionBudgets also delete (removed when replicas drops to 1).
+- pods: list only (readiness, revision and IP for the engine /status read); never watched.
+- events: create (lifecycle events through kopf.event).
+The operator never reads Secrets: the engine gets them by secretKeyRef.
+Cluster scanning is disabled in kopf's settings (runner.py), so no CRD or Namespace access is needed.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Rule(NamedTuple):
+    api_group: str
+    resources: tuple[str, ...]
+    verbs: tuple[str, ...]
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("serving.sglang-operator.io", ("sglangmodels",), ("get", "list", "watch", "patch")),
+    Rule("serving.sglang-operator.io", ("sglangmodels/status",), ("get", "patch")),
+    Rule("apps", ("deployments",), ("get", "list", "watch", "create", "update")),
+    Rule("", ("services", "configmaps"), ("get", "list", "watch", "create", "update")),
+    Rule("policy", ("poddisruptionbudgets",), ("get", "list", "watch", "create", "update", "delete")),
+    Rule("", ("pods",), ("list",)),
+    Rule("", ("events",), ("create",)),
+)
+
+
+def as_policy_rules() -> list[dict]:
+    """RULES in the shape of a Role's `rules`."""
+    return [{"apiGroups": [r.api_group], "resources": list(r.resources), "verbs": list(r.verbs)}
+            for r in RULES]

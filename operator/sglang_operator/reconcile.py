@@ -1,0 +1,147 @@
+"""One reconcile of one SGLangModel: parse, build, apply children, observe, write status if it changed.
+
+Transport-free apart from the KubeApi and the engine client; kopf is only touched through `emit` (events),
+so handlers.py stays a thin layer and tests can call this directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from sglang_operator import labels, names
+from sglang_operator.apply import ensure, remove_if_owned
+from sglang_operator.builders import Owner, build_children
+from sglang_operator.builders.deployment import REVISION_ANNOTATION
+from sglang_operator.engine_client import fetch_statuses
+from sglang_operator.kube import KubeApi
+from sglang_operator.observed import DeploymentView, PodView
+from sglang_operator.settings import OperatorSettings
+from sglang_operator.spec import SpecError, parse_spec
+from sglang_operator.status import Observation, compute_status, status_changed
+
+Emit = Callable[[str, str, str], None]  # (type Normal|Warning, reason, message)
+logger = logging.getLogger("sglang_operator.reconcile")
+
+
+@dataclass
+class Context:
+    """Process-wide state shared by every handler (kept in kopf's memo)."""
+
+    api: KubeApi
+    http: aiohttp.ClientSession  # for engine /status (no credentials)
+    settings: OperatorSettings
+    engine_port: int = names.HTTP_PORT
+    locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+
+    def lock(self, namespace: str, name: str) -> asyncio.Lock:
+        """Serializes reconciles of one model."""
+        return self.locks.setdefault((namespace, name), asyncio.Lock())
+
+
+@dataclass(frozen=True)
+class Result:
+    status: dict[str, Any]
+    actions: dict[str, str]  # kind -> created | updated | unchanged | deleted
+    status_written: bool
+    spec_error: SpecError | None = None
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+async def _observe_pods(ctx: Context, owner: Owner,
+                        desired_revision: str | None) -> tuple[list[PodView], dict]:
+    items = await ctx.api.list("Pod", owner.namespace, labels.selector(owner.name))
+    pods = [PodView.parse(p) for p in items]
+    serving = [p for p in pods if p.ready and not p.terminating and p.revision == desired_revision]
+    engines = await fetch_statuses(ctx.http, serving, ctx.settings.engine_status_timeout, ctx.engine_port)
+    return pods, engines
+
+
+def _events(emit: Emit, actions: dict[str, str], revision_changed: bool, was_ready: bool, ready: bool,
+            first: bool) -> None:
+    created = sorted(kind for kind, action in actions.items() if action == "created")
+    if created:
+        emit("Normal", "Created" if first else "Restored", f"{'created' if first else 'restored'} "
+             f"{', '.join(created)}")
+    if actions.get("Deployment") == "updated":
+        emit("Normal", "RolloutStarted" if revision_changed else "Updated",
+             "pod template changed: rolling out" if revision_changed else "Deployment updated")
+    if actions.get("ConfigMap") == "updated":
+        emit("Normal", "ConfigChanged", "adapters or generation defaults changed: engines reload them live")
+    if actions.get("PodDisruptionBudget") == "deleted":
+        emit("Normal", "Deleted", "PodDisruptionBudget removed (replicas <= 1)")
+    if ready and not was_ready:
+        emit("Normal", "Ready", "every replica serves the current revision with all adapters loaded")
+
+
+def _is_ready(status: dict[str, Any] | None) -> bool:
+    conditions = (status or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+async def reconcile(ctx: Context, body: dict[str, Any], emit: Emit) -> Result:
+    """Bring one SGLangModel's children to the desired state and its status to what is observed.
+
+    Callers serialize calls per model (Context.lock)."""
+    owner = Owner.from_body(body)
+    previous = dict(body.get("status") or {})
+    generation = int((body.get("metadata") or {}).get("generation") or 0)
+    try:
+        spec = parse_spec(body.get("spec"))
+    except SpecError as err:
+        dep_obj = await ctx.api.get("Deployment", owner.namespace, names.deployment(owner.name))
+        observed = DeploymentView.parse(dep_obj) if dep_obj else None
+        obs = Observation(owner.name, owner.namespace, generation, None, spec_error=err,
+                          previous=previous, deployment=observed)
+        status = compute_status(obs, now())
+        written = await _write_status(ctx, owner, previous, status)
+        if written and previous.get("phase") != "Failed":
+            emit("Warning", "SpecInvalid", str(err))
+        return Result(status, {}, written, err)
+
+    desired = build_children(owner, spec, ctx.settings)
+    actions: dict[str, str] = {}
+    live: dict[str, dict[str, Any]] = {}
+    revision_changed = False
+    for child in desired:
+        kind = child["kind"]
+        before = await ctx.api.get(kind, owner.namespace, child["metadata"]["name"])
+        if kind == "Deployment" and before is not None:
+            revision_changed = DeploymentView.parse(before).template_revision != _template_revision(child)
+        outcome = await ensure(ctx.api, child, owner.uid, before)
+        actions[kind], live[kind] = outcome.action, outcome.obj
+    if "PodDisruptionBudget" not in actions and await remove_if_owned(
+            ctx.api, "PodDisruptionBudget", owner.namespace, names.pdb(owner.name), owner.uid):
+        actions["PodDisruptionBudget"] = "deleted"
+
+    desired_revision = _template_revision(next(c for c in desired if c["kind"] == "Deployment"))
+    config = next(c for c in desired if c["kind"] == "ConfigMap")["data"][names.CONFIG_KEY]
+    pods, engines = await _observe_pods(ctx, owner, desired_revision)
+    obs = Observation(owner.name, owner.namespace, generation, spec, desired_revision=desired_revision,
+                      desired_config=config, deployment=DeploymentView.parse(live["Deployment"]),
+                      pods=tuple(pods), engines=engines, previous=previous)
+    status = compute_status(obs, now())
+    written = await _write_status(ctx, owner, previous, status)
+    _events(emit, actions, revision_changed, _is_ready(previous), _is_ready(status),
+            first="observedGeneration" not in previous)
+    return Result(status, actions, written)
+
+
+def _template_revision(deployment: dict[str, Any]) -> str:
+    return deployment["spec"]["template"]["metadata"]["annotations"][REVISION_ANNOTATION]
+
+
+async def _write_status(ctx: Context, owner: Owner, previous: dict[str, Any], status: dict[str, Any]) -> bool:
+    if not status_changed(previous, status):
+        return False
+    await ctx.api.patch_status("SGLangModel", owner.namespace, owner.name, status)
+    return True

@@ -1,0 +1,167 @@
+"""PURE: observed Deployment, pods and engine /status replies -> the SGLangModel's status.
+
+`Ready` means every desired replica runs the current pod-template revision, is ready, has applied the current
+config file and has every declared adapter loaded. Conditions keep their lastTransitionTime while their status
+is unchanged, so an unchanged world produces an identical status (and so no write).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from sglang_operator import labels, names
+from sglang_operator.builders.sources import engine_path
+from sglang_operator.observed import DeploymentView, EngineStatus, PodView
+from sglang_operator.spec import ModelSpec, SpecError
+
+CONDITION_TYPES = ("Ready", "Progressing", "AdaptersReady", "SpecValid")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything status is computed from; `engines` maps pod name -> reply, or an error string."""
+
+    name: str
+    namespace: str
+    generation: int
+    spec: ModelSpec | None
+    spec_error: SpecError | None = None
+    desired_revision: str | None = None
+    desired_config: str | None = None  # the config.json text the ConfigMap holds
+    deployment: DeploymentView | None = None
+    pods: tuple[PodView, ...] = ()
+    engines: dict[str, EngineStatus | str] = field(default_factory=dict)
+    previous: dict[str, Any] = field(default_factory=dict)
+
+
+def config_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _condition(obs: Observation, now: str, type_: str, status: bool | None, reason: str,
+               message: str) -> dict:
+    value = "Unknown" if status is None else ("True" if status else "False")
+    before = next((c for c in obs.previous.get("conditions") or [] if c.get("type") == type_), None)
+    since = before["lastTransitionTime"] if before and before.get("status") == value and \
+        before.get("lastTransitionTime") else now
+    return {"type": type_, "status": value, "reason": reason, "message": message,
+            "lastTransitionTime": since, "observedGeneration": obs.generation}
+
+
+def _serving_pods(obs: Observation) -> list[PodView]:
+    return [p for p in obs.pods if p.ready and not p.terminating and p.revision == obs.desired_revision]
+
+
+def _adapters(obs: Observation, serving: list[PodView]) -> tuple[list[dict], bool | None, str, str]:
+    """(status.adapters, AdaptersReady, reason, message)."""
+    assert obs.spec is not None
+    want_hash = config_hash(obs.desired_config) if obs.desired_config is not None else None
+    rows, problems, failed = [], [], False
+    stale = [p.name for p in serving if isinstance(obs.engines.get(p.name), EngineStatus)
+             and want_hash and obs.engines[p.name].config_hash not in (None, want_hash)]  # type: ignore[union-attr]
+    unreachable = [p.name for p in serving if not isinstance(obs.engines.get(p.name), EngineStatus)]
+    for adapter in obs.spec.lora_adapters:
+        loaded, notes = 0, []
+        for pod in serving:
+            reply = obs.engines.get(pod.name)
+            if not isinstance(reply, EngineStatus) or pod.name in stale:
+                continue
+            state = next((a for a in reply.adapters if a.name == adapter.name), None)
+            same_source = state is not None and state.source in (None, engine_path(adapter.source))
+            if state is not None and state.state == "loaded" and same_source:
+                loaded += 1
+            elif state is not None and state.state == "failed":
+                failed = True
+                notes.append(f"{pod.name}: {state.message or 'failed'}")
+            else:
+                notes.append(f"{pod.name}: {state.state if state else 'not loaded yet'}")
+        rows.append({"name": adapter.name, "source": adapter.source, "loaded": loaded,
+                     "message": "; ".join(notes[:3])})
+        if loaded < len(serving):
+            problems.append(adapter.name)
+    if not serving:
+        return rows, None, "NoServingPods", "no ready pod runs the current revision"
+    if unreachable:
+        return rows, False, "EngineUnreachable", f"no /status from {', '.join(sorted(unreachable)[:3])}"
+    if stale:
+        return rows, False, "ConfigPending", f"config not applied yet on {', '.join(stale[:3])}"
+    if failed:
+        return rows, False, "AdapterFailed", f"adapters failed to load: {', '.join(problems)}"
+    if problems:
+        return rows, False, "AdaptersLoading", f"adapters not loaded on every pod: {', '.join(problems)}"
+    if not obs.spec.lora_adapters:
+        return rows, True, "NoAdapters", "no adapters declared"
+    return rows, True, "AllLoaded", f"{len(rows)} adapters loaded on {len(serving)} pods"
+
+
+def compute_status(obs: Observation, now: str) -> dict[str, Any]:
+    """The full status object. `now` (RFC 3339) stamps conditions that change in this call."""
+    base: dict[str, Any] = {"selector": labels.selector_string(obs.name),
+                            "observedGeneration": obs.generation,
+                            "endpoint": names.endpoint(obs.name, obs.namespace)}
+    dep = obs.deployment
+    base.update(replicas=dep.replicas if dep else 0, updatedReplicas=dep.updated_replicas if dep else 0)
+    if obs.spec is None:
+        error = obs.spec_error or SpecError("spec", "invalid")
+        conditions = [
+            _condition(obs, now, "Ready", False, "SpecInvalid", str(error)),
+            _condition(obs, now, "Progressing", False, "SpecInvalid", "children are left as they were"),
+            _condition(obs, now, "AdaptersReady", None, "SpecInvalid", ""),
+            _condition(obs, now, "SpecValid", False, "Invalid", str(error)),
+        ]
+        ready_count = obs.previous.get("readyReplicas", 0)
+        return {**base, "phase": "Failed", "readyReplicas": ready_count,
+                "adapters": obs.previous.get("adapters", []), "conditions": conditions}
+
+    desired = obs.spec.replicas
+    serving = _serving_pods(obs)
+    adapters, adapters_ok, a_reason, a_message = _adapters(obs, serving)
+    current = dep is not None and dep.template_revision == obs.desired_revision \
+        and dep.observed_generation >= dep.generation
+    rolled = current and dep is not None and dep.updated_replicas >= desired and dep.replicas == desired
+    all_ready = rolled and len(serving) >= desired and dep is not None and dep.ready_replicas >= desired
+
+    if dep is None:
+        progressing = (True, "Creating", "the Deployment is being created")
+    elif dep.progress_deadline_exceeded:
+        progressing = (False, "ProgressDeadlineExceeded", "the rollout did not finish within its deadline")
+    elif not all_ready:
+        progressing = (True, "RollingOut", f"{len(serving)}/{desired} replicas ready on the current revision")
+    else:
+        progressing = (False, "Complete", "every replica runs the current revision")
+
+    if desired == 0:
+        ready = (False, "ScaledToZero", "replicas is 0")
+    elif not all_ready:
+        ready = (False, "ReplicasNotReady", progressing[2])
+    elif adapters_ok is not True:
+        ready = (False, "AdaptersNotReady", a_message)
+    else:
+        ready = (True, "AllReplicasReady", f"{desired} replicas serve the current revision")
+
+    if ready[0]:
+        phase = "Ready"
+    elif (dep is not None and dep.progress_deadline_exceeded) or a_reason == "AdapterFailed" or (
+            rolled and obs.previous.get("phase") in ("Ready", "Degraded") and desired > 0):
+        phase = "Degraded"
+    elif dep is None or desired == 0:
+        phase = "Pending"
+    else:
+        phase = "Progressing"
+
+    conditions = [
+        _condition(obs, now, "Ready", *ready),
+        _condition(obs, now, "Progressing", *progressing),
+        _condition(obs, now, "AdaptersReady", adapters_ok, a_reason, a_message),
+        _condition(obs, now, "SpecValid", True, "Valid", "the spec is valid"),
+    ]
+    return {**base, "phase": phase, "readyReplicas": len(serving), "adapters": adapters,
+            "conditions": conditions}
+
+
+def status_changed(current: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
+    """True when the stored status differs from `desired` in any key the operator writes."""
+    current = current or {}
+    return any(current.get(key) != value for key, value in desired.items())
