@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -94,6 +94,12 @@ class Engine:
     def ready(self) -> bool:
         return self._templater is not None and self.backend.health().ready
 
+    def not_ready_reason(self) -> str | None:
+        if self._templater is None:
+            return "loading the tokenizer"
+        health = self.backend.health()
+        return None if health.ready else f"backend not ready: {health.message or 'starting'}"
+
     # --- generation defaults (swapped whole by the config watcher; readers see old or new, never half)
     @property
     def defaults(self) -> GenerationDefaults:
@@ -141,9 +147,17 @@ class Engine:
         )
         return PreparedChat(request, model or self.settings.model_name, adapter, prompt_length)
 
-    def generate(self, prepared: PreparedChat) -> AsyncIterator[GenerationChunk]:
-        """The backend's stream; the caller must close it (e.g. `aclosing`) so an early exit aborts."""
-        return self.backend.generate(prepared.request)
+    async def generate(self, prepared: PreparedChat) -> AsyncGenerator[GenerationChunk, None]:
+        """The backend's stream. Callers close it (`aclosing`) so an early exit aborts the backend's work;
+        closing this generator closes the backend's iterator at once."""
+        stream = self.backend.generate(prepared.request)
+        try:
+            async for chunk in stream:
+                yield chunk
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def collect(
         self, prepared: PreparedChat, on_first: Callable[[], None] | None = None,

@@ -26,12 +26,12 @@ class GenerationDefaults(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
-    temperature: float | None = Field(None, ge=0)
-    top_p: float | None = Field(None, gt=0, le=1)
+    temperature: float | None = Field(default=None, ge=0)
+    top_p: float | None = Field(default=None, gt=0, le=1)
     top_k: int | None = None
-    repetition_penalty: float | None = Field(None, gt=0, le=2)
-    max_new_tokens: int | None = Field(None, ge=1)
-    max_length: int | None = Field(None, ge=1)
+    repetition_penalty: float | None = Field(default=None, gt=0, le=2)
+    max_new_tokens: int | None = Field(default=None, ge=1)
+    max_length: int | None = Field(default=None, ge=1)
     stop: tuple[str, ...] | None = None
     skip_special_tokens: bool | None = None
 

@@ -139,6 +139,8 @@ def load_templater(settings: EngineSettings, model_path: str | None = None) -> C
     from sglang_engine.tiny import resolve_model_path
 
     path = model_path or resolve_model_path(settings)
+    if path.startswith("/") and not Path(path).is_dir():
+        raise FileNotFoundError(f"model path {path} does not exist (or is not a folder)")
     revision = None if path != settings.model else settings.revision
     tokenizer = AutoTokenizer.from_pretrained(
         path, revision=revision, trust_remote_code=settings.trust_remote_code)

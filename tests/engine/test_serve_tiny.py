@@ -146,3 +146,28 @@ def test_adapters_from_the_config_file_change_greedy_output_and_can_be_removed(s
 def test_sigterm_stops_gracefully(served: Served) -> None:
     served.proc.send_signal(signal.SIGTERM)
     assert served.proc.wait(timeout=30) == 0
+
+
+def _serve(args: list[str], cache: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**_env(cache), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "sglang_engine.cli", "serve", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_bad_flag_value_exits_2_naming_the_flag(engine_cache: Path) -> None:
+    result = _serve(["--model", "builtin:tiny", "--tp-size", "0"], engine_cache)
+    assert result.returncode == 2 and "--tp-size" in result.stderr
+
+
+def test_a_backend_that_cannot_start_exits_non_zero_with_a_clear_message(engine_cache: Path) -> None:
+    args = ["--model", "/nonexistent/model", "--backend", "transformers", "--port", str(_free_port())]
+    result = _serve(args, engine_cache)
+    assert result.returncode == 1
+    assert "failed to start" in result.stderr and "/nonexistent/model" in result.stderr
+
+
+def test_print_sglang_argv_prints_a_json_list_and_exits(engine_cache: Path) -> None:
+    result = _serve(["--model", "org/model", "--tp-size", "2", "--print-sglang-argv"], engine_cache)
+    assert result.returncode == 0, result.stderr
+    argv = json.loads(result.stdout)
+    assert isinstance(argv, list) and "--tp-size" in argv and argv[argv.index("--tp-size") + 1] == "2"

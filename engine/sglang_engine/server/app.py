@@ -221,9 +221,7 @@ class Api:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        health = self.engine.backend.health()
-        reason = ("shutting down" if self.state.draining
-                  else None if self.engine.ready else f"backend not ready: {health.message or 'starting'}")
+        reason = "shutting down" if self.state.draining else self.engine.not_ready_reason()
         loading = self.adapters.loading()
         if reason is None and loading:
             reason = f"adapters still loading: {', '.join(loading)}"
