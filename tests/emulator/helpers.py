@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +66,13 @@ def merge(body: dict[str, Any]) -> tuple[str, bytes]:
 
 STRICT = WriteOptions(field_validation="Strict")
 DEFAULT = WriteOptions()
+
+
+async def eventually(predicate: Callable[[], Any], within: float = 15.0, step: float = 0.1) -> Any:
+    """Poll `predicate` until it returns something truthy (returned); fail after `within` seconds."""
+    for _ in range(int(within / step)):
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(step)
+    raise AssertionError(f"not true within {within} s: {predicate}")

@@ -174,7 +174,7 @@ class Emulator(kmock.KubernetesEmulator):
         self, raw: aiohttp.web.BaseRequest, body: bytes, parsed: Any
     ) -> aiohttp.web.StreamResponse | None:
         """KMock's DSL reactions declared by a test (not its fallbacks) answer before the store."""
-        user = [p for p in self._payloads if p.priorities and not math.isinf(p.priorities[0])]
+        user = [p for p in self._payloads if not (p.priorities and math.isinf(p.priorities[0]))]
         if not user:
             return None
         request = await self._kmock_request(raw, body, parsed)

@@ -1,0 +1,159 @@
+"""Patch flavours (pure functions) and deletion: finalizers and ownerReference cascades."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import DEFAULT, deployment, fresh_api, merge, rt, widget
+from sglang_operator.dev.emulator import patch
+from sglang_operator.dev.emulator.api import WriteOptions
+from sglang_operator.dev.emulator.errors import ApiError
+
+
+def test_merge_patch_merges_objects_and_null_deletes():
+    target = {"a": {"b": 1, "c": 2}, "l": [1, 2]}
+    assert patch.merge_patch(target, {"a": {"b": None, "d": 3}, "l": [3]}) == {
+        "a": {"c": 2, "d": 3},
+        "l": [3],
+    }
+    assert target == {"a": {"b": 1, "c": 2}, "l": [1, 2]}  # the input is never mutated
+
+
+def test_json_patch_operations():
+    doc = {"a": [1, 2], "b": {"c": "x"}}
+    ops = [
+        {"op": "add", "path": "/a/-", "value": 3},
+        {"op": "remove", "path": "/a/0"},
+        {"op": "replace", "path": "/b/c", "value": "y"},
+        {"op": "copy", "from": "/b/c", "path": "/d"},
+        {"op": "move", "from": "/d", "path": "/e"},
+        {"op": "test", "path": "/e", "value": "y"},
+        {"op": "add", "path": "/k~1v", "value": 1},
+    ]
+    assert patch.json_patch(doc, ops) == {"a": [2, 3], "b": {"c": "y"}, "e": "y", "k/v": 1}
+    with pytest.raises(ApiError) as err:
+        patch.json_patch(doc, [{"op": "remove", "path": "/missing"}])
+    assert err.value.code == 422
+
+
+def test_strategic_merge_uses_merge_keys_and_directives():
+    pod = {
+        "spec": {
+            "containers": [
+                {"name": "a", "image": "1", "ports": [{"containerPort": 80}]},
+                {"name": "b", "image": "1"},
+            ],
+            "volumes": [{"name": "v1"}, {"name": "v2"}],
+        },
+        "metadata": {"finalizers": ["x"]},
+    }
+    body = {
+        "spec": {
+            "containers": [
+                {"name": "a", "image": "2", "ports": [{"containerPort": 81}]},
+                {"name": "c", "image": "1"},
+                {"name": "b", "$patch": "delete"},
+            ],
+            "volumes": [{"name": "v2", "$patch": "delete"}],
+            "$setElementOrder/containers": [{"name": "a"}, {"name": "c"}],
+        },
+        "metadata": {"finalizers": ["y"]},
+    }
+    result = patch.strategic_merge(pod, body)
+    assert [c["name"] for c in result["spec"]["containers"]] == ["a", "c"]
+    assert result["spec"]["containers"][0]["image"] == "2"
+    assert [p["containerPort"] for p in result["spec"]["containers"][0]["ports"]] == [80, 81]
+    assert result["spec"]["volumes"] == [{"name": "v1"}]
+    assert result["metadata"]["finalizers"] == ["x", "y"]
+    replaced = patch.strategic_merge(pod, {"spec": {"$patch": "replace", "containers": []}})
+    assert replaced["spec"] == {"containers": []}
+
+
+def test_strategic_merge_is_refused_for_custom_resources():
+    api = fresh_api()
+    widgets = rt(api, "example.dev/v1alpha1", "widgets")
+    api.create(widgets, "default", widget(), DEFAULT)
+    body = json.dumps({"spec": {"size": 2}}).encode()
+    with pytest.raises(ApiError) as err:
+        api.patch(widgets, "default", "w1", None, patch.STRATEGIC_PATCH, body, DEFAULT)
+    assert err.value.code == 415
+
+
+def test_apply_patch_creates_then_merges_list_maps_by_key():
+    api = fresh_api()
+    widgets = rt(api, "example.dev/v1alpha1", "widgets")
+    first = json.dumps(widget(parts=[{"name": "a", "weight": 1}])).encode()
+    created = api.patch(widgets, "default", "w1", None, patch.APPLY_PATCH, first, DEFAULT)
+    assert created.code == 201
+    second = json.dumps(widget(parts=[{"name": "b"}])).encode()
+    updated = api.patch(widgets, "default", "w1", None, patch.APPLY_PATCH, second, DEFAULT).obj
+    assert updated["spec"]["parts"] == [{"name": "a", "weight": 1}, {"name": "b", "weight": 10}]
+
+
+def owned(name: str, owner: dict) -> dict:
+    ref = {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+    }
+    return {"metadata": {"name": name, "ownerReferences": [ref]}}
+
+
+def test_deleting_an_owner_cascades_to_its_dependents_and_theirs():
+    api = fresh_api()
+    widgets, deploys, cms = (
+        rt(api, "example.dev/v1alpha1", "widgets"),
+        rt(api, "apps/v1", "deployments"),
+        rt(api, "v1", "configmaps"),
+    )
+    owner = api.create(widgets, "default", widget(), DEFAULT).obj
+    child = api.create(deploys, "default", {**deployment("child"), **owned("child", owner)}, DEFAULT).obj
+    api.create(cms, "default", owned("grandchild", child), DEFAULT)
+    api.create(cms, "default", {"metadata": {"name": "bystander"}}, DEFAULT)
+    api.delete(widgets, "default", "w1", DEFAULT)
+    assert api.store.get(deploys.key, "default", "child") is None
+    assert api.store.get(cms.key, "default", "grandchild") is None
+    assert api.store.get(cms.key, "default", "bystander") is not None
+
+
+def test_orphan_propagation_keeps_dependents_without_the_reference():
+    api = fresh_api()
+    widgets, cms = rt(api, "example.dev/v1alpha1", "widgets"), rt(api, "v1", "configmaps")
+    owner = api.create(widgets, "default", widget(), DEFAULT).obj
+    api.create(cms, "default", owned("child", owner), DEFAULT)
+    api.delete(widgets, "default", "w1", WriteOptions(propagation="Orphan"))
+    assert "ownerReferences" not in api.store.get(cms.key, "default", "child")["metadata"]
+
+
+def test_finalizers_hold_deletion_until_removed():
+    api = fresh_api()
+    widgets, cms = rt(api, "example.dev/v1alpha1", "widgets"), rt(api, "v1", "configmaps")
+    owner = api.create(
+        widgets, "default", {**widget(), "metadata": {"name": "w1", "finalizers": ["x/y"]}}, DEFAULT
+    ).obj
+    api.create(cms, "default", owned("child", owner), DEFAULT)
+    marked = api.delete(widgets, "default", "w1", DEFAULT).obj
+    assert marked["metadata"]["deletionTimestamp"]
+    assert api.store.get(cms.key, "default", "child") is not None  # the owner still exists
+    api.patch(widgets, "default", "w1", None, *merge({"metadata": {"finalizers": None}}), DEFAULT)
+    assert api.store.get(widgets.key, "default", "w1") is None
+    assert api.store.get(cms.key, "default", "child") is None
+
+
+def test_deleting_a_namespace_or_a_crd_removes_what_lives_in_it():
+    api = fresh_api()
+    nss, cms = rt(api, "v1", "namespaces"), rt(api, "v1", "configmaps")
+    api.create(nss, None, {"metadata": {"name": "team"}}, DEFAULT)
+    api.create(cms, "team", {"metadata": {"name": "c"}}, DEFAULT)
+    api.delete(nss, None, "team", DEFAULT)
+    assert api.store.get(cms.key, "team", "c") is None
+    widgets = rt(api, "example.dev/v1alpha1", "widgets")
+    api.create(widgets, "default", widget(), DEFAULT)
+    api.delete(
+        rt(api, "apiextensions.k8s.io/v1", "customresourcedefinitions"), None, "widgets.example.dev", DEFAULT
+    )
+    assert api.store.resource("example.dev", "v1alpha1", "widgets") is None
+    assert api.store.items(("example.dev", "widgets")) == []

@@ -1,0 +1,102 @@
+"""CRD schema semantics: defaulting, pruning (or strict refusal) and validation messages naming the field."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import DEFAULT, STRICT, fresh_api, rt, widget
+from sglang_operator.dev.emulator import schema
+from sglang_operator.dev.emulator.errors import ApiError
+
+
+def refused(spec_overrides, opts=DEFAULT) -> ApiError:
+    api = fresh_api()
+    with pytest.raises(ApiError) as err:
+        api.create(rt(api, "example.dev/v1alpha1", "widgets"), "default", widget(**spec_overrides), opts)
+    return err.value
+
+
+def test_defaults_fill_absent_fields_including_list_items():
+    api = fresh_api()
+    obj = api.create(
+        rt(api, "example.dev/v1alpha1", "widgets"), "default", widget(parts=[{"name": "p"}]), DEFAULT
+    ).obj
+    assert obj["spec"] == {
+        "model": "m",
+        "size": 1,
+        "replicas": 1,
+        "mode": "fast",
+        "parts": [{"name": "p", "weight": 10}],
+    }
+
+
+def test_unknown_fields_are_pruned_or_refused_when_strict():
+    api = fresh_api()
+    widgets = rt(api, "example.dev/v1alpha1", "widgets")
+    result = api.create(widgets, "default", widget(bogus=1, extra={"anything": {"goes": 1}}), DEFAULT)
+    assert "bogus" not in result.obj["spec"] and result.obj["spec"]["extra"] == {"anything": {"goes": 1}}
+    assert result.warnings == ['unknown field "spec.bogus"']
+    err = refused({"bogus": 1}, STRICT)
+    assert err.code == 400 and 'strict decoding error: unknown field "spec.bogus"' in err.message
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({"size": 0}, "spec.size: Invalid value: 0: spec.size in body should be greater than or equal to 1"),
+        ({"size": 9}, "spec.size: Invalid value: 9: spec.size in body should be less than or equal to 8"),
+        (
+            {"size": "big"},
+            'spec.size: Invalid value: "string": spec.size in body must be of type integer: "string"',
+        ),
+        ({"mode": "turbo"}, 'spec.mode: Unsupported value: "turbo": supported values: "fast", "slow"'),
+        (
+            {"servedName": "a:b"},
+            'spec.servedName: Invalid value: "a:b": spec.servedName in body should match',
+        ),
+        ({"model": "x" * 41}, "spec.model: Too long: may not be more than 40 bytes"),
+        (
+            {"parts": [{"name": str(i)} for i in range(4)]},
+            "spec.parts: Too many: 4: must have at most 3 items",
+        ),
+        (
+            {"parts": [{"name": "a"}, {"name": "a"}]},
+            'spec.parts[1]: Duplicate value: map[string]interface {}{"name":"a"}',
+        ),
+        ({"parts": [{"weight": 1}]}, "spec.parts[0].name: Required value"),
+        (
+            {"labels": {"a": 1}},
+            'spec.labels.a: Invalid value: "integer": spec.labels.a in body must be of type string',
+        ),
+    ],
+)
+def test_validation_errors_name_the_field(spec, expected):
+    err = refused(spec)
+    assert err.code == 422 and err.reason == "Invalid"
+    assert expected in err.message
+    assert err.message.startswith('Widget.example.dev "w1" is invalid: ')
+    assert err.details["causes"][0]["field"] == expected.split(":")[0]
+
+
+def test_required_top_level_field():
+    api = fresh_api()
+    with pytest.raises(ApiError) as err:
+        api.create(
+            rt(api, "example.dev/v1alpha1", "widgets"),
+            "default",
+            {"apiVersion": "example.dev/v1alpha1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {}},
+            DEFAULT,
+        )
+    assert "spec.model: Required value" in err.value.message
+
+
+def test_prune_keeps_preserved_and_additional_properties():
+    s = {
+        "type": "object",
+        "properties": {
+            "a": {"type": "object", "additionalProperties": {"type": "string"}},
+            "b": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        },
+    }
+    value = {"a": {"k": "v"}, "b": {"x": 1}, "c": 2}
+    assert schema.prune(value, s) == ["c"]
+    assert value == {"a": {"k": "v"}, "b": {"x": 1}}
