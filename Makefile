@@ -20,7 +20,11 @@ install: $(VENV)/.installed
 serve-tiny: install
 	$(PY) scripts/serve_tiny.py
 
-demo: serve-tiny
+# The whole system on this machine: local cluster (API emulator, operator, kubelet, service proxy),
+# examples/tiny.yaml applied with kubectl, a streamed chat completion, a LoRA adapter added live.
+# KEEP=1 leaves the cluster running (stop it with `.venv/bin/sglang-operator dev down`).
+demo: install
+	$(PY) scripts/demo.py
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -241,6 +241,7 @@ class Kubelet:
         self.secrets = Informer(client, SECRETS, self._config_changed)
         self.workers: dict[str, tuple[PodWorker, asyncio.Task[Any]]] = {}  # by pod uid
         self.stopping: dict[str, asyncio.Task[Any]] = {}
+        self.closing = False  # `dev down`: start nothing new, leave pod objects alone
 
     def data(self, resource: Any, namespace: str) -> dict[str, dict[str, str]]:
         informer = {CONFIGMAPS: self.config_maps, SECRETS: self.secrets}[resource]
@@ -262,6 +263,8 @@ class Kubelet:
         self.sync()
 
     def sync(self) -> None:
+        if self.closing:
+            return
         live = {}
         for pod in self.pods.items():
             meta = pod["metadata"]
@@ -295,7 +298,7 @@ class Kubelet:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             obj = self.pods.objects.get((worker.namespace, worker.name))
-            if obj is not None and obj["metadata"].get("uid") == worker.uid:
+            if not self.closing and obj is not None and obj["metadata"].get("uid") == worker.uid:
                 with contextlib.suppress(ApiError):  # graceful deletion: the kubelet finishes it
                     await self.client.delete(PODS.path(worker.namespace, worker.name), grace_seconds=0)
             log.info("pod %s/%s: stopped", worker.namespace, worker.name)
@@ -304,6 +307,7 @@ class Kubelet:
 
     async def shutdown(self) -> None:
         """Stop every pod (used by `dev down`): all in parallel, each with its own grace period."""
+        self.closing = True
         for uid in list(self.workers):
             worker, task = self.workers.pop(uid)
             self.stopping[uid] = asyncio.create_task(self._stop_worker(worker, task))

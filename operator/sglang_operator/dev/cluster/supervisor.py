@@ -172,9 +172,11 @@ async def run_cluster(layout: Layout, operator_args: list[str], stop: asyncio.Ev
     finally:
         log.info("stopping: operator, pods, proxy, emulator ...")
         (layout.root / READY_FILE).unlink(missing_ok=True)
-        await operator.stop()
         if kubelet is not None:
-            await kubelet.shutdown()
+            kubelet.closing = True
+        # The operator and the pods stop side by side; the controller keeps running until the pods are
+        # gone only to keep Deployment status honest, it cannot recreate pods (the kubelet starts nothing).
+        await asyncio.gather(operator.stop(), kubelet.shutdown() if kubelet is not None else asyncio.sleep(0))
         await cancel_all(tasks)
         await emulator.stop()
         if client is not None:

@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""`make demo`: the whole system on this machine, end to end, in a few minutes.
+
+1. starts the local cluster (`sglang-operator dev up --detach`: API emulator, operator, Deployment
+   controller, kubelet running engines as local processes, Service proxy; all on loopback);
+2. applies examples/tiny.yaml (builtin:tiny on the transformers backend) with the real kubectl;
+3. waits with `kubectl wait --for=condition=Ready sgm/tiny`, showing progress while it waits;
+4. streams a chat completion through the Service's local address with the `openai` client;
+5. adds a LoRA adapter (builtin:tiny-lora-7, built by the engine) with `kubectl patch`, and shows it appear
+   in /v1/models while the same pod (same uid) keeps running;
+6. prints how to continue with kubectl and curl, then stops the cluster (KEEP=1 keeps it running).
+Ctrl-C at any point stops everything it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from sglang_operator.dev.cluster.layout import Layout
+from sglang_operator.dev.cluster.tools import Kubectl, service_url
+
+ROOT = Path(__file__).resolve().parents[1]
+STATE = Layout.at(os.environ.get("STATE_DIR", ROOT / ".state" / "dev"))
+EXAMPLE = ROOT / "examples" / "tiny.yaml"
+MODEL = "tiny"
+NEW_ADAPTER = {"name": "tiny-chat", "source": "builtin:tiny-lora-7"}
+READY_TIMEOUT_S = 600
+
+
+def step(text: str) -> None:
+    print(f"\n\033[1m==> {text}\033[0m", flush=True)
+
+
+def note(text: str) -> None:
+    print(f"    {text}", flush=True)
+
+
+def dev(*args: str) -> int:
+    cmd = [sys.executable, "-m", "sglang_operator.cli", "dev", *args, "--state-dir", str(STATE.root)]
+    return subprocess.call(cmd, cwd=ROOT)
+
+
+def progress_line(kubectl: Kubectl) -> str:
+    sgm = kubectl.run("get", "sgm", MODEL, "-o", "json", check=False)
+    pods = kubectl.run("get", "pods", "-l", f"app.kubernetes.io/instance={MODEL}", "-o", "json", check=False)
+    parts = []
+    if sgm.returncode == 0:
+        status = json.loads(sgm.stdout).get("status") or {}
+        ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+        parts.append(f"sgm/{MODEL} phase={status.get('phase', '-')} Ready={ready.get('status', '-')}"
+                     + (f" ({ready.get('reason')}: {ready.get('message')})" if ready.get("message") else ""))
+    if pods.returncode == 0:
+        for pod in json.loads(pods.stdout).get("items") or []:
+            st = pod.get("status") or {}
+            cs = (st.get("containerStatuses") or [{}])[0]
+            state = next(iter(cs.get("state") or {"waiting": {}}), "waiting")
+            parts.append(f"pod {pod['metadata']['name']} {st.get('phase', 'Pending')} "
+                         f"ip={st.get('podIP', '-')} container={state} ready={cs.get('ready', False)}")
+    return " | ".join(parts) or "waiting for the operator to create the children"
+
+
+def wait_condition(kubectl: Kubectl, condition: str) -> None:
+    """`kubectl wait --for=condition=X sgm/tiny`, printing what is happening whenever it changes."""
+    argv = kubectl.argv("wait", f"--for=condition={condition}", f"sgm/{MODEL}",
+                        f"--timeout={READY_TIMEOUT_S}s")
+    note("$ " + " ".join(["kubectl", *argv[3:]]))
+    started = time.monotonic()
+    last = ""
+    with subprocess.Popen(argv, env=kubectl.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as waiter:
+        while waiter.poll() is None:
+            line = progress_line(kubectl)
+            if line != last:
+                note(f"[{time.monotonic() - started:5.1f}s] {line}")
+                last = line
+            time.sleep(2)
+        output = (waiter.stdout.read() if waiter.stdout else "").strip()
+    if waiter.returncode != 0:
+        raise SystemExit(f"demo: {condition} not reached: {output}\n"
+                         f"see: sglang-operator dev logs operator --state-dir {STATE.root}")
+    note(f"{output} after {time.monotonic() - started:.1f}s")
+
+
+def stream_chat(base: str, model: str, prompt: str) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=2, timeout=120)
+    note(f"POST {base}/v1/chat/completions  model={model}  stream=true")
+    print(f"\n    > {prompt}\n    ", end="", flush=True)
+    for chunk in client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
+                                                max_tokens=48, stream=True):
+        if chunk.choices and chunk.choices[0].delta.content:
+            print(chunk.choices[0].delta.content, end="", flush=True)
+    print("\n    (builtin:tiny has random weights: the text is noise; the streaming path is real)")
+
+
+def models(base: str) -> list[str]:
+    with urllib.request.urlopen(f"{base}/v1/models", timeout=5) as resp:
+        return [m["id"] for m in json.load(resp)["data"]]
+
+
+def pod_uids(kubectl: Kubectl) -> dict[str, str]:
+    pods = kubectl.json("get", "pods", "-l", f"app.kubernetes.io/instance={MODEL}")["items"]
+    return {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods}
+
+
+def add_adapter(kubectl: Kubectl, base: str) -> None:
+    before = pod_uids(kubectl)
+    current = kubectl.json("get", "sgm", MODEL)["spec"].get("loraAdapters") or []
+    patch = json.dumps({"spec": {"loraAdapters": [*current, NEW_ADAPTER]}})
+    note(f"$ kubectl patch sgm {MODEL} --type=merge -p '{patch}'")
+    kubectl.run("patch", "sgm", MODEL, "--type=merge", "-p", patch)
+    started = time.monotonic()
+    while NEW_ADAPTER["name"] not in (seen := models(base)):
+        if time.monotonic() - started > 120:
+            raise SystemExit(f"demo: adapter {NEW_ADAPTER['name']} not served after 120s; models: {seen}")
+        note(f"[{time.monotonic() - started:5.1f}s] /v1/models: {seen} "
+             "(the engine picks the ConfigMap change up)")
+        time.sleep(2)
+    note(f"/v1/models now: {seen}")
+    wait_condition(kubectl, "AdaptersReady")
+    after = pod_uids(kubectl)
+    same = "the same pod kept running (no restart)" if after == before else "PODS CHANGED"
+    note(f"pods before: {before}\n    pods after:  {after}\n    -> {same}")
+
+
+def how_to_continue(base: str) -> None:
+    step("Try it yourself")
+    print(f"""    export KUBECONFIG={STATE.kubeconfig}
+    .tools/bin/kubectl get sgm,deploy,pods,svc
+    .tools/bin/kubectl scale sgm/{MODEL} --replicas=2
+    curl -N {base}/v1/chat/completions -H 'Content-Type: application/json' \\
+         -d '{{"model": "{MODEL}", "stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}'
+    .venv/bin/sglang-operator dev status          # processes, models, pods, service addresses
+    .venv/bin/sglang-operator dev logs <pod>      # an engine's log (also: operator, emulator)
+    .venv/bin/sglang-operator dev down            # stop everything""")
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    keep = os.environ.get("KEEP") == "1"
+    started_here = False
+    try:
+        step("Starting the local cluster (API emulator, operator, controller, kubelet, service proxy)")
+        started_here = not (STATE.root / "ready").exists()
+        if dev("up", "--detach") != 0:
+            raise SystemExit("demo: the local cluster did not start")
+        kubectl = Kubectl.for_cluster(STATE)
+        step(f"Applying {EXAMPLE.relative_to(ROOT)}")
+        note(f"$ kubectl apply -f {EXAMPLE.relative_to(ROOT)}")
+        note(kubectl.run("apply", "-f", str(EXAMPLE)).stdout.strip())
+        step(f"Waiting until sgm/{MODEL} is Ready (first run builds builtin:tiny: allow a minute)")
+        wait_condition(kubectl, "Ready")
+        base = service_url(STATE, "default", MODEL)
+        step(f"Streaming a chat completion through the Service at {base}")
+        stream_chat(base, MODEL, "Say hello to a newcomer.")
+        step(f"Adding LoRA adapter {NEW_ADAPTER['name']} ({NEW_ADAPTER['source']}) to sgm/{MODEL}")
+        add_adapter(kubectl, base)
+        stream_chat(base, NEW_ADAPTER["name"], "Same question, through the adapter.")
+        how_to_continue(base)
+        if keep:
+            print("\nKEEP=1: the cluster keeps running; stop it with `.venv/bin/sglang-operator dev down`")
+        return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        keep = False
+        return 130
+    finally:
+        if started_here and not keep:
+            step("Stopping the local cluster (KEEP=1 keeps it running)")
+            dev("down")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
