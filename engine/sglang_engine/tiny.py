@@ -256,7 +256,7 @@ def ensure_tiny_lora(cache_dir: Path, seed: int, base_path: Path) -> Path:
                     std = LORA_B_STD if "lora_B" in name else 1.0 / LORA_RANK
                     param.copy_(torch.randn(param.shape, generator=gen) * std)
         model.peft_config["default"].base_model_name_or_path = TINY_MODEL_SOURCE
-        model.save_pretrained(out, safe_serialization=True, save_embedding_layers=False)
+        model.save_pretrained(str(out), safe_serialization=True, save_embedding_layers=False)
         (out / "README.md").unlink(missing_ok=True)  # peft's model card embeds run details: not deterministic
 
     if final.is_dir():

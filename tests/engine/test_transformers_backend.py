@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,7 +66,8 @@ def _request(backend: TransformersBackend, text: str = "Hello!", adapter: str | 
              **sampling) -> GenerationRequest:
     sampling.setdefault("max_new_tokens", 12)
     sampling.setdefault("temperature", 0.0)
-    return GenerationRequest("req", _prompt(backend, text), SamplingParams(**sampling), adapter=adapter)
+    return GenerationRequest(uuid.uuid4().hex, _prompt(backend, text), SamplingParams(**sampling),
+                             adapter=adapter)
 
 
 async def _run(backend: TransformersBackend, request: GenerationRequest) -> tuple[str, GenerationChunk]:
@@ -261,3 +263,21 @@ async def test_health_follows_the_lifecycle(tiny_cache: Path, tmp_path: Path) ->
     assert not broken.health().ready and not broken.health().alive
     assert "loading the model failed" in broken.health().message
     await broken.stop()
+
+
+async def test_stopping_the_backend_ends_open_and_queued_streams(fresh_backend: TransformersBackend) -> None:
+    b = fresh_backend
+    running = b.generate(_request(b, max_new_tokens=1000))
+    await anext(running)
+    queued = b.generate(_request(b, "Tell me a story", max_new_tokens=1000))
+    queued_first = asyncio.create_task(anext(queued))
+    await asyncio.sleep(0)  # the queued request reaches the worker's queue
+    await asyncio.wait_for(b.stop(), 5.0)
+    rest = [c async for c in running]
+    assert rest[-1].finish_reason == "abort"
+    try:  # dropped from the worker's queue (503), or reached the worker already cancelled (abort)
+        assert (await asyncio.wait_for(queued_first, 5.0)).finish_reason == "abort"
+    except BackendError as err:
+        assert err.status == 503
+    with pytest.raises(BackendError):  # a stopped backend refuses new work instead of hanging
+        await anext(b.generate(_request(b)))

@@ -76,7 +76,7 @@ class TransformersBackend(Backend):
         self._eos_ids: frozenset[int] = frozenset()
         self._context_length = 0
         self._adapters: dict[str, str] = {}
-        self._jobs: dict[str, GenerationJob] = {}
+        self._jobs: dict[int, GenerationJob] = {}  # by id(): request ids come from clients, maybe twice
         self._stopped = False
 
     # --- lifecycle
@@ -106,7 +106,7 @@ class TransformersBackend(Backend):
         self._tokenizer = AutoTokenizer.from_pretrained(path, revision=revision,
                                                         trust_remote_code=s.trust_remote_code)
         dtype = pick_dtype(s.dtype, self._device)
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             path, revision=revision, trust_remote_code=s.trust_remote_code, dtype=dtype)
         self._model = model.to(self._device).eval()
         eos = model.generation_config.eos_token_id
@@ -178,8 +178,14 @@ class TransformersBackend(Backend):
             except RuntimeError:  # the loop is gone: nobody is listening any more
                 job.cancelled.set()
 
-        self._jobs[request.request_id] = job
-        loop.run_in_executor(self._worker, self._run_job, job, emit)
+        self._jobs[id(job)] = job
+        def never_ran(work: asyncio.Future[None]) -> None:
+            # stop() drops queued work: such a job never runs, so its stream is ended from here.
+            if work.cancelled():
+                queue.put_nowait(BackendError("The backend stopped before this request ran.", status=503,
+                                              code="not_ready"))
+
+        loop.run_in_executor(self._worker, self._run_job, job, emit).add_done_callback(never_ran)
         try:
             while True:
                 item = await queue.get()
@@ -190,11 +196,15 @@ class TransformersBackend(Backend):
                     return
         finally:
             job.cancelled.set()  # the client left (or we finished): the worker stops at its next step
-            self._jobs.pop(request.request_id, None)
+            self._jobs.pop(id(job), None)
 
     def _run_job(self, job: GenerationJob, emit: Callable[[GenerationChunk | BaseException], None]) -> None:
         try:
-            if not job.cancelled.is_set():
+            if job.cancelled.is_set():  # cancelled while queued: still end the stream, a listener may wait
+                job.finish_reason = "abort"
+                emit(GenerationChunk(text="", prompt_tokens=len(job.request.input_ids), completion_tokens=0,
+                                     finish_reason="abort"))
+            else:
                 self._decode(job, emit)
         except BackendError as exc:
             emit(exc)
@@ -241,8 +251,9 @@ class TransformersBackend(Backend):
         finish: FinishReason = "length"
         with torch.inference_mode(), self._adapter_scope(req.adapter):
             while job.steps < params.max_new_tokens:
-                if job.cancelled.is_set():
+                if job.cancelled.is_set():  # the client left, or the backend is stopping
                     job.finish_reason = "abort"
+                    emit(chunk("", "abort"))
                     return
                 out = self._model(input_ids=next_input, past_key_values=past, use_cache=True)
                 past = out.past_key_values
@@ -269,20 +280,10 @@ class TransformersBackend(Backend):
         return dict(self._adapters)
 
     async def load_adapter(self, name: str, path: str) -> None:
-        if self._adapters.get(name) == path:
-            return
-        if name in self._adapters:
-            raise AdapterError(f"An adapter named {name!r} is already loaded from {self._adapters[name]}; "
-                               "unload it first.")
-        limit = self.settings.max_loaded_adapters
-        if limit is not None and len(self._adapters) >= limit:
-            raise AdapterError(f"Cannot load {name!r}: {len(self._adapters)} adapters are loaded and "
-                               f"max_loaded_adapters is {limit}.")
         if self._model is None:
             raise AdapterError("The model is not loaded.")
-        config = self._read_adapter_config(Path(path))
-        await self._on_worker(self._load_adapter_sync, name, path, config)
-        log.info("loaded adapter %s from %s", name, path)
+        if await self._on_worker(self._load_adapter_sync, name, path):
+            log.info("loaded adapter %s from %s", name, path)
 
     def _read_adapter_config(self, path: Path) -> Any:
         from peft import PeftConfig
@@ -299,9 +300,20 @@ class TransformersBackend(Backend):
             raise AdapterError(f"The adapter's rank {rank} exceeds max_lora_rank {max_rank}.")
         return config
 
-    def _load_adapter_sync(self, name: str, path: str, config: Any) -> None:
+    def _load_adapter_sync(self, name: str, path: str) -> bool:
+        """On the worker thread, so checks and changes are atomic. False when already loaded from `path`."""
         from peft import PeftModel
 
+        if self._adapters.get(name) == path:
+            return False
+        if name in self._adapters:
+            raise AdapterError(f"An adapter named {name!r} is already loaded from {self._adapters[name]}; "
+                               "unload it first.")
+        limit = self.settings.max_loaded_adapters
+        if limit is not None and len(self._adapters) >= limit:
+            raise AdapterError(f"Cannot load {name!r}: {len(self._adapters)} adapters are loaded and "
+                               f"max_loaded_adapters is {limit}.")
+        config = self._read_adapter_config(Path(path))
         first = not self._adapters
         try:
             if first:
@@ -313,6 +325,7 @@ class TransformersBackend(Backend):
             self._discard_adapter(name, first)
             raise AdapterError(f"Cannot load the adapter from {path}: {exc}") from exc
         self._adapters[name] = path
+        return True
 
     def _discard_adapter(self, name: str, last: bool) -> None:
         """Remove `name` from the peft model; if it was the only one, unwrap back to the plain base model."""
@@ -328,11 +341,11 @@ class TransformersBackend(Backend):
             self._model.delete_adapter(name)
 
     async def unload_adapter(self, name: str) -> None:
-        if name not in self._adapters:
-            raise AdapterError(f"The adapter {name!r} is not loaded.")
         await self._on_worker(self._unload_adapter_sync, name)
         log.info("unloaded adapter %s", name)
 
     def _unload_adapter_sync(self, name: str) -> None:
+        if name not in self._adapters:
+            raise AdapterError(f"The adapter {name!r} is not loaded.")
         self._discard_adapter(name, last=len(self._adapters) == 1)
         del self._adapters[name]
