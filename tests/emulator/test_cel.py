@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from helpers import DEFAULT, fresh_api, rt, widget
-
 from sglang_operator.dev.emulator import cel
 from sglang_operator.dev.emulator.errors import ApiError
 

@@ -146,7 +146,7 @@ class _Parser:
 
     def postfix(self, node: Any) -> Any:
         while True:
-            kind, value = self.peek()
+            value = self.peek()[1]
             if value == ".":
                 self.take(".")
                 name = self.take()[1]
