@@ -86,8 +86,11 @@ async def _run(state: State, key: tuple[str, str], body: dict[str, Any] | None, 
             state.known.pop(key, None)
             return
 
-        def emit(type_: str, reason: str, message: str) -> None:
-            kopf.event(body, type=type_, reason=reason, message=message)
+        async def emit(type_: str, reason: str, message: str) -> None:
+            try:
+                await ctx.api.post_event(body, type_, reason, message)
+            except (ApiError, aiohttp.ClientError) as exc:  # an event is never worth failing a reconcile
+                logger.warning("event %s for %s/%s not posted: %s", reason, namespace, name, exc)
 
         try:
             result = await reconcile(ctx, body, emit)

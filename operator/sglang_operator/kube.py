@@ -7,9 +7,11 @@ kopf itself. Only the verbs and resources in rbac.py are used.
 from __future__ import annotations
 
 import base64
+import datetime
 import os
 import ssl
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +26,9 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "Deployment": ("/apis/apps/v1", "deployments"),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
     "SGLangModel": ("/apis/serving.sglang-operator.io/v1alpha1", "sglangmodels"),
+    "Event": ("/api/v1", "events"),
 }
+COMPONENT = "sglang-operator"
 
 
 class ApiError(Exception):
@@ -66,8 +70,8 @@ class KubeApi:
     server: str
 
     @classmethod
-    def connect(cls, info: kopf.ConnectionInfo) -> KubeApi:
-        headers = {"Accept": "application/json"}
+    def connect(cls, info: kopf.ConnectionInfo, user_agent: str = COMPONENT) -> KubeApi:
+        headers = {"Accept": "application/json", "User-Agent": user_agent}
         if info.token:
             headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
         auth = aiohttp.BasicAuth(info.username, info.password or "") if info.username else None
@@ -124,3 +128,19 @@ class KubeApi:
                            status: dict[str, Any]) -> dict[str, Any]:
         return await self._call("PATCH", self._url(kind, namespace, name, "status"), json={"status": status},
                                 headers={"Content-Type": "application/merge-patch+json"})
+
+    async def post_event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event about `body` (what `kubectl describe` shows)."""
+        meta = body["metadata"]
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": body["apiVersion"], "kind": body["kind"], "name": meta["name"],
+                               "namespace": meta["namespace"], "uid": meta.get("uid"),
+                               "resourceVersion": meta.get("resourceVersion")},
+            "type": type_, "reason": reason, "message": message[:1024], "count": 1,
+            "firstTimestamp": stamp, "lastTimestamp": stamp,
+            "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
+        }
+        await self.create(event)

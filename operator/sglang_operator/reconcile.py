@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from sglang_operator.settings import OperatorSettings
 from sglang_operator.spec import SpecError, parse_spec
 from sglang_operator.status import Observation, compute_status, status_changed
 
-Emit = Callable[[str, str, str], None]  # (type Normal|Warning, reason, message)
+Emit = Callable[[str, str, str], Awaitable[None]]  # (type Normal|Warning, reason, message)
 logger = logging.getLogger("sglang_operator.reconcile")
 
 
@@ -66,21 +66,24 @@ async def _observe_pods(ctx: Context, owner: Owner,
     return pods, engines
 
 
-def _events(emit: Emit, actions: dict[str, str], revision_changed: bool, was_ready: bool, ready: bool,
-            first: bool) -> None:
+def _events(actions: dict[str, str], revision_changed: bool, was_ready: bool, ready: bool,
+            first: bool) -> list[tuple[str, str, str]]:
+    """Lifecycle events for what this reconcile did: (type, reason, message)."""
+    out: list[tuple[str, str, str]] = []
     created = sorted(kind for kind, action in actions.items() if action == "created")
     if created:
-        emit("Normal", "Created" if first else "Restored", f"{'created' if first else 'restored'} "
-             f"{', '.join(created)}")
+        verb = "created" if first else "restored"
+        out.append(("Normal", verb.capitalize(), f"{verb} {', '.join(created)}"))
     if actions.get("Deployment") == "updated":
-        emit("Normal", "RolloutStarted" if revision_changed else "Updated",
-             "pod template changed: rolling out" if revision_changed else "Deployment updated")
+        out.append(("Normal", "RolloutStarted", "pod template changed: rolling out") if revision_changed
+                   else ("Normal", "Updated", "Deployment updated"))
     if actions.get("ConfigMap") == "updated":
-        emit("Normal", "ConfigChanged", "adapters or generation defaults changed: engines reload them live")
+        out.append(("Normal", "ConfigChanged", "adapters or generation defaults changed"))
     if actions.get("PodDisruptionBudget") == "deleted":
-        emit("Normal", "Deleted", "PodDisruptionBudget removed (replicas <= 1)")
+        out.append(("Normal", "Deleted", "PodDisruptionBudget removed (replicas <= 1)"))
     if ready and not was_ready:
-        emit("Normal", "Ready", "every replica serves the current revision with all adapters loaded")
+        out.append(("Normal", "Ready", "every replica serves the current revision with all adapters loaded"))
+    return out
 
 
 def _is_ready(status: dict[str, Any] | None) -> bool:
@@ -105,7 +108,7 @@ async def reconcile(ctx: Context, body: dict[str, Any], emit: Emit) -> Result:
         status = compute_status(obs, now())
         written = await _write_status(ctx, owner, previous, status)
         if written and previous.get("phase") != "Failed":
-            emit("Warning", "SpecInvalid", str(err))
+            await emit("Warning", "SpecInvalid", str(err))
         return Result(status, {}, written, err)
 
     desired = build_children(owner, spec, ctx.settings)
@@ -131,8 +134,9 @@ async def reconcile(ctx: Context, body: dict[str, Any], emit: Emit) -> Result:
                       pods=tuple(pods), engines=engines, previous=previous)
     status = compute_status(obs, now())
     written = await _write_status(ctx, owner, previous, status)
-    _events(emit, actions, revision_changed, _is_ready(previous), _is_ready(status),
-            first="observedGeneration" not in previous)
+    for event in _events(actions, revision_changed, _is_ready(previous), _is_ready(status),
+                         first="observedGeneration" not in previous):
+        await emit(*event)
     return Result(status, actions, written)
 
 

@@ -17,7 +17,7 @@ from pydantic.alias_generators import to_camel
 # SGLang flags the engine sets itself (SGLANG_PROTOCOL.md); extraArgs must not repeat them. Aliases of the
 # same flags are included. tests/operator/test_spec.py compares this with the engine's list.
 OWNED_SGLANG_FLAGS = frozenset({
-    "--model-path", "--model", "--tokenizer-path", "--revision", "--served-model-name", "--tp-size", "--tp",
+    "--model-path", "--model", "--tokenizer-path", "--revision", "--served-model-name", "--tp-size",
     "--tensor-parallel-size", "--mem-fraction-static", "--context-length", "--dtype", "--host", "--port",
     "--api-key", "--download-dir", "--trust-remote-code", "--chat-template", "--log-level",
     "--enable-metrics", "--max-running-requests", "--random-seed", "--enable-lora", "--lora-paths",

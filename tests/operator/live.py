@@ -83,7 +83,7 @@ async def running_operator(url: str, engine_port: int, **settings: Any) -> Async
 
 @contextlib.asynccontextmanager
 async def client(url: str) -> AsyncIterator[KubeApi]:
-    api = KubeApi.connect(kopf.ConnectionInfo(server=url))
+    api = KubeApi.connect(kopf.ConnectionInfo(server=url), user_agent="tests")
     try:
         yield api
     finally:

@@ -1,0 +1,192 @@
+"""Real kubectl against the emulator with the real operator running: apply, get, scale, wait; invalid spec;
+RBAC coverage."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import json
+
+import pytest
+import yaml
+from sglang_operator.builders.deployment import REVISION_ANNOTATION
+from sglang_operator.rbac import RULES
+
+from tests.operator.live import FakeEngine, client, eventually, model, running_operator
+
+pytestmark = pytest.mark.timeout(90)
+TINY = {"model": "builtin:tiny", "backend": "transformers",
+        "loraAdapters": [{"name": "sql", "source": "builtin:tiny-lora-1"}]}
+
+
+async def kubectl_async(kubectl, *args, stdin=None):
+    # kubectl blocks; the operator shares this event loop, so run it on a thread.
+    return await asyncio.to_thread(kubectl, *args, input=stdin)
+
+
+async def test_kubectl_apply_get_scale(emulator, kubectl):
+    async with FakeEngine().serve() as engine, running_operator(emulator.url, engine.port), \
+            client(emulator.url) as api:
+        result = await kubectl_async(kubectl, "apply", "-f", "-", stdin=yaml.safe_dump(model("tiny", TINY)))
+        assert result.returncode == 0, result.stderr
+        await eventually(lambda: api.get("Deployment", "default", "tiny"), what="Deployment")
+        listed = await kubectl_async(kubectl, "get", "sgm", "-o", "name")
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stdout.split() == ["sglangmodel.serving.sglang-operator.io/tiny"]
+        scaled = await kubectl_async(kubectl, "scale", "sgm/tiny", "--replicas=2")
+        assert scaled.returncode == 0, scaled.stderr
+        await eventually(lambda: _replicas(api, "tiny", 2), what="Deployment scaled")
+        await eventually(lambda: api.get("PodDisruptionBudget", "default", "tiny"), what="PDB")
+
+
+async def _replicas(api, name, n):
+    dep = await api.get("Deployment", "default", name)
+    return dep["spec"]["replicas"] == n
+
+
+async def test_ready_only_when_pods_are_current_ready_and_adapters_loaded(emulator, kubectl):
+    async with FakeEngine().serve() as engine, running_operator(emulator.url, engine.port), \
+            client(emulator.url) as api:
+        await api.create(model("tiny", TINY))
+        dep = await eventually(lambda: api.get("Deployment", "default", "tiny"), what="Deployment")
+        cm = await api.get("ConfigMap", "default", "tiny-engine-config")
+        config_hash = hashlib.sha256(cm["data"]["config.json"].encode()).hexdigest()
+        engine.reply = {"ready": True, "configHash": config_hash,
+                        "adapters": [{"name": "sql", "source": "builtin:tiny-lora-1", "state": "loading"}]}
+        await _simulate_rollout(api, dep)
+        cr = await eventually(lambda: _condition(api, "tiny", "AdaptersReady", "False"), what="loading")
+        assert _cond(cr, "Ready")["status"] == "False" and cr["status"]["readyReplicas"] == 1
+
+        engine.reply["adapters"][0]["state"] = "loaded"
+        waited = await kubectl_async(kubectl, "wait", "--for=condition=Ready", "sgm/tiny", "--timeout=20s")
+        assert waited.returncode == 0, waited.stderr
+        cr = await api.get("SGLangModel", "default", "tiny")
+        assert cr["status"]["phase"] == "Ready" and cr["status"]["adapters"][0]["loaded"] == 1
+        reasons = await eventually(lambda: _event_reasons(api, emulator), what="events")
+        assert {"Created", "Ready"} <= reasons
+
+
+async def _simulate_rollout(api, dep):
+    """What the Deployment controller and kubelet would do: one pod of the current template, ready."""
+    template = dep["spec"]["template"]["metadata"]
+    await api.patch_status("Deployment", "default", "tiny", {
+        "observedGeneration": dep["metadata"]["generation"], "replicas": 1, "updatedReplicas": 1,
+        "readyReplicas": 1, "availableReplicas": 1})
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "tiny-abc", "namespace": "default", "labels": template["labels"],
+                        "annotations": {REVISION_ANNOTATION: template["annotations"][REVISION_ANNOTATION]}},
+           "spec": {"containers": [{"name": "engine", "image": "x"}]}}
+    await api.create(pod)
+    await api.patch_status("Pod", "default", "tiny-abc", {
+        "podIP": "127.0.0.1", "phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]})
+
+
+def _cond(cr, type_):
+    return next((c for c in (cr.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
+
+
+async def _condition(api, name, type_, status):
+    cr = await api.get("SGLangModel", "default", name)
+    return cr if _cond(cr, type_).get("status") == status else None
+
+
+async def _event_reasons(api, emulator):
+    events = emulator.list("v1", "events", "default")
+    return {e.get("reason") for e in events} if events else None
+
+
+async def test_invalid_spec_sets_spec_valid_false_and_leaves_children(emulator):
+    async with FakeEngine().serve() as engine, running_operator(emulator.url, engine.port), \
+            client(emulator.url) as api:
+        await api.create(model("tiny", TINY))
+        before = await eventually(lambda: api.get("Deployment", "default", "tiny"), what="Deployment")
+        await eventually(lambda: _condition(api, "tiny", "SpecValid", "True"), what="valid")
+        await asyncio.to_thread(_store_bypassing_validation, emulator, "tiny",
+                                {"extraArgs": ["--schedule-policy", "lpm", "--tp-size=4"]})
+        cr = await eventually(lambda: _condition(api, "tiny", "SpecValid", "False"), what="SpecValid=False")
+        assert "spec.engine.extraArgs[2]" in _cond(cr, "SpecValid")["message"]
+        assert cr["status"]["phase"] == "Failed"
+        after = await api.get("Deployment", "default", "tiny")
+        assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+def _store_bypassing_validation(emulator, name, engine):
+    """Write a spec the CRD's CEL rules refuse straight into the emulator's store: a CR stored before the
+    rule existed, or by an API server that does not evaluate CEL. Only the operator can catch it then."""
+    def write():
+        store = emulator.emulator.store
+        rt = store.resource("serving.sglang-operator.io", "v1alpha1", "sglangmodels")
+        old = store.get(rt.key, "default", name)
+        new = copy.deepcopy(old)
+        new["spec"]["engine"] = {**new["spec"].get("engine", {}), **engine}
+        new["metadata"]["generation"] += 1
+        new["metadata"]["resourceVersion"] = store.next_rv()
+        store.put(rt.key, new, old)
+
+    emulator.call(write)
+
+
+BAD = [
+    ({"tensorParallelSize": 0}, "spec.tensorParallelSize"),
+    ({"replicas": -1}, "spec.replicas"),
+    ({"engine": {"memFractionStatic": 1.5}}, "spec.engine.memFractionStatic"),
+    ({"bogus": 1}, "bogus"),
+    ({"servedModelName": "a:b"}, "spec.servedModelName"),
+    ({"loraAdapters": [{"name": "a", "source": "x"}, {"name": "a", "source": "y"}]}, "spec.loraAdapters[1]"),
+    ({"loraAdapters": [{"name": "Bad_Name", "source": "x"}]}, "spec.loraAdapters[0].name"),
+    ({"engine": {"extraArgs": ["--port", "1"]}}, "spec.engine.extraArgs"),
+]
+
+
+def test_kubectl_apply_refuses_bad_input_naming_the_field(kubectl):
+    manifests = [model(f"bad{i}", {**TINY, **change}) for i, (change, _) in enumerate(BAD)]
+    for manifest, (_, field) in zip(manifests, BAD, strict=True):
+        result = kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+        assert result.returncode != 0 and field in result.stderr, (field, result.stderr)
+
+
+def test_every_request_the_operator_made_is_covered_by_the_rbac_rules(emulator):
+    """Runs last in this module: the emulator is fresh per test, so this replays a small scenario."""
+    async def scenario():
+        async with FakeEngine().serve() as engine, running_operator(emulator.url, engine.port), \
+                client(emulator.url) as api:
+            await api.create(model("m", {**TINY, "replicas": 2}))
+            await eventually(lambda: api.get("PodDisruptionBudget", "default", "m"), what="PDB")
+            cr = await api.get("SGLangModel", "default", "m")
+            cr["spec"]["replicas"] = 1
+            await api.replace(cr)
+            await eventually(lambda: _gone(api, "PodDisruptionBudget", "m"), what="PDB removed")
+
+    asyncio.run(scenario())
+    allowed = {(r.api_group, res, verb) for r in RULES for res in r.resources for verb in r.verbs}
+    used = set()
+    for req in emulator.call(lambda: list(emulator.emulator.request_log)):
+        if req.user_agent.startswith(("kopf", "sglang-operator")):
+            if req.plural is None or (req.namespace is None and req.plural != "sglangmodels"):
+                continue  # discovery
+            resource = req.plural + (f"/{req.subresource}" if req.subresource else "")
+            used.add((req.group or "", resource, _verb(req)))
+    assert used and used <= allowed, sorted(used - allowed)
+    assert ("", "events", "create") in used
+
+
+def _verb(req):
+    if req.watch:
+        return "watch"
+    return {"GET": "get" if req.name else "list", "POST": "create", "PUT": "update", "PATCH": "patch",
+            "DELETE": "delete"}[req.method]
+
+
+async def _gone(api, kind, name):
+    return await api.get(kind, "default", name) is None
+
+
+def test_rendered_config_matches_what_the_operator_applies():
+    """The ConfigMap's config.json parses as the contract's document."""
+    from sglang_operator.builders.configmap import engine_config
+    from sglang_operator.spec import parse_spec
+
+    doc = engine_config(parse_spec(TINY))
+    assert json.loads(json.dumps(doc)) == {"loraAdapters": [{"name": "sql", "source": "builtin:tiny-lora-1",
+                                                             "revision": None}], "generation": {}}
