@@ -30,7 +30,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--bookmark-interval", type=float, default=5.0, help="seconds between watch bookmarks"
     )
-    parser.add_argument("--log-requests", action="store_true", help="log every request and its status")
+    parser.add_argument("--quiet", action="store_true", help="do not log every request (only errors)")
     return parser.parse_args(argv)
 
 
@@ -46,7 +46,7 @@ async def serve(args: argparse.Namespace) -> None:
         port=args.port or None,
         crds=crds,
         bookmark_interval=args.bookmark_interval,
-        log_requests=args.log_requests,
+        log_requests=not args.quiet,
     ) as running:
         print(f"apiserver: listening on {running.url}; kubeconfig written to {args.kubeconfig}", flush=True)
         await stop.wait()
@@ -56,6 +56,7 @@ async def serve(args: argparse.Namespace) -> None:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # the emulator logs each request itself
     try:
         asyncio.run(serve(args))
     except ValueError as exc:  # a CRD refused at start

@@ -19,7 +19,7 @@ import attrs
 import kmock
 from kmock._internal import references, rendering
 
-from . import discovery, paths
+from . import discovery, paths, table
 from .api import Api, WriteOptions
 from .errors import ApiError
 from .faults import FAULT_REASONS, Fault, RequestRecord
@@ -110,16 +110,25 @@ class Emulator(kmock.KubernetesEmulator):
         self.request_log.append(record)
         if len(self.request_log) > REQUEST_LOG_LIMIT:
             del self.request_log[: REQUEST_LOG_LIMIT // 2]
+        error = ""
         try:
             response = await self._serve(raw, body, parsed, record)
         except ApiError as exc:
-            response = _json(exc.status(), exc.code)
+            response, error = _json(exc.status(), exc.code), exc.message
         except Exception as exc:  # the client gets a Status it can show; the log gets the traceback
             logger.exception("emulator: %s %s failed", raw.method, raw.path_qs)
             response = _json(ApiError(500, "InternalError", f"emulator error: {exc!r}").status(), 500)
         record.status.append(response.status)
         if self.log_requests:
-            logger.info("%s %s -> %s", raw.method, raw.path_qs, response.status)
+            agent = record.user_agent.split(" ")[0]
+            logger.info(
+                "%s %s -> %s [%s]%s",
+                raw.method,
+                raw.path_qs,
+                response.status,
+                agent,
+                f" {error}" if error else "",
+            )
         return response
 
     async def _serve(
@@ -272,10 +281,14 @@ class Emulator(kmock.KubernetesEmulator):
             ).serve(raw)
         if method == "GET":
             if path.name is None:
-                return _json(
-                    self.api.list(rt, namespace, query.get("labelSelector"), query.get("fieldSelector"))
-                )
-            return _json(self.api.get(rt, namespace, path.name, path.subresource))
+                found = self.api.list(rt, namespace, query.get("labelSelector"), query.get("fieldSelector"))
+                items, rv = found["items"], found["metadata"]["resourceVersion"]
+            else:
+                found = self.api.get(rt, namespace, path.name, path.subresource)
+                items, rv = [found], found["metadata"].get("resourceVersion", "")
+            if path.subresource is None and table.wants_table(raw.headers.get("Accept", "")):
+                return _json(table.table(rt, items, rv))
+            return _json(found)
         opts = _write_options(query, body if method == "DELETE" else b"")
         if method == "POST" and path.subresource == "binding" and path.name:
             return self._bind(rt, namespace, path.name, body, opts)
