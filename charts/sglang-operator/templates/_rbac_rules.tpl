@@ -1,41 +1,35 @@
 {{/*
-The operator's RBAC rules, written once here; templates/rbac.yaml grants them through a ClusterRole or Roles.
-Keep equal to operator/sglang_operator/rbac.py (a test compares them).
+The operator's RBAC rules, written once here; templates/rbac.yaml grants them through one ClusterRole
+(cluster-wide) or a Role per watched namespace. Equal to RULES in operator/sglang_operator/rbac.py, which
+tests/packaging/test_chart_rbac.py checks. Nothing cluster-scoped: the operator disables kopf's cluster
+scanning (no CRD or Namespace access) and runs kopf standalone (no peering objects).
 */}}
-
-{{/* Rules on namespaced resources: granted cluster-wide, or in each watched namespace. */}}
-{{- define "sglang-operator.namespacedRules" -}}
-# SGLangModels: kopf watches them and patches finalizers and its progress annotations.
+{{- define "sglang-operator.rules" -}}
+# SGLangModels: kopf lists and watches them and patches its annotations; the operator reads single objects.
 - apiGroups: [serving.sglang-operator.io]
   resources: [sglangmodels]
   verbs: [get, list, watch, patch]
-# Status is written from observed children.
+# Status is written with a merge patch, from the observed children.
 - apiGroups: [serving.sglang-operator.io]
   resources: [sglangmodels/status]
   verbs: [get, patch]
-# Each model's children.
+# Children: read, watched by kopf, created, and replaced (PUT) when an owned field differs.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get, list, watch, create, update]
 - apiGroups: [""]
   resources: [services, configmaps]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get, list, watch, create, update]
+# PodDisruptionBudgets are also deleted when replicas drops to 1.
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [get, list, watch, create, patch, delete]
-# Engine pods are read for readiness and their /status endpoint address.
+  verbs: [get, list, watch, create, update, delete]
+# Engine pods are listed (readiness, revision, IP for the engine's /status); never watched.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
-# kopf posts events about handler progress to the models.
+  verbs: [list]
+# Lifecycle events on the models.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
-{{- end }}
-
-{{/* Cluster-scoped reads, only in cluster-wide mode: kopf notices CRDs being added or changed. */}}
-{{- define "sglang-operator.clusterRules" -}}
-- apiGroups: [apiextensions.k8s.io]
-  resources: [customresourcedefinitions]
-  verbs: [list, watch]
 {{- end }}
