@@ -122,3 +122,16 @@ def test_server_side_validation_names_the_field(kubectl):
 def test_explain_reads_the_crd_schema(kubectl):
     ok(kubectl("apply", "-f", str(WIDGETS_CRD)))
     assert "Size of the widget." in ok(kubectl("explain", "widgets.spec.size"))
+
+
+def test_typed_create_commands_send_protobuf_and_work(kubectl, emulator):
+    ok(kubectl("create", "namespace", "team"))
+    ok(kubectl("create", "configmap", "cfg", "-n", "team", "--from-literal=a=b", "--from-literal=c=d"))
+    ok(kubectl("create", "secret", "generic", "hf-token", "-n", "team", "--from-literal=token=abc"))
+    ok(kubectl("create", "serviceaccount", "bot", "-n", "team"))
+    assert emulator.get("v1", "configmaps", "cfg", "team")["data"] == {"a": "b", "c": "d"}
+    secret = emulator.get("v1", "secrets", "hf-token", "team")
+    assert secret["data"] == {"token": "YWJj"} and secret["type"] == "Opaque"
+    assert emulator.get("v1", "serviceaccounts", "bot", "team")["metadata"]["namespace"] == "team"
+    refused = kubectl("create", "deployment", "web", "--image=nginx")
+    assert refused.returncode != 0 and "send JSON instead" in refused.stderr

@@ -115,6 +115,8 @@ def apply_builtin_defaults(rt: ResourceType, obj: Obj, ips: ClusterIPs) -> None:
             )
             spec.setdefault("revisionHistoryLimit", 10)
             spec.setdefault("progressDeadlineSeconds", 600)
+    elif rt.key == ("", "secrets"):
+        obj.setdefault("type", "Opaque")
     elif rt.key == ("", "namespaces"):
         obj.setdefault("spec", {"finalizers": ["kubernetes"]})
         obj["status"] = {"phase": "Active"}

@@ -19,7 +19,7 @@ import attrs
 import kmock
 from kmock._internal import references, rendering
 
-from . import discovery, paths, table
+from . import discovery, paths, protobuf, table
 from .api import Api, WriteOptions
 from .errors import ApiError
 from .faults import FAULT_REASONS, Fault, RequestRecord
@@ -144,12 +144,7 @@ class Emulator(kmock.KubernetesEmulator):
             return self._discovery(raw, parsed)
         if isinstance(parsed, paths.ApiPath):
             if "protobuf" in raw.headers.get("Content-Type", ""):
-                raise ApiError(
-                    415,
-                    "UnsupportedMediaType",
-                    "the body of the request was in an unknown "
-                    "format - accepted media types include: application/json, application/yaml",
-                )
+                body = _protobuf_as_json(body)
             return await self._resource(raw, body, parsed, record.watch)
         if raw.path in ("/version", "/version/"):
             return _json(discovery.SERVER_VERSION)
@@ -326,6 +321,13 @@ class Emulator(kmock.KubernetesEmulator):
         return _json(
             {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201
         )
+
+
+def _protobuf_as_json(body: bytes) -> bytes:
+    try:
+        return json.dumps(protobuf.decode(body)).encode()
+    except protobuf.Undecodable as exc:
+        raise ApiError(415, "UnsupportedMediaType", f"emulator: {exc}") from exc
 
 
 def _body(raw: bytes) -> Any:
