@@ -2,8 +2,8 @@
 
 Triggers: create/update/resume of the CR; any change to a child we own (a deleted or hand-edited child is
 restored at once; Deployment status changes as pods become ready, so status follows readiness); and a
-periodic resync (settings.resync_seconds, or every NOT_SETTLED_POLL seconds while a model is neither Ready
-nor Failed, since engine adapter state has no watch). Reconciles of one model are serialized and coalesced.
+periodic resync (settings.resync_seconds, or every NOT_SETTLED_POLL seconds while serving pods still load
+adapters, since engine adapter state has no watch). Reconciles of one model are serialized and coalesced.
 
 No kopf timer or daemon and no finalizer: kopf adds a finalizer for timers/daemons, which would block CR
 deletion while the operator is down. Children go by ownerReference garbage collection, so nothing needs to
@@ -70,8 +70,10 @@ def _context(state: State) -> Context:
 
 
 def _settled(status: dict[str, Any]) -> bool:
-    return status.get("phase") in ("Ready", "Failed") or (status.get("phase") == "Pending" and \
-        not status.get("replicas"))
+    """False while serving pods have adapters still loading: engine state has no watch, so it is polled.
+    Everything else that status depends on (Deployment status, i.e. pod readiness) arrives by watch."""
+    adapters = next((c for c in status.get("conditions") or [] if c.get("type") == "AdaptersReady"), {})
+    return not (status.get("readyReplicas") and adapters.get("status") != "True")
 
 
 async def _run(state: State, key: tuple[str, str], body: dict[str, Any] | None, permanent: bool) -> None:
