@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 import yaml
 
-from tests.operator.live import model
+from tests.operator.live import model, stop_process_group
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -49,13 +49,7 @@ def operator_process(emulator, tmp_path):
     try:
         yield proc, port, log
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        stop_process_group(proc)
         log.close()
 
 
