@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import threading
 import time
@@ -75,6 +76,7 @@ class TransformersBackend(Backend):
         self._device = "cpu"
         self._eos_ids: frozenset[int] = frozenset()
         self._context_length = 0
+        self._forward_kw: dict[str, Any] = {}
         self._adapters: dict[str, str] = {}
         self._jobs: dict[int, GenerationJob] = {}  # by id(): request ids come from clients, maybe twice
         self._stopped = False
@@ -114,6 +116,9 @@ class TransformersBackend(Backend):
         if self._tokenizer.eos_token_id is not None:
             eos_ids.add(self._tokenizer.eos_token_id)
         self._eos_ids = frozenset(eos_ids)
+        if "logits_to_keep" in inspect.signature(model.forward).parameters:
+            # Only the last position's logits are used: skip the [prompt x vocab] matrix (GBs when long).
+            self._forward_kw = {"logits_to_keep": 1}
         self._context_length = (s.context_length or getattr(model.config, "max_position_embeddings", None)
                                 or self._tokenizer.model_max_length)
         log.info("loaded %s in %.1f s (context %d, dtype %s)", path, time.monotonic() - started,
@@ -179,6 +184,7 @@ class TransformersBackend(Backend):
                 job.cancelled.set()
 
         self._jobs[id(job)] = job
+
         def never_ran(work: asyncio.Future[None]) -> None:
             # stop() drops queued work: such a job never runs, so its stream is ended from here.
             if work.cancelled():
@@ -238,9 +244,7 @@ class TransformersBackend(Backend):
         generator = None
         if params.seed is not None:
             generator = torch.Generator(device=self._device).manual_seed(params.seed)
-        vocab = self._model.get_output_embeddings().weight.shape[0]
-        seen = torch.zeros(vocab, dtype=torch.bool, device=self._device)
-        seen[torch.tensor(req.input_ids, device=self._device)] = True
+        seen: torch.Tensor | None = None  # marks prompt and output ids, for the repetition penalty
 
         def chunk(text: str, finish: FinishReason | None = None) -> GenerationChunk:
             return GenerationChunk(text=text, prompt_tokens=prompt_len, completion_tokens=job.steps,
@@ -255,9 +259,14 @@ class TransformersBackend(Backend):
                     job.finish_reason = "abort"
                     emit(chunk("", "abort"))
                     return
-                out = self._model(input_ids=next_input, past_key_values=past, use_cache=True)
+                out = self._model(input_ids=next_input, past_key_values=past, use_cache=True,
+                                  **self._forward_kw)
                 past = out.past_key_values
-                token = td.choose_token(out.logits[0, -1].float(), params, seen, generator)
+                logits = out.logits[0, -1].float()
+                if seen is None:
+                    seen = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+                    seen[torch.tensor(req.input_ids, device=logits.device)] = True
+                token = td.choose_token(logits, params, seen, generator)
                 job.steps += 1
                 if token in self._eos_ids:
                     finish = "stop"
