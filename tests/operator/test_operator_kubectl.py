@@ -34,6 +34,9 @@ async def test_kubectl_apply_get_scale(emulator, kubectl):
         listed = await kubectl_async(kubectl, "get", "sgm", "-o", "name")
         assert listed.returncode == 0, listed.stderr
         assert listed.stdout.split() == ["sglangmodel.serving.sglang-operator.io/tiny"]
+        table = await kubectl_async(kubectl, "get", "sgm")
+        assert table.stdout.split()[:6] == ["NAME", "MODEL", "TP", "READY", "PHASE", "AGE"], table.stdout
+        assert table.stdout.split()[6:9] == ["tiny", "builtin:tiny", "1"], table.stdout
         scaled = await kubectl_async(kubectl, "scale", "sgm/tiny", "--replicas=2")
         assert scaled.returncode == 0, scaled.stderr
         await eventually(lambda: _replicas(api, "tiny", 2), what="Deployment scaled")
