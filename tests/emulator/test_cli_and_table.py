@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,20 @@ def test_age_is_short_like_kubectl():
     assert table.age("2026-01-01T23:30:00Z", now) == "30m"
     assert table.age("2026-01-01T18:00:00Z", now) == "6h"
     assert table.age("2025-12-29T00:00:00Z", now) == "4d"
+
+
+def test_kubectl_get_watch_prints_rows_as_they_change(kubectl, emulator):
+    assert kubectl("apply", "-f", str(WIDGETS_CRD)).returncode == 0
+    assert kubectl("apply", "-f", "-", input=json.dumps(widget())).returncode == 0
+    patcher = threading.Timer(
+        1.0,
+        lambda: kubectl(
+            "patch", "wdg", "w1", "--subresource=status", "--type=merge", "-p", '{"status":{"phase":"Ready"}}'
+        ),
+    )
+    patcher.start()
+    watched = kubectl("get", "widgets", "-w", "--request-timeout=3s")
+    patcher.join()
+    lines = [line.split() for line in watched.stdout.splitlines()]
+    assert lines[0] == ["NAME", "SIZE", "PHASE", "AGE"]
+    assert ["w1", "1", "Ready"] in [line[:3] for line in lines[1:]], watched.stdout

@@ -270,7 +270,7 @@ class Emulator(kmock.KubernetesEmulator):
                 self.store,
                 rt,
                 namespace,
-                WatchParams.parse(query, path.name),
+                WatchParams.parse(query, path.name, raw.headers.get("Accept", "")),
                 self.bookmark_interval,
                 self._closing,
             ).serve(raw)

@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp.web
 
-from . import objects
+from . import objects, table
 from .errors import ApiError
 from .resources import ResourceType
 from .selectors import compile_selectors
@@ -33,9 +33,10 @@ class WatchParams:
     timeout: float
     label_selector: str | None
     field_selector: str | None
+    as_table: bool = False  # `kubectl get -w` asks for each event's object as a one-row Table
 
     @classmethod
-    def parse(cls, query: dict[str, str], name: str | None) -> WatchParams:
+    def parse(cls, query: dict[str, str], name: str | None, accept: str = "") -> WatchParams:
         field_selector = query.get("fieldSelector")
         if name:
             field_selector = ",".join(filter(None, [field_selector, f"metadata.name={name}"]))
@@ -52,6 +53,7 @@ class WatchParams:
             timeout,
             query.get("labelSelector"),
             field_selector,
+            table.wants_table(accept),
         )
 
 
@@ -86,7 +88,10 @@ class WatchStream:
         )
 
     def _line(self, kind: str, obj: Obj) -> bytes:
-        return json.dumps({"type": kind, "object": objects.view(self.rt, obj)}).encode() + b"\n"
+        shown = objects.view(self.rt, obj)
+        if self.params.as_table:
+            shown = table.table(self.rt, [shown], obj["metadata"]["resourceVersion"])
+        return json.dumps({"type": kind, "object": shown}).encode() + b"\n"
 
     def _bookmark(self, initial_end: bool = False) -> bytes:
         meta: Obj = {"resourceVersion": str(self.store.rv)}
