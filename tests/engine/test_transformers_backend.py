@@ -20,7 +20,7 @@ from sglang_engine.backends.base import (
     GenerationRequest,
     SamplingParams,
 )
-from sglang_engine.backends.transformers_backend import TransformersBackend
+from sglang_engine.backends.transformers_backend import TransformersBackend, pick_device, pick_dtype
 from sglang_engine.settings import EngineSettings
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
@@ -197,6 +197,9 @@ async def test_adapter_changes_greedy_output_and_unloading_restores_it(
     path = _make_adapter(tiny.tiny_model_dir(tiny_cache), tmp_path / "sql")
     await b.load_adapter("sql", path)
     assert b.loaded_adapters() == {"sql": path}
+    await b.load_adapter("sql", path)  # the same name and path again: nothing to do
+    with pytest.raises(AdapterError, match="already loaded"):
+        await b.load_adapter("sql", str(tmp_path))
     with_adapter, _ = await _run(b, _request(b, adapter="sql", max_new_tokens=16))
     assert with_adapter != base
     assert (await _run(b, _request(b, max_new_tokens=16)))[0] == base, "base requests skip the adapter"
@@ -281,3 +284,11 @@ async def test_stopping_the_backend_ends_open_and_queued_streams(fresh_backend: 
         assert err.status == 503
     with pytest.raises(BackendError):  # a stopped backend refuses new work instead of hanging
         await anext(b.generate(_request(b)))
+
+
+def test_device_and_dtype_choice() -> None:
+    assert pick_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert pick_device("cpu") == "cpu"
+    assert pick_dtype("auto", "cpu") is torch.float32  # half precision is slow on CPU
+    assert pick_dtype("auto", "cuda") == "auto"  # the checkpoint's own dtype
+    assert pick_dtype("bfloat16", "cpu") is torch.bfloat16 and pick_dtype("half", "cuda") is torch.float16
