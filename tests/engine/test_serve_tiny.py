@@ -7,62 +7,20 @@ with usage, adapters applied from the watched config file, and a graceful SIGTER
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from engine_procs import READY_WITHIN_S, engine_env, free_port, get_json, poll_until, running_engine
 from openai import OpenAI
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-READY_WITHIN_S = 180.0  # generous: imports of torch/transformers on 2 busy cores
-
-
-def _env(cache: Path) -> dict[str, str]:
-    return {**os.environ, "SGLANG_ENGINE_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
-
-
-def _get(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-    except OSError:
-        return 0, {}
-
-
-def _poll(predicate, within_s: float, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + within_s
-    while not predicate():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the engine exited early with code {proc.returncode}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within_s} s")
-        time.sleep(0.2)
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -80,23 +38,16 @@ def served(engine_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     config = tmp_path_factory.mktemp("engine-config") / "config.json"
     config.write_text(json.dumps({"loraAdapters": [{"name": "l5", "source": "builtin:tiny-lora-5"}],
                                   "generation": {"maxNewTokens": 6}}))
-    port = _free_port()
-    cmd = [sys.executable, "-m", "sglang_engine.cli", "serve", "--model", "builtin:tiny", "--backend",
-           "transformers", "--served-model-name", "tiny", "--port", str(port), "--config", str(config),
-           "--shutdown-grace", "5"]
-    proc = subprocess.Popen(cmd, env=_env(engine_cache), start_new_session=True)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        _poll(lambda: _get(f"{base}/readyz")[0] == 200, READY_WITHIN_S, proc)
+    args = ["--model", "builtin:tiny", "--backend", "transformers", "--served-model-name", "tiny",
+            "--config", str(config), "--shutdown-grace", "5"]
+    with running_engine(args, engine_env(engine_cache)) as (proc, base):
         yield Served(proc, base, config)
-    finally:
-        _kill_group(proc)
 
 
 def test_readme_demo_streams_a_chat_completion_with_the_openai_client(engine_cache: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "serve_tiny.py"), "--prompt", "Hello!", "--max-tokens", "12"],
-        env=_env(engine_cache), capture_output=True, text=True, timeout=READY_WITHIN_S + 60,
+        env=engine_env(engine_cache), capture_output=True, text=True, timeout=READY_WITHIN_S + 60,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "finish_reason=length" in result.stdout and "completion_tokens=12" in result.stdout
@@ -122,7 +73,7 @@ def test_streaming_usage_matches_the_requested_tokens(served: Served) -> None:
 
 def test_adapters_from_the_config_file_change_greedy_output_and_can_be_removed(served: Served) -> None:
     client = served.openai()
-    status = _get(f"{served.base}/status")[1]
+    status = get_json(f"{served.base}/status")[1]
     assert status["adapters"] == [{"name": "l5", "source": "builtin:tiny-lora-5", "state": "loaded",
                                    "message": ""}]
     models = [(m.id, getattr(m, "parent", None)) for m in client.models.list().data]
@@ -138,8 +89,8 @@ def test_adapters_from_the_config_file_change_greedy_output_and_can_be_removed(s
     assert greedy("tiny") == base  # the adapter does not leak into base requests
 
     served.config.write_text(json.dumps({"loraAdapters": [], "generation": {}}))
-    _poll(lambda: _get(f"{served.base}/status")[1].get("adapters") == [], 15, served.proc)
-    err = _get(f"{served.base}/v1/models")[1]
+    poll_until(lambda: get_json(f"{served.base}/status")[1].get("adapters") == [], 15, served.proc)
+    err = get_json(f"{served.base}/v1/models")[1]
     assert [m["id"] for m in err["data"]] == ["tiny"]
 
 
@@ -149,7 +100,7 @@ def test_sigterm_stops_gracefully(served: Served) -> None:
 
 
 def _serve(args: list[str], cache: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**_env(cache), "HF_HUB_OFFLINE": "1"}
+    env = engine_env(cache, HF_HUB_OFFLINE="1")
     return subprocess.run([sys.executable, "-m", "sglang_engine.cli", "serve", *args], env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -160,7 +111,7 @@ def test_a_bad_flag_value_exits_2_naming_the_flag(engine_cache: Path) -> None:
 
 
 def test_a_backend_that_cannot_start_exits_non_zero_with_a_clear_message(engine_cache: Path) -> None:
-    args = ["--model", "/nonexistent/model", "--backend", "transformers", "--port", str(_free_port())]
+    args = ["--model", "/nonexistent/model", "--backend", "transformers", "--port", str(free_port())]
     result = _serve(args, engine_cache)
     assert result.returncode == 1
     assert "failed to start" in result.stderr and "/nonexistent/model" in result.stderr
