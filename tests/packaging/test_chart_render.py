@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 
 import jsonschema
@@ -193,3 +194,28 @@ def test_values_schema_rejects_bad_values(path, value, field):
 def test_helm_refuses_a_typo_naming_it(run_helm):
     out = run_helm("template", "rel", str(CHART), "--set", "operator.logFromat=json")
     assert out.returncode != 0 and "logFromat" in out.stderr
+
+
+def test_every_value_is_documented():
+    """Each leaf of values.yaml has a `# --` comment above it, or is inside a value documented as a whole."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    undocumented, enclosing = [], []  # enclosing: (indent, has a `# --` comment) of the parent keys
+    for number, line in enumerate(lines):
+        match = re.match(r"^( *)([A-Za-z][\w.-]*):(.*)$", line)
+        if not match:
+            continue
+        indent, key, value = len(match.group(1)), match.group(2), match.group(3).split(" #")[0].strip()
+        while enclosing and enclosing[-1][0] >= indent:
+            enclosing.pop()
+        comments = []
+        for prev in reversed(lines[:number]):
+            if not prev.strip().startswith("#"):
+                break
+            comments.append(prev.strip())
+        has_doc = any(c.startswith("# --") for c in comments)
+        has_children = number + 1 < len(lines) and lines[number + 1].startswith(" " * (indent + 1))
+        is_leaf = bool(value) or not has_children
+        if is_leaf and not has_doc and not any(doc for _, doc in enclosing):
+            undocumented.append(key)
+        enclosing.append((indent, has_doc))
+    assert undocumented == []
