@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from . import crds, gc, objects, patch, schema
+from . import crds, defaults, gc, objects, patch, schema
 from .errors import ApiError, FieldError, already_exists, bad_request, conflict, invalid, not_found
 from .objects import Obj
 from .resources import ResourceType
@@ -39,7 +39,7 @@ class Result:
 class Api:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._ips = objects.ClusterIPs()
+        self._ips = defaults.ClusterIPs()
 
     # -- reads ---------------------------------------------------------------------------------------
     def get(self, rt: ResourceType, namespace: str | None, name: str, sub: str | None = None) -> Obj:
@@ -100,7 +100,7 @@ class Api:
             if status is not None:
                 obj["status"] = status
         obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
-        objects.apply_builtin_defaults(rt, obj, self._ips)
+        defaults.apply(rt, obj, None, self._ips)
         warnings = self._admit(rt, obj, opts)
         if rt.key == crds.CRD_KEY:
             crds.establish(obj)
@@ -321,6 +321,8 @@ class Api:
         new["apiVersion"], new["kind"] = old["apiVersion"], old["kind"]
         if rt.key == ("", "namespaces"):
             new["status"] = old.get("status", {})
+        if sub != "status":
+            defaults.apply(rt, new, old, self._ips)
         warnings = self._admit(rt, new, opts) if sub != "status" else []
         if rt.key == crds.CRD_KEY:
             crds.establish(new)

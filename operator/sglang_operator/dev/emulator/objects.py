@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import ipaddress
 import random
 import re
 import uuid
@@ -76,51 +75,6 @@ def spec_part(obj: Obj) -> Obj:
 def view(rt: ResourceType, obj: Obj) -> Obj:
     """The object as served through `rt`'s version (no conversion: the emulator stores one shape)."""
     return {**obj, "apiVersion": rt.api_version, "kind": rt.kind}
-
-
-class ClusterIPs:
-    """Allocates Service cluster IPs from 10.96.0.0/16, as a real cluster's service CIDR would."""
-
-    def __init__(self) -> None:
-        self._next = int(ipaddress.ip_address("10.96.0.10"))
-
-    def allocate(self) -> str:
-        self._next += 1
-        return str(ipaddress.ip_address(self._next))
-
-
-def apply_builtin_defaults(rt: ResourceType, obj: Obj, ips: ClusterIPs) -> None:
-    """A few of the apiserver's defaults that clients observably depend on (in place)."""
-    spec = obj.get("spec")
-    if rt.key == ("", "services") and isinstance(spec, dict):
-        spec.setdefault("type", "ClusterIP")
-        spec.setdefault("sessionAffinity", "None")
-        if spec["type"] != "ExternalName" and not spec.get("clusterIP"):
-            spec["clusterIP"] = ips.allocate()
-        if spec.get("clusterIP"):
-            spec.setdefault("clusterIPs", [spec["clusterIP"]])
-        for port in spec.get("ports") or []:
-            port.setdefault("protocol", "TCP")
-            port.setdefault("targetPort", port.get("port"))
-    elif rt.key in (
-        ("apps", "deployments"),
-        ("apps", "replicasets"),
-        ("apps", "statefulsets"),
-    ) and isinstance(spec, dict):
-        spec.setdefault("replicas", 1)
-        if rt.plural == "deployments":
-            spec.setdefault(
-                "strategy",
-                {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}},
-            )
-            spec.setdefault("revisionHistoryLimit", 10)
-            spec.setdefault("progressDeadlineSeconds", 600)
-    elif rt.key == ("", "secrets"):
-        obj.setdefault("type", "Opaque")
-    elif rt.key == ("", "namespaces"):
-        obj.setdefault("spec", {"finalizers": ["kubernetes"]})
-        obj["status"] = {"phase": "Active"}
-        obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
 
 
 def initial_status(rt: ResourceType) -> Obj | None:
