@@ -47,19 +47,22 @@ COPY --from=wheel /wheels /wheels
 RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --no-deps \
         "/wheels/sglang_operator-${VERSION}-py3-none-any.whl" peft==0.21.2 accelerate==1.15.0 \
     && rm -rf /wheels \
-    && mkdir -p /home/engine/.cache /models \
-    && chown -R 1000:0 /home/engine /models \
-    && chmod -R g=u /home/engine /models
-# UID 1000 is what the operator's engine pods run as (runAsUser; the base image may already name it, so no
-# useradd). Group 0 ownership keeps the home writable under an arbitrary UID too (OpenShift). USER and HOME
-# are set because some libraries ask for a user name or home directory.
-# HF_HOME: the pod mounts the model cache PVC (or an emptyDir) at /models.
-ENV HOME=/home/engine \
+    && mkdir -p /cache /models \
+    && chown 1000:0 /cache /models \
+    && chmod g=u /cache /models
+# Engine pods run as UID 1000 (runAsUser; the base image may already name it, so no useradd) with a read-only
+# root filesystem: every cache lives under /cache (an emptyDir in the pod, owned by 1000 here so `docker run`
+# works too) and the Hugging Face cache under /models (the model cache PVC or an emptyDir). HOME points into
+# /cache because Triton, FlashInfer and others write below it. Group 0 keeps them writable under an arbitrary
+# UID (OpenShift). The values match the pod anatomy in operator/sglang_operator/builders/deployment.py.
+ENV HOME=/cache/home \
     USER=engine \
-    HF_HOME=/models/hf \
-    SGLANG_ENGINE_CACHE=/home/engine/.cache/sglang-engine
+    XDG_CACHE_HOME=/cache \
+    TRITON_CACHE_DIR=/cache/triton \
+    SGLANG_ENGINE_CACHE=/cache/sglang-engine \
+    HF_HOME=/models/hf
 USER 1000:1000
-WORKDIR /home/engine
+WORKDIR /cache
 # The OpenAI-compatible API, probes and metrics; SGLang itself listens on 127.0.0.1:30000 inside the pod.
 EXPOSE 8000
 ENTRYPOINT ["sglang-engine"]

@@ -8,6 +8,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import yaml
 from packaging_tools import ROOT
 from sglang_engine.protocol import SGLANG_VERSION
 
@@ -56,3 +57,28 @@ def test_pins_agree_with_the_project():
     assert engine_pins["peft"] in engine_stage
     # SGLang's image brings its own torch (and the rest): the engine must never reinstall it.
     assert "--no-deps" in engine_stage and "torch" not in re.sub(r"#.*", "", engine_stage)
+
+
+def _engine_image_env() -> dict[str, str]:
+    stage = DOCKERFILE.read_text().split(" AS engine\n", 1)[1]
+    env: dict[str, str] = {}
+    for block in re.findall(r"^ENV ((?:.*\\\n)*.*)$", stage, re.MULTILINE):
+        env.update(re.findall(r"(\w+)=(\S+)", block))
+    return env
+
+
+def test_engine_image_caches_are_writable_in_the_operators_pods():
+    """The pod's root filesystem is read-only: every path the image writes to must be a writable mount."""
+    rendered = subprocess.run([sys.executable, "-m", "sglang_operator.cli", "render", "-f",
+                               str(ROOT / "examples" / "tiny.yaml")],
+                              capture_output=True, text=True, timeout=60, check=True).stdout
+    (deploy,) = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment"]
+    (container,) = deploy["spec"]["template"]["spec"]["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    writable = [m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")]
+    image_env = _engine_image_env()
+    for name in ("HOME", "XDG_CACHE_HOME", "TRITON_CACHE_DIR", "SGLANG_ENGINE_CACHE", "HF_HOME"):
+        assert any(image_env[name] == m or image_env[name].startswith(m + "/") for m in writable), name
+    pod_env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    for name in ("HF_HOME", "XDG_CACHE_HOME", "SGLANG_ENGINE_CACHE"):
+        assert image_env[name] == pod_env[name], name
