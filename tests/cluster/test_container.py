@@ -36,10 +36,12 @@ def _free_port() -> int:
 def _runner(tmp_path: Path, marker: str, ignore_term: bool = False) -> ContainerRunner:
     port = _free_port()
     probe = Probe("http", "127.0.0.1", port, "/", period_s=0.1, timeout_s=1, failure_threshold=3)
+    # Startup gets a long budget (Python starts slowly on a loaded machine); liveness stays strict.
+    startup = Probe("http", "127.0.0.1", port, "/", period_s=0.1, timeout_s=1, failure_threshold=300)
     env = {"PATH": os.environ["PATH"], "CHILD_PID_FILE": str(tmp_path / "child.pid"),
            procs.CONTAINER_MARKER: marker, **({"IGNORE_TERM": "1"} if ignore_term else {})}
     plan = ContainerPlan("engine", (sys.executable, "-c", SERVER, "127.0.0.1", str(port)), env, tmp_path, (),
-                         startup=probe, readiness=probe, liveness=probe)
+                         startup=startup, readiness=probe, liveness=probe)
     events: list[tuple[str, str, str]] = []
     runner = ContainerRunner(plan, "img", tmp_path / "engine.log", tmp_path / "engine.pid.json", "Always",
                              lambda: None, lambda *e: events.append(e), Backoff(base_s=0.2, cap_s=1))

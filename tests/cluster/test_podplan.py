@@ -134,6 +134,18 @@ def test_volumes_probes_and_gpu_note(tmp_path: Path) -> None:
     assert secret.items == (("token", "t/tok"),)
 
 
+def test_probe_period_cap(tmp_path: Path) -> None:
+    pod = _pod({"ports": [{"name": "http", "containerPort": 8000}],
+                "startupProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 10,
+                                 "failureThreshold": 30},
+                "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 1}})
+    spec_periods = plan_pod(pod, _ctx(tmp_path)).containers[0]
+    assert spec_periods.startup and spec_periods.startup.period_s == 10
+    capped = plan_pod(pod, _ctx(tmp_path, probe_period_cap=2.0)).containers[0]
+    assert capped.startup and capped.startup.period_s == 2.0 and capped.startup.failure_threshold == 30
+    assert capped.readiness and capped.readiness.period_s == 1
+
+
 def test_unsupported_volume_and_probe_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(PodError, match=r"spec.volumes\[0\] \(h\): unsupported volume type \['hostPath'\]"):
         plan_pod(_pod({}, [{"name": "h", "hostPath": {"path": "/"}}]), _ctx(tmp_path))

@@ -100,7 +100,9 @@ def http_json(url: str) -> Any:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     state = tmp_path_factory.mktemp("dev-cluster")
     layout = Layout.at(state)
-    up = dev("up", state, "--detach", "--timeout", "90")
+    # Probes at least every second: readiness within a second of the engine's, not the spec's 10 s periods
+    # (the kubelet's probe semantics themselves are covered in tests/cluster/test_container.py).
+    up = dev("up", state, "--detach", "--timeout", "90", "--probe-period-cap", "1")
     info = ClusterInfo.load(layout.cluster_file)
     try:
         assert up.returncode == 0, f"dev up failed:\n{up.stderr[-3000:]}"

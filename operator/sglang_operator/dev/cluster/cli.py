@@ -22,7 +22,7 @@ from typing import Any
 from sglang_operator.dev.cluster import procs
 from sglang_operator.dev.cluster.kubeapi import PODS, SGLANGMODELS, Credentials, KubeClient
 from sglang_operator.dev.cluster.layout import DEFAULT_STATE_DIR, ClusterInfo, Layout
-from sglang_operator.dev.cluster.supervisor import READY_FILE, configure_logging, serve
+from sglang_operator.dev.cluster.supervisor import READY_FILE, ClusterOptions, configure_logging, serve
 
 COMPONENTS = ("supervisor", "emulator", "operator")
 
@@ -35,6 +35,9 @@ def _parser(verb: str) -> argparse.ArgumentParser:
         p.add_argument("--detach", action="store_true", help="run in the background and return when ready")
         p.add_argument("--timeout", type=float, default=120, help="seconds to wait for readiness (--detach)")
         p.add_argument("--operator-arg", action="append", default=[], help="extra `sglang-operator run` arg")
+        p.add_argument("--probe-period-cap", type=float, default=None, metavar="S",
+                       help="run every pod probe at least every S seconds (thresholds unchanged); for tests. "
+                            "Default: the periods the pod spec says")
     elif verb == "down":
         p.add_argument("--timeout", type=float, default=120, help="seconds before everything is SIGKILLed")
     elif verb == "status":
@@ -66,14 +69,16 @@ def up(args: argparse.Namespace) -> int:
     if running(layout):
         print(f"a local cluster is starting or stopping in {layout.root}; try again", file=sys.stderr)
         return 1
-    operator_args = [f"--operator-arg={a}" for a in args.operator_arg]
+    options = ClusterOptions(tuple(args.operator_arg), args.probe_period_cap)
     if not args.detach:
         configure_logging()
-        return serve(layout, args.operator_arg)
+        return serve(layout, options)
     log_path = layout.log("supervisor")
     offset = log_path.stat().st_size if log_path.exists() else 0
     argv = [sys.executable, "-m", "sglang_operator.dev.cluster.supervisor", "--state-dir", str(layout.root),
-            *operator_args]
+            *(f"--operator-arg={a}" for a in args.operator_arg)]
+    if args.probe_period_cap is not None:
+        argv += ["--probe-period-cap", str(args.probe_period_cap)]
     proc = procs.spawn(argv, log_path, env=dict(os.environ))
     deadline = time.monotonic() + args.timeout
     with open(log_path) as log:

@@ -152,7 +152,8 @@ class PodWorker:
             pod_ip=self.pod_ip, pod_dir=self.dir, pvc_root=k.layout.root / "pvcs", engine_path=k.engine_path,
             host_env=os.environ, config_maps=k.data(CONFIGMAPS, self.namespace),
             secrets=k.data(SECRETS, self.namespace),
-            markers={procs.CLUSTER_MARKER: k.cluster_id, procs.CONTAINER_MARKER: marker})
+            markers={procs.CLUSTER_MARKER: k.cluster_id, procs.CONTAINER_MARKER: marker},
+            probe_period_cap=k.probe_period_cap)
 
     async def run(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -228,12 +229,13 @@ class PodWorker:
 
 class Kubelet:
     def __init__(self, client: KubeClient, layout: Layout, cluster_id: str, prefix: int,
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None, probe_period_cap: float | None = None) -> None:
         self.client = client
         self.layout = layout
         self.cluster_id = cluster_id
         self.engine_path = engine_executable()
         self.backoff = backoff or Backoff()
+        self.probe_period_cap = probe_period_cap
         self.ips = IpAllocator(prefix)
         self.wake = asyncio.Event()
         self.pods = Informer(client, PODS, self.wake.set)

@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -126,7 +127,13 @@ async def wait_for_api(url: str, child: Child, timeout_s: float = 60) -> None:
     raise RuntimeError(f"the API emulator did not answer on {url} within {timeout_s:.0f}s")
 
 
-async def run_cluster(layout: Layout, operator_args: list[str], stop: asyncio.Event) -> None:
+@dataclass(frozen=True)
+class ClusterOptions:
+    operator_args: tuple[str, ...] = ()
+    probe_period_cap: float | None = None
+
+
+async def run_cluster(layout: Layout, options: ClusterOptions, stop: asyncio.Event) -> None:
     layout.root.mkdir(parents=True, exist_ok=True)
     (layout.root / READY_FILE).unlink(missing_ok=True)
     cluster_id = secrets.token_hex(6)
@@ -142,8 +149,9 @@ async def run_cluster(layout: Layout, operator_args: list[str], stop: asyncio.Ev
 
     emulator = Child("emulator", [py, "-m", "sglang_operator.cli", "dev", "apiserver", "--host", "127.0.0.1",
                                   "--port", str(port), "--kubeconfig", str(layout.kubeconfig)], layout, env)
-    operator = Child("operator", [py, "-m", "sglang_operator.cli", "run",
-                                  "--kubeconfig", str(layout.kubeconfig), *operator_args], layout, env)
+    operator_argv = [py, "-m", "sglang_operator.cli", "run", "--kubeconfig", str(layout.kubeconfig),
+                     *options.operator_args]
+    operator = Child("operator", operator_argv, layout, env)
     tasks: list[asyncio.Task[None]] = []
     client: KubeClient | None = None
     kubelet: Kubelet | None = None
@@ -153,7 +161,7 @@ async def run_cluster(layout: Layout, operator_args: list[str], stop: asyncio.Ev
         await wait_for_api(api_url, emulator)
         log.info("API emulator ready; kubeconfig %s", layout.kubeconfig)
         client = KubeClient(Credentials.from_kubeconfig(layout.kubeconfig))
-        kubelet = Kubelet(client, layout, cluster_id, prefix)
+        kubelet = Kubelet(client, layout, cluster_id, prefix, probe_period_cap=options.probe_period_cap)
         tasks = [asyncio.create_task(emulator.supervise()),
                  asyncio.create_task(DeploymentController(client).run()),
                  asyncio.create_task(kubelet.run()),
@@ -189,14 +197,14 @@ async def run_cluster(layout: Layout, operator_args: list[str], stop: asyncio.Ev
         log.info("local cluster stopped; nothing left running")
 
 
-def serve(layout: Layout, operator_args: list[str]) -> int:
+def serve(layout: Layout, options: ClusterOptions) -> int:
     """Run the cluster in this process until SIGTERM/SIGINT."""
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run_cluster(layout, operator_args, stop)
+        await run_cluster(layout, options, stop)
 
     try:
         asyncio.run(main())
@@ -217,9 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", required=True, type=Path)
     parser.add_argument("--operator-arg", action="append", default=[],
                         help="extra argument for `sglang-operator run` (repeats)")
+    parser.add_argument("--probe-period-cap", type=float, default=None)
     args = parser.parse_args(argv)
     configure_logging()
-    return serve(Layout.at(args.state_dir), args.operator_arg)
+    return serve(Layout.at(args.state_dir), ClusterOptions(tuple(args.operator_arg), args.probe_period_cap))
 
 
 if __name__ == "__main__":
