@@ -189,6 +189,7 @@ class StandIn:
         self.jobs: dict[str, Job] = {}
         self.recent_prompts: list[list[int]] = []
         self.received: dict[str, list[Any]] = {"generate": [], "aborts": [], "load": [], "unload": []}
+        self.health_answers: dict[str, float] = {}  # status -> count, and the wall time of the first 200
         self.finished = 0
         self.scheduler: subprocess.Popen[bytes] | None = None
 
@@ -260,7 +261,11 @@ class StandIn:
 
     # ---- handlers
     async def health(self, request: web.Request) -> web.Response:
-        return web.Response(status=200 if time.monotonic() >= self.ready_at else 503)
+        status = 200 if time.monotonic() >= self.ready_at else 503
+        self.health_answers[str(status)] = self.health_answers.get(str(status), 0) + 1
+        if status == 200 and "first_200_at" not in self.health_answers:
+            self.health_answers["first_200_at"] = time.time()
+        return web.Response(status=status)
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
         if time.monotonic() < self.ready_at or self.model is None:
@@ -443,7 +448,7 @@ class StandIn:
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     async def debug_requests(self, request: web.Request) -> web.Response:
-        return web.json_response(self.received)
+        return web.json_response({**self.received, "health": self.health_answers})
 
 
 async def send(resp: web.StreamResponse, event: dict[str, Any]) -> None:
