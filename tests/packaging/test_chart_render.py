@@ -110,11 +110,12 @@ def test_monitors_match_a_minimal_prometheus_operator_expectation(render):
     docs = render("monitoring")
     monitors = {doc["kind"]: doc for doc in docs if doc["apiVersion"] == MONITORING_GROUP}
     assert set(monitors) == {"PodMonitor", "ServiceMonitor"}
+    assert monitors["PodMonitor"]["metadata"]["labels"]["release"] == "prom"  # matches the user's Prometheus
+    assert "release" not in monitors["ServiceMonitor"]["metadata"]["labels"]
     engine_labels = {"app.kubernetes.io/name": labels.APP_NAME, labels.MANAGED_BY: labels.MANAGER}
     for kind, endpoints_key in (("PodMonitor", "podMetricsEndpoints"), ("ServiceMonitor", "endpoints")):
         mon = monitors[kind]
         assert mon["metadata"]["namespace"] == "sglang-system"
-        assert mon["metadata"]["labels"]["release"] == "prom" if kind == "PodMonitor" else True
         assert set(mon["spec"]) == {"namespaceSelector", "selector", endpoints_key}
         assert mon["spec"]["namespaceSelector"] == {"any": True}
         assert mon["spec"]["selector"] == {"matchLabels": engine_labels}

@@ -82,3 +82,24 @@ def test_engine_image_caches_are_writable_in_the_operators_pods():
     pod_env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     for name in ("HF_HOME", "XDG_CACHE_HOME", "SGLANG_ENGINE_CACHE"):
         assert image_env[name] == pod_env[name], name
+
+
+def test_operator_runs_with_only_the_operator_image_dependencies():
+    """The operator image has the `[operator]` extras only: no operator module may need the engine's."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    engine_only = [req.split("==")[0] for req in pyproject["project"]["optional-dependencies"]["engine"]]
+    script = f"""
+import importlib, pkgutil, sys
+import sglang_operator
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {[*engine_only, "torch", "sglang_engine"]!r}:
+            raise ImportError("not in the operator image: " + name)
+sys.meta_path.insert(0, Refuse())
+for mod in pkgutil.walk_packages(sglang_operator.__path__, "sglang_operator."):
+    if not mod.name.startswith("sglang_operator.dev"):  # dev tools are not part of the image's job
+        importlib.import_module(mod.name)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert out.returncode == 0, out.stderr
