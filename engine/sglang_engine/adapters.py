@@ -115,6 +115,7 @@ class AdapterController:
         self._seen_hash: str | None = None
         self.config_hash: str | None = None  # of the file's bytes last applied
         self._watcher: asyncio.Task[None] | None = None
+        self.initial_applied = False  # /readyz waits for the first reconcile, not only for "loading" ones
 
     # --- what /status and /readyz read
     def statuses(self) -> list[AdapterStatus]:
@@ -132,6 +133,7 @@ class AdapterController:
         if self.settings.config_file is not None:
             self.poll_config_once()
         await self.reconcile()
+        self.initial_applied = True
         if self.settings.config_file is not None:
             self._watcher = asyncio.create_task(self._watch(), name="config-watcher")
 

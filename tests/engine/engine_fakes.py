@@ -95,11 +95,14 @@ class Harness:
         self.state = ServerState()
         self.app = build_app(self.engine, self.adapters, state=self.state)
         self.client: TestClient | None = None
+        self.start_adapters = True  # as serve() does once the backend is up; tests of startup turn it off
 
     async def __aenter__(self) -> TestClient:
         server = TestServer(self.app, host="127.0.0.1", handler_cancellation=True)
         self.client = TestClient(server)
         await self.client.start_server()
+        if self.start_adapters:
+            await self.adapters.start()
         return self.client
 
     async def __aexit__(self, *exc: object) -> None:

@@ -111,8 +111,11 @@ async def test_readyz_waits_for_loading_adapters(harness_factory, config_file: P
         await original(name, path)
 
     h.backend.load_adapter = slow_load
+    h.start_adapters = False
     write_config(config_file, [{"name": "slow", "source": "/x/slow"}])
     async with h as client:
+        resp = await client.get("/readyz")  # the engine is up, the declared adapters not applied yet
+        assert resp.status == 503 and "adapters" in (await resp.json())["reason"]
         starting = asyncio.create_task(h.adapters.start())
         await wait_for(lambda: h.adapters.loading() == ["slow"])
         resp = await client.get("/readyz")
@@ -130,7 +133,6 @@ async def test_the_watcher_applies_a_change_without_restart(
     write_config(config_file, [])
     h = harness_factory(config_file=config_file)
     async with h as client:
-        await h.adapters.start()
         write_config(config_file, [{"name": "late", "source": "/x/late"}], {"maxNewTokens": 2})
         await wait_for(lambda: "late" in h.backend.loaded_adapters())
         body = await (await client.post("/v1/chat/completions", json={

@@ -149,7 +149,8 @@ async def test_admin_adapters_load_list_unload(harness_factory: Callable[..., Ha
         await assert_error(await client.delete("/admin/adapters/sql", headers=auth), 404)
         await assert_error(await client.post("/admin/adapters", json={"name": "x"}, headers=auth), 400)
         bad = await client.post("/admin/adapters", json={"name": "up", "source": "/a/../etc"}, headers=auth)
-        assert bad.status == 400 and "'..'" in (await bad.json())["adapter"]["message"]
+        err = await assert_error(bad, 400, "source", "adapter_load_failed")
+        assert "'..'" in err["message"]
 
 
 async def test_status_reports_adapters_and_readiness(harness_factory: Callable[..., Harness]) -> None:

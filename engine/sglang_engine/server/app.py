@@ -225,6 +225,8 @@ class Api:
         loading = self.adapters.loading()
         if reason is None and loading:
             reason = f"adapters still loading: {', '.join(loading)}"
+        elif reason is None and not self.adapters.initial_applied:
+            reason = "applying the declared adapters"
         if reason:
             return web.json_response({"ready": False, "reason": reason}, status=503,
                                      headers={"Retry-After": RETRY_AFTER_S})
@@ -252,8 +254,10 @@ class Api:
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             raise invalid_request(f"Expected {{name, source, revision?}}: {exc}", "name") from None
         status = await self.adapters.load_manual(spec)
-        code = 200 if status.state == "loaded" else 400
-        return web.json_response({"adapter": status.as_json()}, status=code)
+        if status.state != "loaded":  # kept on /status as failed until unloaded by hand
+            return json_error(400, f"Adapter {spec.name} failed to load: {status.message}", param="source",
+                              code="adapter_load_failed")
+        return web.json_response({"adapter": status.as_json()})
 
     async def unload_adapter(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

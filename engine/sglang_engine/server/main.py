@@ -5,11 +5,13 @@ period, stop the backend)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
 import sys
 import time
+from collections.abc import Awaitable
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -49,6 +51,21 @@ async def _wait_drained(state: ServerState, grace_s: float) -> None:
         log.warning("grace period over: cutting %d in-flight requests", state.in_flight)
 
 
+async def _unless_stopped(work: Awaitable[None], stop: asyncio.Event) -> bool:
+    """Run `work` until done (True) or until a signal arrives first (False, `work` cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        return False
+    task.result()  # re-raise a startup failure
+    return True
+
+
 async def run(settings: EngineSettings) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -62,30 +79,24 @@ async def run(settings: EngineSettings) -> int:
     runner = web.AppRunner(build_app(engine, adapters, state=state), handler_cancellation=True,
                            access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, settings.host, settings.port).start()
-    log.info("listening on http://%s:%d (model %s, backend %s)", settings.host, settings.port,
-             settings.model_name, settings.backend)
     try:
-        start = asyncio.create_task(engine.start())
-        stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait({start, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if not start.done():
-            log.info("signal received during startup; stopping")
-            start.cancel()
-            return 0
-        stopped.cancel()
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        log.info("listening on http://%s:%d (model %s, backend %s)", settings.host, settings.port,
+                 settings.model_name, settings.backend)
         try:
-            start.result()
+            started = await _unless_stopped(engine.start(), stop)
         except Exception as exc:
             log.error("the %s backend failed to start: %s", settings.backend, exc)
             print(f"sglang-engine: the {settings.backend} backend failed to start: {exc}", file=sys.stderr)
             return 1
-        await adapters.start()
-        log.info("ready")
-        await stop.wait()
-        log.info("shutting down: draining up to %.0fs", settings.shutdown_grace_s)
-        state.draining = True
-        await _wait_drained(state, settings.shutdown_grace_s)
+        if started and await _unless_stopped(adapters.start(), stop):
+            log.info("ready")
+            await stop.wait()
+            log.info("shutting down: draining up to %.0fs", settings.shutdown_grace_s)
+            state.draining = True
+            await _wait_drained(state, settings.shutdown_grace_s)
+        else:
+            log.info("signal received during startup; stopping")
         return 0
     finally:
         await adapters.stop()
@@ -108,7 +119,11 @@ def serve(argv: list[str]) -> int:
         from sglang_engine.backends.sglang_backend import print_argv
 
         return print_argv(settings)
-    setup_logging(settings)
+    try:
+        setup_logging(settings)
+    except ValueError as exc:  # an unknown --log-level
+        print(f"sglang-engine serve: --log-level: {exc}", file=sys.stderr)
+        return 2
     try:
         return asyncio.run(run(settings))
     except OSError as exc:  # e.g. the port is taken, or the model path does not exist
