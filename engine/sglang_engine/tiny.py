@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bump when anything below changes what gets built: the folder name carries it, so a change rebuilds.
-TINY_VERSION = "v1"
+TINY_VERSION = "v2"
 TINY_MODEL_SOURCE = "builtin:tiny"
 TINY_LORA_PREFIX = "builtin:tiny-lora-"
 
@@ -41,6 +41,9 @@ INIT_STD = 0.25
 # The end-of-turn rows of the output layer are scaled down so that a random model rarely ends a reply at
 # once (tests need a few tokens to compare); it can still end one, which keeps the eos path reachable.
 EOS_LOGIT_SCALE = 0.3
+# Lone bytes that are not text on their own (halves of multi-byte characters, control bytes) are nearly
+# ruled out, so a demo's reply reads as words and pieces of words rather than replacement marks.
+NON_TEXT_LOGIT_SCALE = 0.02
 LORA_RANK = 8
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 LORA_B_STD = 0.5
@@ -212,12 +215,10 @@ def _build_model_files(out: Path) -> None:
     with torch.no_grad():
         for token in (IM_END, EOS, PAD, BOS, IM_START):
             model.lm_head.weight[ids[token]] *= EOS_LOGIT_SCALE
-        # Lone bytes that are not printable text (halves of multi-byte characters, control bytes) are
-        # made unlikely too, so the random model's replies read as words rather than replacement marks.
         for token_id in range(len(tok)):
             piece = tok.decode([token_id])
-            if "\ufffd" in piece or not (piece.isprintable() or piece.isspace()):
-                model.lm_head.weight[token_id] *= EOS_LOGIT_SCALE
+            if "\ufffd" in piece or not all(c.isprintable() or c in "\n\t" for c in piece):
+                model.lm_head.weight[token_id] *= NON_TEXT_LOGIT_SCALE
     model.generation_config = GenerationConfig(
         bos_token_id=ids[BOS], eos_token_id=[ids[IM_END], ids[EOS]], pad_token_id=ids[PAD], do_sample=False,
     )
