@@ -116,7 +116,8 @@ def test_monitors_match_a_minimal_prometheus_operator_expectation(render):
     for kind, endpoints_key in (("PodMonitor", "podMetricsEndpoints"), ("ServiceMonitor", "endpoints")):
         mon = monitors[kind]
         assert mon["metadata"]["namespace"] == "sglang-system"
-        assert set(mon["spec"]) == {"namespaceSelector", "selector", endpoints_key}
+        assert set(mon["spec"]) == {"namespaceSelector", "selector", "podTargetLabels", endpoints_key}
+        assert labels.INSTANCE in mon["spec"]["podTargetLabels"]
         assert mon["spec"]["namespaceSelector"] == {"any": True}
         assert mon["spec"]["selector"] == {"matchLabels": engine_labels}
         (endpoint,) = mon["spec"][endpoints_key]

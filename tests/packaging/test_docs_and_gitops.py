@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 import yaml
 from lupa import luajit21  # LuaJIT speaks Lua 5.1, the dialect of Argo CD's gopher-lua
 from packaging_tools import ROOT
+from sglang_engine.server.metrics import EngineMetrics
 
 HEALTH_KEY = "resource.customizations.health.serving.sglang-operator.io_SGLangModel"
 
@@ -71,3 +73,12 @@ def test_argocd_health_message_is_the_conditions_message():
     assert _health(_model(status=failed)) == ("Degraded", "bad extraArgs")
     ready = {"observedGeneration": 2, "conditions": [_cond("Ready", "True", "2/2 ready")]}
     assert _health(_model(status=ready)) == ("Healthy", "2/2 ready")
+
+
+def test_documented_metrics_are_the_engines():
+    """The metrics operations.md names (its table, the HPA example) are the engine's, with their types."""
+    exported = dict(re.findall(r"^# TYPE (\S+) (\S+)$", EngineMetrics().render().decode(), re.MULTILINE))
+    text = (ROOT / "docs" / "operations.md").read_text()
+    documented = dict(re.findall(r"^\| `(sglang_engine_\w+)` \| (\w+) \|", text, re.MULTILINE))
+    assert documented == exported
+    assert set(re.findall(r"\bsglang_engine_\w+", text)) <= set(exported)
