@@ -357,6 +357,17 @@ async def test_sglang_refusing_its_argv_fails_start_at_once(engine_cache: Path) 
             await backend.start()
 
 
+async def test_a_taken_port_fails_start_before_launching(engine_cache: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        settings = standin_settings(engine_cache, sglang_port=squatter.getsockname()[1])
+        backend = SGLangBackend(settings)
+        with pytest.raises(SGLangStartError, match=f"sglang_port {settings.sglang_port} .* already in use"):
+            await backend.start()
+        assert backend._proc is None
+
+
 ENGINE_SCRIPT = textwrap.dedent("""
     import asyncio, json, sys
     from pathlib import Path

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -74,6 +75,16 @@ def print_argv(settings: EngineSettings) -> int:
     return 0
 
 
+def port_taken(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "taken"
+        try:
+            probe.bind((protocol.SGLANG_HOST, port))
+        except OSError:
+            return True
+    return False
+
+
 class SGLangBackend(Backend):
     def __init__(
         self, settings: EngineSettings, *, initial_adapters: Mapping[str, str] | None = None,
@@ -99,6 +110,10 @@ class SGLangBackend(Backend):
         settings = self.settings
         # Building builtin:tiny takes seconds: keep it off the event loop.
         argv = await asyncio.to_thread(launch_argv, settings, self._initial_adapters)
+        if port_taken(settings.sglang_port):
+            # Else /health could answer from a leftover SGLang while ours fails to bind.
+            raise SGLangStartError(f"sglang_port {settings.sglang_port} on {protocol.SGLANG_HOST} is already "
+                                   "in use (a leftover SGLang?)")
         self._adapters = dict(self._initial_adapters)
         log.info("starting SGLang: %s", protocol.argv_for_display(argv))
         self._streams = aiohttp.ClientSession(
