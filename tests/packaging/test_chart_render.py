@@ -146,7 +146,7 @@ def test_helm_test_hook_calls_the_operator_health_service(render):
 def test_chart_crd_is_identical_to_the_source_of_truth():
     source = ROOT / "crds" / "sglangmodels.serving.sglang-operator.io.yaml"
     assert (CHART / "crds" / source.name).read_bytes() == source.read_bytes(), (
-        "charts/sglang-operator/crds/ differs from crds/: cp crds/*.yaml charts/sglang-operator/crds/")
+        "charts/sglang-operator/crds/ differs from crds/: run python scripts/gen_crd_reference.py")
     assert sorted(p.name for p in (CHART / "crds").iterdir()) == [source.name]
 
 

@@ -15,7 +15,7 @@ from sglang_engine.server.metrics import EngineMetrics
 HEALTH_KEY = "resource.customizations.health.serving.sglang-operator.io_SGLangModel"
 
 
-def test_reference_is_generated_from_the_crd_and_fresh():
+def test_files_generated_from_the_crd_are_fresh():
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_crd_reference.py"), "--check"],
                          capture_output=True, text=True, timeout=30, check=False)
     assert out.returncode == 0, out.stderr
