@@ -70,6 +70,23 @@ def test_operator_deployment_is_one_replica_recreate_restricted_with_health_prob
     assert container["resources"]["requests"] and container["resources"]["limits"]
 
 
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_pod_meets_the_restricted_pod_security_standard(render, variant):
+    docs = render(variant)
+    pods = [d["spec"] for d in by_kind(docs, "Pod")] + [d["spec"]["template"]["spec"]
+                                                         for d in by_kind(docs, "Deployment")]
+    assert len(pods) == 2
+    for pod in pods:
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+        assert all(set(v) & {"emptyDir", "configMap", "secret", "projected"} for v in pod.get("volumes", []))
+        for container in pod["containers"]:
+            ctx = container["securityContext"]
+            assert ctx["allowPrivilegeEscalation"] is False and ctx["capabilities"]["drop"] == ["ALL"]
+            assert not ctx.get("privileged") and "add" not in ctx["capabilities"]
+
+
 def _operator_env(docs: list[dict]) -> dict[str, str]:
     (deploy,) = by_kind(docs, "Deployment")
     (container,) = deploy["spec"]["template"]["spec"]["containers"]
