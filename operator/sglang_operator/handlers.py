@@ -29,7 +29,7 @@ from sglang_operator.kube import ApiError, KubeApi
 from sglang_operator.reconcile import Context, reconcile
 from sglang_operator.settings import OperatorSettings
 
-CR = {"group": API_GROUP, "version": "v1alpha1", "plural": PLURAL}
+CR = (API_GROUP, "v1alpha1", PLURAL)
 CHILDREN = (("apps", "v1", "deployments"), ("", "v1", "services"), ("", "v1", "configmaps"),
             ("policy", "v1", "poddisruptionbudgets"))
 NOT_SETTLED_POLL = 5.0
@@ -72,7 +72,8 @@ def _context(state: State) -> Context:
 def _settled(status: dict[str, Any]) -> bool:
     """False while serving pods have adapters still loading: engine state has no watch, so it is polled.
     Everything else that status depends on (Deployment status, i.e. pod readiness) arrives by watch."""
-    adapters = next((c for c in status.get("conditions") or [] if c.get("type") == "AdaptersReady"), {})
+    conditions: list[dict[str, Any]] = status.get("conditions") or []
+    adapters = next((c for c in conditions if c.get("type") == "AdaptersReady"), {})
     return not (status.get("readyReplicas") and adapters.get("status") != "True")
 
 
@@ -173,15 +174,15 @@ def build_registry(login: Login | None = None) -> kopf.OperatorRegistry:
             await state.ctx.api.close()
             await state.ctx.http.close()
 
-    @kopf.on.resume(**CR, registry=registry)
-    @kopf.on.create(**CR, registry=registry)
-    @kopf.on.update(**CR, registry=registry)
+    @kopf.on.resume(*CR, registry=registry)
+    @kopf.on.create(*CR, registry=registry)
+    @kopf.on.update(*CR, registry=registry)
     async def _changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         meta = body.get("metadata") or {}
         await _run(memo.state, (meta.get("namespace") or "default", meta["name"]), dict(body), permanent=True)
 
-    @kopf.on.event(**CR, registry=registry)
-    async def _track(event: dict[str, Any], body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    @kopf.on.event(*CR, registry=registry)
+    async def _track(event: Any, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         meta = body.get("metadata") or {}
         key = (meta.get("namespace") or "default", meta.get("name"))
         if event.get("type") == "DELETED":

@@ -117,7 +117,7 @@ class ModelSpec(_Model):
     tensor_parallel_size: int = Field(1, ge=1, le=64)
     replicas: int = Field(1, ge=0)
     image: str | None = Field(None, min_length=1, max_length=512)
-    engine: EngineSpec = EngineSpec()
+    engine: EngineSpec = Field(default_factory=lambda: EngineSpec.model_validate({}))
     lora_adapters: tuple[LoraAdapter, ...] = Field((), max_length=64)
     lora: LoraSpec | None = None
     generation: GenerationSpec | None = None

@@ -91,9 +91,11 @@ def _compare_model(model: type[BaseModel], schema: dict, path: str) -> None:
         _compare_type(field.annotation, sub, where)
         _bounds(field.metadata, sub, where, sub.get("type", ""))
         default = None if field.default is PydanticUndefined else field.default
+        if field.default_factory is not None:
+            default = field.default_factory()  # type: ignore[call-arg]
         if isinstance(default, BaseModel):
             default = default.model_dump(by_alias=True, exclude_defaults=True)
-        if default in ((), None) or (default is False and "default" not in sub):
+        if default in ((), None, {}) or (default is False and "default" not in sub):
             assert "default" not in sub or sub["default"] == default, f"{where}: default only in schema"
         else:
             assert sub.get("default") == default, f"{where}: default {sub.get('default')!r} != {default!r}"

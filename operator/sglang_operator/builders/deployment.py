@@ -105,7 +105,7 @@ def _volumes(spec: ModelSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]
         {"name": "cache", "emptyDir": {}},
         {"name": "models", **models},
     ]
-    mounts = [
+    mounts: list[dict[str, Any]] = [
         {"name": "config", "mountPath": names.CONFIG_DIR, "readOnly": True},
         {"name": "dshm", "mountPath": "/dev/shm"},
         {"name": "tmp", "mountPath": "/tmp"},
