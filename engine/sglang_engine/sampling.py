@@ -7,6 +7,7 @@ and a request `max_length` that leaves no room for the answer is an error instea
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,8 @@ MAX_STOP_STRINGS = 32  # SGLang refuses more
 class GenerationDefaults(BaseModel):
     """The config file's / SGLangModel spec's `generation` object (camelCase keys; missing = no default)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True,
+                              allow_inf_nan=False)
 
     temperature: float | None = Field(default=None, ge=0)
     top_p: float | None = Field(default=None, gt=0, le=1)
@@ -66,6 +68,10 @@ def validate_request(r: SamplingRequest) -> None:
     """Raise a 400 naming the parameter for values SGLang would refuse or that make no sense."""
     if r.n != 1:
         raise invalid_request("Only n=1 is supported.", "n")
+    for name in ("temperature", "top_p", "repetition_penalty"):
+        value = getattr(r, name)
+        if value is not None and not math.isfinite(value):
+            raise invalid_request(f"{name} must be a finite number.", name)
     if r.temperature is not None and r.temperature < 0:
         raise invalid_request("temperature must be >= 0.", "temperature")
     if r.top_p is not None and not 0 < r.top_p <= 1:

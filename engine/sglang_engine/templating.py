@@ -70,10 +70,16 @@ def parse_messages(raw: Any) -> list[ChatMessage]:
         if not isinstance(m, dict):
             raise invalid_request("Each message must be an object.", where)
         role = m.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise invalid_request(
                 f"Unknown role {role!r}; expected one of {sorted(ROLES)}.", f"{where}.role")
+        for key in ("name", "tool_call_id"):
+            if not isinstance(m.get(key), str | None):
+                raise invalid_request(f"{key} must be a string.", f"{where}.{key}")
         tool_calls = m.get("tool_calls")
+        if tool_calls is not None and not (
+                isinstance(tool_calls, list) and all(isinstance(c, dict) for c in tool_calls)):
+            raise invalid_request("tool_calls must be a list of objects.", f"{where}.tool_calls")
         out.append(ChatMessage(
             role=role, content=_text_content(m.get("content"), where), name=m.get("name"),
             tool_calls=tuple(tool_calls) if tool_calls else None, tool_call_id=m.get("tool_call_id"),

@@ -12,7 +12,10 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from aiohttp.test_utils import TestClient
 from engine_fakes import Harness, wait_for
-from sglang_engine.backends.base import GenerationChunk, GenerationRequest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sglang_engine.backends.base import BackendError, GenerationChunk, GenerationRequest
+from sglang_engine.server.openai_types import parse_chat_request
 
 CHAT = "/v1/chat/completions"
 HELLO = {"model": "tiny", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 3}
@@ -43,6 +46,8 @@ async def assert_error(resp, status: int, param: str | None = None, code: str | 
     ({**HELLO, "n": 2}, "n"),
     ({**HELLO, "top_k": 0}, "top_k"),
     ({**HELLO, "temperature": "hot"}, "temperature"),
+    ({**HELLO, "temperature": float("nan")}, "temperature"),
+    ({**HELLO, "top_p": float("inf")}, "top_p"),
     ({**HELLO, "lora_request": {"name": "x"}}, "lora_request"),  # unknown fields are named, not ignored
     ({**HELLO, "messages": [{"role": "user", "content": "word " * 3000}]}, "messages"),  # over the context
 ])
@@ -198,3 +203,33 @@ async def test_unknown_route_is_an_openai_shaped_404(harness: tuple[Harness, Tes
     _, client = harness
     await assert_error(await client.get("/v1/nothing"), 404)
     await assert_error(await client.get(CHAT), 405)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats()
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12)
+MESSAGE = st.fixed_dictionaries({}, optional={
+    "role": st.sampled_from(["user", "system", "assistant", "tool", "bot"]) | JSON,
+    "content": st.text(max_size=40) | JSON, "name": JSON, "tool_calls": JSON, "tool_call_id": JSON})
+BODY = st.fixed_dictionaries({}, optional={
+    "model": st.sampled_from(["tiny", "tiny:x", "builtin:tiny"]) | JSON,
+    "messages": st.lists(MESSAGE, max_size=3) | JSON,
+    **{k: JSON | st.floats(-3, 3) | st.integers(-3, 300) for k in (
+        "temperature", "top_p", "top_k", "max_tokens", "max_length", "n", "seed", "stop", "stream",
+        "stream_options", "repetition_penalty", "tools", "presence_penalty", "logprobs", "system")},
+}) | JSON
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=BODY)
+def test_no_request_body_makes_anything_but_a_4xx(
+        harness_factory: Callable[..., Harness], body: object) -> None:
+    """Parsing, validation, routing and templating refuse every bad body with a 4xx naming a reason."""
+    engine = harness_factory().engine
+    try:
+        req = parse_chat_request(body)
+        engine.prepare(req.messages, req.sampling(), system=req.system, tools=req.tools, model=req.model)
+    except BackendError as exc:
+        assert 400 <= exc.status < 500 and exc.message

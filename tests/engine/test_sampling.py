@@ -61,6 +61,8 @@ def test_request_max_length_shorter_than_prompt_is_an_error_naming_it() -> None:
 
 @pytest.mark.parametrize(("fields", "param"), [
     ({"temperature": -0.1}, "temperature"),
+    ({"temperature": float("nan")}, "temperature"),
+    ({"repetition_penalty": float("inf")}, "repetition_penalty"),
     ({"top_p": 0.0}, "top_p"),
     ({"top_p": 1.5}, "top_p"),
     ({"top_k": 0}, "top_k"),

@@ -19,7 +19,7 @@ class StreamOptions(BaseModel):
 
 class ChatCompletionRequest(BaseModel):
     # Unknown fields are refused by name: a misspelt parameter must not be silently ignored.
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: str | None = None
     messages: list[Any]
