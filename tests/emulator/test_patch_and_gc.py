@@ -157,3 +157,46 @@ def test_deleting_a_namespace_or_a_crd_removes_what_lives_in_it():
     )
     assert api.store.resource("example.dev", "v1alpha1", "widgets") is None
     assert api.store.items(("example.dev", "widgets")) == []
+
+
+def test_a_running_pod_terminates_gracefully_until_its_kubelet_confirms():
+    api = fresh_api(widgets=False)
+    api.graceful_pods = True
+    pods = rt(api, "v1", "pods")
+    spec = {"containers": [{"name": "c", "image": "x:1"}], "terminationGracePeriodSeconds": 45}
+    api.create(pods, "default", {"metadata": {"name": "pending"}, "spec": spec}, DEFAULT)
+    api.delete(pods, "default", "pending", DEFAULT)  # never ran anywhere: gone at once
+    assert api.store.get(pods.key, "default", "pending") is None
+
+    api.create(pods, "default", {"metadata": {"name": "p"}, "spec": spec}, DEFAULT)
+    api.patch(pods, "default", "p", "status", *merge({"status": {"phase": "Running"}}), DEFAULT)
+    marked = api.delete(pods, "default", "p", DEFAULT).obj
+    assert marked["metadata"]["deletionGracePeriodSeconds"] == 45 and marked["metadata"]["deletionTimestamp"]
+    api.patch(pods, "default", "p", "status", *merge({"status": {"phase": "Running", "x": 1}}), DEFAULT)
+    assert api.store.get(pods.key, "default", "p") is not None  # status writes while terminating are fine
+    api.delete(pods, "default", "p", WriteOptions(grace_period=0))  # the kubelet stopped it
+    assert api.store.get(pods.key, "default", "p") is None
+
+
+def test_deleting_a_deployment_terminates_its_running_pods_gracefully():
+    api = fresh_api(widgets=False)
+    api.graceful_pods = True
+    deploys, pods = rt(api, "apps/v1", "deployments"), rt(api, "v1", "pods")
+    owner = api.create(deploys, "default", deployment(), DEFAULT).obj
+    pod = {
+        **owned("web-1", owner),
+        "spec": {"nodeName": "local", "containers": [{"name": "c", "image": "x"}]},
+    }
+    api.create(pods, "default", pod, DEFAULT)
+    api.delete(deploys, "default", "web", DEFAULT)
+    assert api.store.get(pods.key, "default", "web-1")["metadata"]["deletionGracePeriodSeconds"] == 30
+
+
+def test_pods_go_at_once_unless_graceful_deletion_is_enabled():
+    api = fresh_api(widgets=False)
+    pods = rt(api, "v1", "pods")
+    api.create(
+        pods, "default", {"metadata": {"name": "p"}, "spec": {"nodeName": "n", "containers": []}}, DEFAULT
+    )
+    api.delete(pods, "default", "p", DEFAULT)
+    assert api.store.get(pods.key, "default", "p") is None

@@ -27,6 +27,7 @@ class WriteOptions:
     field_validation: str = "Warn"  # Strict | Warn | Ignore
     propagation: str = "Background"  # Background | Foreground | Orphan
     force: bool = False
+    grace_period: int | None = None  # DeleteOptions.gracePeriodSeconds (pods)
 
 
 @dataclass
@@ -37,8 +38,9 @@ class Result:
 
 
 class Api:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, graceful_pods: bool = False) -> None:
         self.store = store
+        self.graceful_pods = graceful_pods  # see gc.delete: running pods wait for their kubelet
         self._ips = defaults.ClusterIPs()
 
     # -- reads ---------------------------------------------------------------------------------------
@@ -195,7 +197,7 @@ class Api:
                 raise conflict(rt.plural, rt.group, name)
         if opts.dry_run:
             return Result(objects.view(rt, obj))
-        return Result(objects.view(rt, gc.delete(self, rt, obj, opts.propagation)))
+        return Result(objects.view(rt, gc.delete(self, rt, obj, opts.propagation, opts.grace_period)))
 
     def delete_collection(
         self,
@@ -209,7 +211,7 @@ class Api:
         for item in listed["items"]:
             meta = item["metadata"]
             if self.store.get(rt.key, meta.get("namespace"), meta["name"]) is not None and not opts.dry_run:
-                gc.delete(self, rt, item, opts.propagation)
+                gc.delete(self, rt, item, opts.propagation, opts.grace_period)
         return listed
 
     # -- internals -----------------------------------------------------------------------------------
@@ -335,7 +337,7 @@ class Api:
         meta["resourceVersion"] = self.store.next_rv()
         self.store.put(rt.key, new, old)
         self._after_write(rt, new, old)
-        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+        if meta.get("deletionTimestamp") and not gc.held(new):
             return Result(objects.view(rt, gc.finalize(self, rt, new)), 200, warnings)
         return Result(objects.view(rt, new), 200, warnings)
 

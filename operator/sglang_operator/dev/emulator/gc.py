@@ -17,17 +17,54 @@ if TYPE_CHECKING:
     from .api import Api
 
 
-def delete(api: Api, rt: ResourceType, obj: Obj, propagation: str = "Background") -> Obj:
-    """Delete now, or mark for deletion when finalizers hold the object; returns the last state."""
+PODS = ("", "pods")
+
+
+def _runs_on_a_node(pod: Obj) -> bool:
+    """A pod some kubelet owns (bound, or reported running) terminates gracefully; others go at once."""
+    phase = (pod.get("status") or {}).get("phase")
+    return phase not in ("Succeeded", "Failed") and bool(
+        (pod.get("spec") or {}).get("nodeName") or phase == "Running"
+    )
+
+
+def held(obj: Obj) -> bool:
+    """Whether a marked object must stay: finalizers pending, or a pod's grace period not yet confirmed."""
     meta = obj["metadata"]
+    return bool(meta.get("finalizers")) or bool(meta.get("deletionGracePeriodSeconds"))
+
+
+def _mark(api: Api, rt: ResourceType, obj: Obj, grace: int) -> Obj:
+    marked = copy.deepcopy(obj)
+    meta = marked["metadata"]
+    if not meta.get("deletionTimestamp") or grace < (meta.get("deletionGracePeriodSeconds") or 0):
+        meta["deletionTimestamp"] = objects.now(grace)
+    meta.update(deletionGracePeriodSeconds=grace, resourceVersion=api.store.next_rv())
+    api.store.put(rt.key, marked, obj)
+    return marked
+
+
+def delete(
+    api: Api, rt: ResourceType, obj: Obj, propagation: str = "Background", grace: int | None = None
+) -> Obj:
+    """Delete now, or mark for deletion when finalizers (or a running pod's grace period) hold the object;
+    returns the last state. A pod is finished by its kubelet deleting it again with gracePeriodSeconds=0."""
+    meta = obj["metadata"]
+    if rt.key == PODS and api.graceful_pods and _runs_on_a_node(obj):
+        if grace is None:
+            grace = int((obj.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+        if (
+            grace > 0
+            and meta.get("deletionTimestamp")
+            and grace >= (meta.get("deletionGracePeriodSeconds") or 0)
+        ):
+            return obj  # already terminating with at most this grace
+        if grace > 0:
+            return _mark(api, rt, obj, grace)
     if meta.get("finalizers"):
-        if meta.get("deletionTimestamp"):
+        if meta.get("deletionTimestamp") and not meta.get("deletionGracePeriodSeconds"):
             return obj
-        marked = copy.deepcopy(obj)
-        marked["metadata"].update(
-            deletionTimestamp=objects.now(), deletionGracePeriodSeconds=0, resourceVersion=api.store.next_rv()
-        )
-        api.store.put(rt.key, marked, obj)
+        marked = _mark(api, rt, obj, 0)
         if propagation == "Orphan":
             _orphan(api, meta["uid"])
         return marked

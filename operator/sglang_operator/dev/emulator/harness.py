@@ -90,10 +90,15 @@ async def run_emulator(
     port: int | None = None,
     crds: Iterable[Path] = (),
     bookmark_interval: float = 5.0,
+    graceful_pod_deletion: bool = False,
     log_requests: bool = False,
 ) -> AsyncIterator[RunningEmulator]:
     """Serve an emulator on host:port (a free port when None), write its kubeconfig, yield it running."""
-    emulator = Emulator(bookmark_interval=bookmark_interval, log_requests=log_requests)
+    emulator = Emulator(
+        bookmark_interval=bookmark_interval,
+        log_requests=log_requests,
+        graceful_pod_deletion=graceful_pod_deletion,
+    )
     install_crds(emulator, crd_documents(crds))
     async with emulator, kmock.Server(emulator, host=host, port=port) as server:
         url = f"http://{host}:{server.port}"

@@ -30,6 +30,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--bookmark-interval", type=float, default=5.0, help="seconds between watch bookmarks"
     )
+    parser.add_argument(
+        "--graceful-pod-deletion",
+        action="store_true",
+        help="running pods are marked Terminating on delete and removed when a kubelet deletes them again "
+        "with gracePeriodSeconds=0 (as a real cluster does); default: removed at once",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not log every request (only errors)")
     return parser.parse_args(argv)
 
@@ -46,6 +52,7 @@ async def serve(args: argparse.Namespace) -> None:
         port=args.port or None,
         crds=crds,
         bookmark_interval=args.bookmark_interval,
+        graceful_pod_deletion=args.graceful_pod_deletion,
         log_requests=not args.quiet,
     ) as running:
         print(f"apiserver: listening on {running.url}; kubeconfig written to {args.kubeconfig}", flush=True)

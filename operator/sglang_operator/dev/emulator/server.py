@@ -43,6 +43,7 @@ def _json(body: Any, status: int = 200, warnings: list[str] | None = None) -> ai
 class Emulator(kmock.KubernetesEmulator):
     store: Store = attrs.field(factory=Store)
     bookmark_interval: float = 5.0
+    graceful_pod_deletion: bool = False  # opt-in: a kubelet must confirm with gracePeriodSeconds=0
     log_requests: bool = False
     api: Api = attrs.field(init=False)
     request_log: list[RequestRecord] = attrs.field(factory=list, init=False)
@@ -51,7 +52,7 @@ class Emulator(kmock.KubernetesEmulator):
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
-        self.api = Api(self.store)
+        self.api = Api(self.store, self.graceful_pod_deletion)
         for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.api.create(
                 self._type("", "v1", "namespaces"), None, {"metadata": {"name": name}}, WriteOptions()
@@ -362,9 +363,15 @@ def _write_options(query: dict[str, str], delete_body: bytes) -> WriteOptions:
             "BadRequest",
             f"fieldValidation: invalid value {validation!r}: expected Strict, Warn or Ignore",
         )
+    grace = query.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
+    try:
+        grace_period = None if grace is None else int(grace)
+    except ValueError as exc:
+        raise ApiError(400, "BadRequest", f"gracePeriodSeconds: invalid value {grace!r}") from exc
     return WriteOptions(
         dry_run=dry_run,
         field_validation=validation,
         propagation=propagation,
         force=query.get("force") == "true",
+        grace_period=grace_period,
     )
