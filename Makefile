@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 PYTEST_ARGS ?=
 
-.PHONY: install demo serve-tiny test lint
+.PHONY: install demo serve-tiny test lint bench
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,3 +32,10 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check engine operator tests
 	$(VENV)/bin/mypy
+
+# Benchmarks (docs/benchmarks.md): engine streaming overhead, then operator scale; about 10 minutes on
+# 2 cores. JSON + markdown in bench/results/, plots in docs/img/. Longer runs: see the scripts' --help.
+bench: install
+	$(PIP) install -e '.[bench]'
+	$(PY) bench/engine_stream.py $(ENGINE_BENCH_ARGS)
+	$(PY) bench/operator_scale.py $(OPERATOR_BENCH_ARGS)

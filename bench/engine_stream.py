@@ -1,0 +1,212 @@
+"""Engine streaming overhead: clients straight to a synthetic SGLang upstream, through the engine's
+`/v1/chat/completions`, and through the seed's blocking pattern (a baseline), side by side in one run.
+
+    .venv/bin/python bench/engine_stream.py                      # the default (paced + unpaced, ~4 min)
+    .venv/bin/python bench/engine_stream.py --levels 64 --modes paced --deadline 30
+
+Processes: the engine (`sglang-engine serve --backend sglang --sglang-module synthetic_sglang`, so its real
+SGLang backend path runs: launcher, /health readiness, /generate relay), the upstream it launches, the
+seed baseline (restarted for every run: once cut at the deadline it stays blocked on its reads), and this
+process, which is the load generator (its own event loop, never the relay's). CPU per process comes from
+/proc/<pid>/stat. Every run stops at its deadline; everything started is killed on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from procs import BENCH_DIR, VENV_BIN, Proc, cpu_seconds, find_pid, free_port, print_log_tails, wait_http
+from report import publish, write_engine_report
+from streamload import Target, is_openai_token, is_upstream_token, run_load, summarize
+
+PROMPT_IDS = list(range(1, 25))  # about the length of the engine's templated one-line prompt
+SERVED_NAME = "bench"
+PATHS = ("direct", "engine", "seed")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="engine_stream", description=__doc__.split("\n\n")[0])
+    p.add_argument("--levels", default="1,16,64,256", help="concurrent streams, comma list")
+    p.add_argument("--tokens", type=int, default=256, help="tokens per stream")
+    p.add_argument("--rate", type=float, default=30.0, help="paced mode: tokens/s per stream")
+    p.add_argument("--modes", default="paced,unpaced", help="paced and/or unpaced")
+    p.add_argument("--paths", default=",".join(PATHS), help="direct, engine, seed")
+    p.add_argument("--deadline", type=float, default=20.0,
+                   help="seconds per run before streams are cut (the seed baseline needs it)")
+    p.add_argument("--repeats", type=int, default=1, help="runs per (mode, level, path); the median is kept")
+    p.add_argument("--out", type=Path, default=BENCH_DIR / "results")
+    p.add_argument("--img", type=Path, default=BENCH_DIR.parent / "docs" / "img")
+    return p.parse_args(argv)
+
+
+def post_json(url: str, body: dict[str, Any]) -> Any:
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def targets(upstream: int, engine: int, seed: int) -> dict[str, Target]:
+    def direct_body(tokens: int) -> dict[str, Any]:
+        return {"input_ids": PROMPT_IDS, "sampling_params": {"max_new_tokens": tokens, "temperature": 0},
+                "stream": True, "rid": uuid.uuid4().hex}
+
+    def chat_body(tokens: int) -> dict[str, Any]:
+        return {"model": SERVED_NAME, "messages": [{"role": "user", "content": "Tell me a story."}],
+                "max_tokens": tokens, "temperature": 0, "stream": True}
+
+    return {
+        "direct": Target("direct", f"http://127.0.0.1:{upstream}/generate", direct_body, is_upstream_token),
+        "engine": Target("engine", f"http://127.0.0.1:{engine}/v1/chat/completions", chat_body,
+                         is_openai_token),
+        "seed": Target("seed", f"http://127.0.0.1:{seed}/v1/chat/completions", chat_body, is_openai_token),
+    }
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, logs: Path) -> None:
+        self.args, self.logs = args, logs
+        self.upstream_port, self.engine_port, self.seed_port = free_port(), free_port(), free_port()
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(BENCH_DIR), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        self.engine: Proc | None = None
+        self.upstream_pid: int | None = None
+        self.targets = targets(self.upstream_port, self.engine_port, self.seed_port)
+
+    def start_engine(self) -> None:
+        argv = [str(VENV_BIN / "sglang-engine"), "serve", "--model", "builtin:tiny", "--backend", "sglang",
+                "--served-model-name", SERVED_NAME, "--sglang-module", "synthetic_sglang",
+                "--sglang-port", str(self.upstream_port), "--port", str(self.engine_port),
+                "--max-concurrent-requests", "1024", "--startup-timeout", "180", "--log-level", "warning"]
+        self.engine = Proc(argv, env=self.env, log=self.logs / "engine.log").start()
+        wait_http(f"http://127.0.0.1:{self.engine_port}/readyz", 240, self.engine)
+        self.upstream_pid = find_pid("synthetic_sglang", f"--port {self.upstream_port}")
+        if self.upstream_pid is None:
+            raise RuntimeError("the engine's upstream process was not found in /proc")
+
+    def start_seed(self) -> Proc:
+        argv = [sys.executable, str(BENCH_DIR / "seed_relay.py"), "--port", str(self.seed_port),
+                "--upstream", f"http://127.0.0.1:{self.upstream_port}"]
+        seed = Proc(argv, env=self.env, log=self.logs / "seed.log").start()
+        wait_http(f"http://127.0.0.1:{self.seed_port}/health", 30, seed)
+        return seed
+
+    def set_pace(self, tokens_per_s: float) -> None:
+        post_json(f"http://127.0.0.1:{self.upstream_port}/_bench/pace", {"tokens_per_s": tokens_per_s})
+
+    def run_one(self, path: str, level: int) -> dict[str, Any]:
+        assert self.engine is not None and self.upstream_pid is not None
+        seed = self.start_seed() if path == "seed" else None
+        try:
+            relay_pid = {"engine": self.engine.pid, "seed": seed.pid if seed else None}.get(path)
+            pids = {"relay": relay_pid, "upstream": self.upstream_pid, "client": os.getpid()}
+            target = self.targets[path]
+            # Warm-up: one 1-token request (pooled connections, the tokenizer's first call), not measured.
+            warm, _, _ = asyncio.run(run_load(target, 1, 10, tokens=1))
+            if not warm[0].arrivals:
+                raise RuntimeError(f"{path}: the warm-up request failed: {warm[0].error}")
+            before = {k: cpu_seconds(pid) for k, pid in pids.items() if pid}
+            streams, start, end = asyncio.run(run_load(target, level, self.args.deadline, self.args.tokens))
+            after = {k: cpu_seconds(pid) for k, pid in pids.items() if pid}
+        finally:
+            if seed is not None:
+                seed.stop(grace=1.0)
+        summary = summarize(streams, start, end, self.args.deadline)
+        cpu = {f"{k}_cpu_s": round(after[k] - before[k], 3) for k in before}
+        per_1k = {f"{k}_cpu_s_per_1k_tokens": round((after[k] - before[k]) / summary["tokens"] * 1000, 4)
+                  for k in before if summary["tokens"]}
+        return {"path": path, "level": level, **summary, **cpu, **per_1k}
+
+    def run(self) -> list[dict[str, Any]]:
+        args = self.args
+        runs = []
+        for mode in args.modes.split(","):
+            self.set_pace(args.rate if mode == "paced" else 0)
+            for level in (int(x) for x in args.levels.split(",")):
+                for path in args.paths.split(","):
+                    repeats = [self.run_one(path, level) for _ in range(args.repeats)]
+                    best = sorted(repeats, key=lambda r: r["tok_per_s"])[len(repeats) // 2]
+                    best["mode"] = mode
+                    runs.append(best)
+                    print(f"{mode:8} {level:4} {path:7} {best['tok_per_s']:9.1f} tok/s  "
+                          f"ttft p50 {best['ttft_p50_ms']:8.2f} ms  itl p99 {best['itl_p99_ms']} ms  "
+                          f"relay cpu/1k {best.get('relay_cpu_s_per_1k_tokens')}  "
+                          f"complete {best['complete_streams']}/{level}", flush=True)
+                    time.sleep(1.0)  # let sockets and the upstream settle between runs
+        return runs
+
+    def stop(self) -> None:
+        if self.engine is not None:
+            self.engine.stop(grace=10)
+
+
+def ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (mode, level): engine/direct, seed/direct and engine/seed throughput; added TTFT and ITL."""
+    by = {(r["mode"], r["level"], r["path"]): r for r in runs}
+    out = []
+    for mode, level in dict.fromkeys((r["mode"], r["level"]) for r in runs):
+        d, e, s = (by.get((mode, level, p)) for p in PATHS)
+        row: dict[str, Any] = {"mode": mode, "level": level}
+        if d and e:
+            row["engine_over_direct"] = round(e["tok_per_s"] / d["tok_per_s"], 3)
+            row["ttft_p50_added_ms"] = round(e["ttft_p50_ms"] - d["ttft_p50_ms"], 2)
+            row["ttft_p99_added_ms"] = round(e["ttft_p99_ms"] - d["ttft_p99_ms"], 2)
+            if e["itl_p99_ms"] is not None and d["itl_p99_ms"] is not None:
+                row["itl_p99_added_ms"] = round(e["itl_p99_ms"] - d["itl_p99_ms"], 2)
+        if d and s:
+            row["seed_over_direct"] = round(s["tok_per_s"] / d["tok_per_s"], 3)
+        if e and s:
+            row["engine_over_seed"] = round(e["tok_per_s"] / max(s["tok_per_s"], 1e-9), 1)
+        out.append(row)
+    return out
+
+
+def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 6's engine targets (paced mode), each with its measured value and met/missed."""
+    by = {(r["mode"], r["level"]): r for r in rows}
+    specs = [
+        ("throughput at 64 streams >= 0.9 of direct", 64, "engine_over_direct", lambda v: v >= 0.9),
+        ("throughput at 256 streams >= 0.8 of direct", 256, "engine_over_direct", lambda v: v >= 0.8),
+        ("added TTFT p50 at 1 stream <= 2 ms", 1, "ttft_p50_added_ms", lambda v: v <= 2.0),
+        ("ITL p99 at 256 streams <= direct + 20 ms", 256, "itl_p99_added_ms", lambda v: v <= 20.0),
+        ("engine >= 10x the seed pattern at 64 streams", 64, "engine_over_seed", lambda v: v >= 10),
+    ]
+    out = []
+    for name, level, key, ok in specs:
+        value = by.get(("paced", level), {}).get(key)
+        out.append({"target": name, "value": value, "met": None if value is None else bool(ok(value))})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
+        bench = Bench(args, Path(tmp))
+        started = time.time()
+        try:
+            bench.start_engine()
+            runs = bench.run()
+        except BaseException:
+            print_log_tails(Path(tmp))
+            raise
+        finally:
+            bench.stop()
+    rows = ratios(runs)
+    publish("engine_stream", {"runs": runs, "ratios": rows, "targets": check_targets(rows)}, args, started,
+            write_engine_report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""Operator scale: N SGLangModels created at once against the in-process API emulator, with the real
+operator as a subprocess (`sglang-operator run`, so its RSS is its own).
+
+    .venv/bin/python bench/operator_scale.py                         # 50, 200, 500 models, 60 s quiet
+    .venv/bin/python bench/operator_scale.py --sizes 500 --quiet 120
+
+Per size, on a fresh emulator: (1) create N models in one burst; converged = every model has its
+Deployment, Service and ConfigMap and a status with observedGeneration == generation (no kubelet runs
+here, so phase stays Progressing); time to converge, the operator's API requests per model, its peak RSS
+(VmHWM). (2) A quiet period (default 60 s) counting the operator's write requests. (3) An operator restart
+(SIGTERM, start again), counting writes until every model has been reconciled again (each child read at
+least once since the restart) plus a short settle. Every phase has a deadline; everything started is
+killed on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import kmock
+from procs import BENCH_DIR, ROOT, VENV_BIN, Proc, free_port, print_log_tails, rss_mb, wait_http
+from report import publish, write_operator_report
+from sglang_operator import names as names_
+from sglang_operator.dev.emulator import Emulator, crd_documents, install_crds, kubeconfig_text
+from sglang_operator.dev.emulator.api import WriteOptions
+from sglang_operator.dev.emulator.faults import WRITE_METHODS
+
+GROUP, VERSION, PLURAL = "serving.sglang-operator.io", "v1alpha1", "sglangmodels"
+CHILDREN = (("apps", "v1", "deployments"), ("", "v1", "services"), ("", "v1", "configmaps"))
+NAMESPACE = "default"
+POLL_S = 0.25
+
+
+class CountingEmulator(Emulator):
+    """The emulator, counting the operator's requests by kind (its own log is capped and shared)."""
+
+    counts: Counter[str]
+    child_gets: dict[str, set[str]]
+    write_samples: list[str]
+
+    def reset_counts(self) -> None:
+        self.counts = Counter()
+        self.child_gets = {plural: set() for _, _, plural in CHILDREN}
+        self.write_samples: list[str] = []
+
+    async def __call__(self, raw: Any) -> Any:
+        counts = self.counts
+        counts["total"] += 1
+        if raw.method in WRITE_METHODS:
+            counts["writes"] += 1
+            counts[f"{raw.method} {resource_of(raw.path)}"] += 1
+            if len(self.write_samples) < 20:
+                self.write_samples.append(f"{raw.method} {raw.path}")
+        elif raw.query.get("watch") in ("true", "1"):
+            counts["watches"] += 1
+        else:
+            counts["reads"] += 1
+            parts = raw.path.rstrip("/").split("/")
+            if raw.method == "GET" and len(parts) >= 2 and parts[-2] in self.child_gets:
+                self.child_gets[parts[-2]].add(parts[-1])
+        return await super().__call__(raw)
+
+
+def resource_of(path: str) -> str:
+    """`/apis/apps/v1/namespaces/default/deployments/m1/status` -> `deployments/status`."""
+    parts = path.strip("/").split("/")
+    if "namespaces" in parts and len(parts) > parts.index("namespaces") + 2:
+        rest = parts[parts.index("namespaces") + 2:]
+        return rest[0] + ("/" + rest[2] if len(rest) > 2 else "")
+    return parts[-1]
+
+
+def model_body(i: int) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SGLangModel",
+            "metadata": {"name": f"m{i:04d}", "namespace": NAMESPACE},
+            "spec": {"model": "Qwen/Qwen2.5-7B-Instruct", "replicas": 1,
+                     "loraAdapters": [{"name": "sql", "source": "org/sql-lora"}]}}
+
+
+HANDLED_ANNOTATION = f"{GROUP}/last-handled-configuration"  # kopf's mark: the model's handlers finished
+
+
+def converged(emulator: Emulator, names: list[str], handled: bool) -> int:
+    """How many models have every child and a status for their current generation (and, with `handled`,
+    kopf's last-handled mark: its bookkeeping patch comes after the status write)."""
+    store = emulator.store
+    cr_key = store.resource(GROUP, VERSION, PLURAL).key
+    child_keys = [store.resource(g, v, p).key for g, v, p in CHILDREN]
+    done = 0
+    for name in names:
+        cr = store.get(cr_key, NAMESPACE, name)
+        status = (cr or {}).get("status") or {}
+        if cr is None or status.get("observedGeneration") != cr["metadata"].get("generation"):
+            continue
+        if handled and HANDLED_ANNOTATION not in (cr["metadata"].get("annotations") or {}):
+            continue
+        child_names = (names_.deployment(name), names_.service(name), names_.configmap(name))
+        if all(store.get(k, NAMESPACE, n) is not None for k, n in zip(child_keys, child_names, strict=True)):
+            done += 1
+    return done
+
+
+class Scale:
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        self.args, self.tmp = args, tmp
+
+    def start_operator(self, kubeconfig: Path, label: str) -> tuple[Proc, int]:
+        port = free_port()
+        argv = [str(VENV_BIN / "sglang-operator"), "run", "--kubeconfig", str(kubeconfig),
+                "--liveness", f"http://127.0.0.1:{port}/healthz", "--log-level", "warning"]
+        env = {**os.environ, "SGLANG_OPERATOR_RESYNC_SECONDS": str(self.args.resync)}
+        proc = Proc(argv, env=env, log=self.tmp / f"operator-{label}.log").start()
+        return proc, port
+
+    async def wait_live(self, proc: Proc, port: int) -> None:
+        await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/healthz", 60, proc)
+
+    async def run_size(self, n: int) -> dict[str, Any]:
+        emulator = CountingEmulator(bookmark_interval=5.0)
+        emulator.reset_counts()
+        install_crds(emulator, crd_documents([ROOT / "crds"]))
+        async with emulator, kmock.Server(emulator, host="127.0.0.1") as server:
+            kubeconfig = self.tmp / f"kubeconfig-{n}"
+            kubeconfig.write_text(kubeconfig_text(f"http://127.0.0.1:{server.port}"))
+            operator, port = self.start_operator(kubeconfig, f"{n}-a")
+            try:
+                await self.wait_live(operator, port)
+                return await self._phases(emulator, operator, n, kubeconfig)
+            finally:
+                operator.stop(grace=10)
+                emulator.close_watches()
+
+    async def _phases(self, emulator: CountingEmulator, operator: Proc, n: int,
+                      kubeconfig: Path) -> dict[str, Any]:
+        args = self.args
+        result: dict[str, Any] = {"models": n}
+        names = [f"m{i:04d}" for i in range(n)]
+        cr_type = emulator.store.resource(GROUP, VERSION, PLURAL)
+        emulator.reset_counts()
+        started = time.monotonic()
+        for i in range(n):  # one burst: nothing yields between creates
+            emulator.api.create(cr_type, NAMESPACE, model_body(i), WriteOptions())
+        done, status_s = 0, None
+        while time.monotonic() - started < args.converge_timeout:
+            await asyncio.sleep(POLL_S)
+            if status_s is None and converged(emulator, names, handled=False) == n:
+                status_s = round(time.monotonic() - started, 2)
+            done = converged(emulator, names, handled=True)
+            if done == n:
+                break
+        result["status_s"] = status_s
+        result["converge_s"] = round(time.monotonic() - started, 2) if done == n else None
+        result["converged"] = done
+        counts = dict(emulator.counts)
+        result["requests_to_converge"] = counts
+        result["requests_per_model"] = round(counts.get("total", 0) / n, 2)
+        result["writes_per_model"] = round(counts.get("writes", 0) / n, 2)
+
+        emulator.reset_counts()
+        await asyncio.sleep(args.quiet)
+        result["quiet_s"] = args.quiet
+        result["quiet_writes"] = emulator.counts.get("writes", 0)
+        result["quiet_requests"] = dict(emulator.counts)
+        result["quiet_write_samples"] = emulator.write_samples
+        result["quiet_requests_per_s"] = round(emulator.counts.get("total", 0) / args.quiet, 1)
+        result["rss_mb_after_quiet"] = round(rss_mb(operator.pid), 1)
+        result["peak_rss_mb"] = round(rss_mb(operator.pid, "VmHWM"), 1)
+
+        operator.stop(grace=10)
+        emulator.reset_counts()
+        restarted = time.monotonic()
+        second, port = self.start_operator(kubeconfig, f"{n}-b")
+        try:
+            await self.wait_live(second, port)
+            resynced = None
+            while time.monotonic() - restarted < args.converge_timeout:
+                await asyncio.sleep(POLL_S)
+                if all(len(seen) >= n for seen in emulator.child_gets.values()):
+                    resynced = round(time.monotonic() - restarted, 2)
+                    break
+            await asyncio.sleep(args.settle)
+            result["restart_resync_s"] = resynced
+            result["restart_writes"] = emulator.counts.get("writes", 0)
+            result["restart_requests"] = dict(emulator.counts)
+            result["restart_write_samples"] = emulator.write_samples
+            result["restart_peak_rss_mb"] = round(rss_mb(second.pid, "VmHWM"), 1)
+        finally:
+            second.stop(grace=10)
+        return result
+
+
+def check_targets(sizes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    big = max(sizes, key=lambda r: r["models"])
+    n = big["models"]
+    peak = max(max(r["peak_rss_mb"], r.get("restart_peak_rss_mb") or 0) for r in sizes)
+    quiet = max(r["quiet_writes"] for r in sizes)
+    restart = max(r["restart_writes"] for r in sizes)
+    conv = big["converge_s"]
+    return [
+        {"target": f"{n} models converge within 60 s", "value": conv,
+         "met": conv is not None and conv <= 60},
+        {"target": "operator RSS <= 200 MB (peak over every size)", "value": peak, "met": peak <= 200},
+        {"target": "zero writes in the quiet period", "value": quiet, "met": quiet == 0},
+        {"target": "zero writes during a restart's resync", "value": restart, "met": restart == 0},
+    ]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="operator_scale", description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="50,200,500", help="models per run, comma list")
+    p.add_argument("--quiet", type=float, default=60.0, help="quiet period after convergence (s)")
+    p.add_argument("--resync", type=float, default=60.0, help="operator resync period (s; its default)")
+    p.add_argument("--converge-timeout", type=float, default=240.0, help="give up converging after (s)")
+    p.add_argument("--settle", type=float, default=5.0, help="extra seconds counted after the restart resync")
+    p.add_argument("--out", type=Path, default=BENCH_DIR / "results")
+    p.add_argument("--img", type=Path, default=BENCH_DIR.parent / "docs" / "img")
+    return p.parse_args(argv)
+
+
+async def run_all(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+    scale = Scale(args, tmp)
+    results = []
+    for n in (int(x) for x in args.sizes.split(",")):
+        result = await scale.run_size(n)
+        print(json.dumps(result), flush=True)
+        results.append(result)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp:
+        try:
+            sizes = asyncio.run(run_all(args, Path(tmp)))
+        except BaseException:
+            print_log_tails(Path(tmp))
+            raise
+    publish("operator_scale", {"sizes": sizes, "targets": check_targets(sizes)}, args, started,
+            write_operator_report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

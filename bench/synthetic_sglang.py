@@ -1,0 +1,106 @@
+"""BENCHMARK DOUBLE: a synthetic upstream that speaks SGLang 0.5.23's streaming `/generate` with no model.
+
+Launched exactly like SGLang (`python -m synthetic_sglang <SGLang argv>`, with `bench/` on PYTHONPATH), so
+`sglang-engine serve --backend sglang --sglang-module synthetic_sglang` runs the engine's real SGLang
+backend path against it. It encodes the protocol itself (imports nothing from sglang_engine):
+
+- `GET /health` 200; `POST /abort_request` 200.
+- `POST /generate` with `stream: true`: exactly `sampling_params.max_new_tokens` tokens, one event each,
+  `data: {"text": <CUMULATIVE text>, "output_ids": <cumulative ids>, "meta_info": {id, finish_reason,
+  prompt_tokens, completion_tokens, cached_tokens}}`, the last with `finish_reason {"type": "length"}`,
+  then `data: [DONE]`.
+- Pacing: `POST /_bench/pace {"tokens_per_s": 30}` paces every stream on its own clock (token i is due
+  at start + i/rate; the first token goes out at once, so time to first token measures the relay);
+  `{"tokens_per_s": 0}` is unpaced (as fast as the loop can write). Also `--tokens-per-s` at launch.
+
+Events are pre-encoded per length (only the request id is spliced in), so the upstream's own CPU stays
+small next to the relay's and the relay is what the benchmark measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from functools import lru_cache
+
+from aiohttp import web
+
+WORDS = (" the", " model", " streams", " tokens", " to", " a", " client", " through", " relay", ",")
+RID_MARK = "\x00RID\x00"
+DONE = b"data: [DONE]\n\n"
+
+
+@lru_cache(maxsize=8)
+def encoded_events(n: int, prompt_tokens: int) -> tuple[tuple[bytes, bytes], ...]:
+    """Event i as (bytes before the rid, bytes after it): cumulative text and ids, as SGLang sends them."""
+    events = []
+    text, ids = "", []
+    for i in range(n):
+        text += WORDS[i % len(WORDS)]
+        ids.append(100 + i % len(WORDS))
+        finish = {"type": "length", "length": n} if i == n - 1 else None
+        meta = {"id": RID_MARK, "finish_reason": finish, "prompt_tokens": prompt_tokens,
+                "completion_tokens": i + 1, "cached_tokens": 0}
+        line = "data: " + json.dumps({"text": text, "output_ids": ids, "meta_info": meta}) + "\n\n"
+        before, after = line.split(json.dumps(RID_MARK))
+        events.append((before.encode() + b'"', b'"' + after.encode()))
+    return tuple(events)
+
+
+class Upstream:
+    def __init__(self, tokens_per_s: float) -> None:
+        self.tokens_per_s = tokens_per_s
+
+    async def health(self, _request: web.Request) -> web.Response:
+        return web.Response(text="")
+
+    async def abort(self, _request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    async def pace(self, request: web.Request) -> web.Response:
+        self.tokens_per_s = float((await request.json())["tokens_per_s"])
+        return web.json_response({"tokens_per_s": self.tokens_per_s})
+
+    async def generate(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        n = int(body.get("sampling_params", {}).get("max_new_tokens", 128))
+        rid = str(body.get("rid") or "r").encode()
+        prompt_tokens = len(body.get("input_ids") or []) or 1
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        loop = asyncio.get_running_loop()
+        rate = self.tokens_per_s
+        start = loop.time()
+        try:
+            for i, (before, after) in enumerate(encoded_events(n, prompt_tokens)):
+                if rate > 0 and i:
+                    delay = start + i / rate - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                await response.write(before + rid + after)
+            await response.write(DONE)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client left: SGLang aborts the request
+        return response
+
+
+def main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="synthetic_sglang")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=30000)
+    p.add_argument("--tokens-per-s", type=float, default=30.0)
+    args, _sglang_flags = p.parse_known_args(argv)  # the rest of SGLang's argv means nothing here
+    upstream = Upstream(args.tokens_per_s)
+    app = web.Application()
+    app.router.add_get("/health", upstream.health)
+    app.router.add_post("/generate", upstream.generate)
+    app.router.add_post("/abort_request", upstream.abort)
+    app.router.add_post("/_bench/pace", upstream.pace)
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None, backlog=1024)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
