@@ -84,6 +84,8 @@ def validate_request(r: SamplingRequest) -> None:
         raise invalid_request("max_tokens must be >= 1.", "max_tokens")
     if r.max_length is not None and r.max_length <= 0:
         raise invalid_request("max_length must be >= 1.", "max_length")
+    if r.seed is not None and not 0 <= r.seed < 2**63:
+        raise invalid_request("seed must be in [0, 2**63).", "seed")
     if len(r.stop) > MAX_STOP_STRINGS:
         raise invalid_request(f"At most {MAX_STOP_STRINGS} stop strings are allowed.", "stop")
     if any(not s for s in r.stop):

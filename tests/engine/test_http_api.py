@@ -56,7 +56,7 @@ async def test_bad_input_is_a_400_naming_the_parameter(harness, body: dict, para
     await assert_error(await client.post(CHAT, json=body), 400, param)
 
 
-@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"\xff\xfe", b""])
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"\xff\xfe", b"", b"[" * 100_000 + b"]" * 100_000])
 async def test_invalid_json_is_a_400(harness, raw: bytes) -> None:
     _, client = harness
     await assert_error(await client.post(CHAT, data=raw, headers={"Content-Type": "application/json"}), 400)

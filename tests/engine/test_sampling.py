@@ -72,6 +72,8 @@ def test_request_max_length_shorter_than_prompt_is_an_error_naming_it() -> None:
     ({"max_new_tokens": -3}, "max_tokens"),
     ({"max_length": 0}, "max_length"),
     ({"n": 2}, "n"),
+    ({"seed": -1}, "seed"),
+    ({"seed": 2**64}, "seed"),
     ({"stop": ("",)}, "stop"),
     ({"stop": tuple(str(i) for i in range(33))}, "stop"),
 ])

@@ -123,7 +123,7 @@ class Api:
         try:
             try:
                 body = json.loads(await request.read())
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; absurd nesting
                 raise invalid_request("The request body is not valid JSON.", None) from None
             req = parse_chat_request(body)
             prepared = self.engine.prepare(
