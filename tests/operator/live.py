@@ -25,7 +25,7 @@ def model(name: str, spec: dict[str, Any], namespace: str = "default") -> dict[s
             "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], within: float = 10.0, what: str = "") -> Any:
+async def eventually(check: Callable[[], Awaitable[Any]], within: float = 20.0, what: str = "") -> Any:
     """Poll `check` until it returns a truthy value (returned) or `within` seconds pass (fails)."""
     deadline = time.monotonic() + within
     last: Any = None

@@ -62,7 +62,7 @@ async def test_ready_only_when_pods_are_current_ready_and_adapters_loaded(emulat
         assert _cond(cr, "Ready")["status"] == "False" and cr["status"]["readyReplicas"] == 1
 
         engine.reply["adapters"][0]["state"] = "loaded"
-        waited = await kubectl_async(kubectl, "wait", "--for=condition=Ready", "sgm/tiny", "--timeout=20s")
+        waited = await kubectl_async(kubectl, "wait", "--for=condition=Ready", "sgm/tiny", "--timeout=40s")
         assert waited.returncode == 0, waited.stderr
         cr = await api.get("SGLangModel", "default", "tiny")
         assert cr["status"]["phase"] == "Ready" and cr["status"]["adapters"][0]["loaded"] == 1
