@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -174,16 +175,23 @@ class Engine:
         return "".join(parts), last
 
     # --- the seed-compatible Python API
-    def _prepare_seed(self, messages: Any, system: str | None, tools: list[dict[str, Any]] | None,
+    def _prepare_seed(self, messages: Any, system: str | None, tools: str | list[dict[str, Any]] | None,
                       media: tuple[list[Any] | None, ...], gen: dict[str, Any]) -> PreparedChat:
         model = gen.pop("model", None)
+        if isinstance(tools, str):  # the seed API passes tools as a JSON string
+            try:
+                tools = json.loads(tools) if tools.strip() else None
+            except ValueError:
+                raise invalid_request("tools must be a JSON list of tool definitions.", "tools") from None
+        if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+            raise invalid_request("tools must be a list of tool definitions (objects).", "tools")
         images, videos, audios = media
         return self.prepare(messages, sampling_from_kwargs(gen), system=system, tools=tools,
                             images=images, videos=videos, audios=audios, model=model)
 
     async def chat(
         self, messages: list[dict[str, Any]], system: str | None = None,
-        tools: list[dict[str, Any]] | None = None,
+        tools: str | list[dict[str, Any]] | None = None,
         images: list[Any] | None = None, videos: list[Any] | None = None, audios: list[Any] | None = None,
         **gen: Any,
     ) -> list[Response]:
@@ -198,7 +206,7 @@ class Engine:
 
     async def stream_chat(
         self, messages: list[dict[str, Any]], system: str | None = None,
-        tools: list[dict[str, Any]] | None = None,
+        tools: str | list[dict[str, Any]] | None = None,
         images: list[Any] | None = None, videos: list[Any] | None = None, audios: list[Any] | None = None,
         **gen: Any,
     ) -> AsyncIterator[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 from sglang_engine.errors import invalid_request
 from sglang_engine.settings import EngineSettings
@@ -81,7 +81,7 @@ def parse_messages(raw: Any) -> list[ChatMessage]:
                 isinstance(tool_calls, list) and all(isinstance(c, dict) for c in tool_calls)):
             raise invalid_request("tool_calls must be a list of objects.", f"{where}.tool_calls")
         out.append(ChatMessage(
-            role=role, content=_text_content(m.get("content"), where), name=m.get("name"),
+            role=cast(Role, role), content=_text_content(m.get("content"), where), name=m.get("name"),
             tool_calls=tuple(tool_calls) if tool_calls else None, tool_call_id=m.get("tool_call_id"),
         ))
     return out

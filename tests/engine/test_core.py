@@ -91,3 +91,14 @@ async def test_unknown_generation_keyword_is_refused(engine: Engine) -> None:
 async def test_media_pass_through_to_the_backend_request(engine: Engine) -> None:
     await engine.chat(HELLO, images=["data:image/png;base64,AAAA"], max_new_tokens=1)
     assert engine.backend.requests[-1].image_data == ["data:image/png;base64,AAAA"]
+
+
+async def test_seed_api_accepts_tools_as_a_json_string(engine: Engine) -> None:
+    tools = '[{"type": "function", "function": {"name": "lookup_order", "parameters": {}}}]'
+    await engine.chat(HELLO, tools=tools, max_new_tokens=1)
+    prompt = engine.templater.tokenizer.decode(engine.backend.requests[-1].input_ids)
+    assert "lookup_order" in prompt
+    for bad in ("{not json", '{"a": 1}'):
+        with pytest.raises(BackendError) as err:
+            await engine.chat(HELLO, tools=bad)
+        assert err.value.param == "tools"

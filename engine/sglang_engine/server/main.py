@@ -34,12 +34,15 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(settings: EngineSettings) -> None:
+    level = logging.getLevelName(settings.log_level.upper())
+    if not isinstance(level, int):
+        raise ValueError(f"unknown level {settings.log_level!r}")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(settings.log_level.upper())
+    root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 

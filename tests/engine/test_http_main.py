@@ -1,0 +1,66 @@
+"""`sglang-engine serve` in-process: exit codes for bad flags, JSON logs, stopping during startup."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+
+import pytest
+from sglang_engine.server.main import JsonFormatter, _unless_stopped, serve
+
+
+@pytest.mark.parametrize(("argv", "flag"), [
+    (["--model", "m", "--tp-size", "0"], "--tp-size"),
+    (["--model", "m", "--mem-fraction-static", "1.5"], "--mem-fraction-static"),
+    (["--model", "m", "--max-body-bytes", "10"], "--max-body-bytes"),
+    (["--model", "m", "--log-level", "chatty"], "--log-level"),
+])
+def test_bad_flag_values_exit_2_naming_the_flag(argv: list[str], flag: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert serve(argv) == 2
+    assert flag in capsys.readouterr().err
+
+
+def test_an_unreadable_secret_file_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert serve(["--model", "m", "--admin-token-file", "/nonexistent/token"]) == 2
+    assert "/nonexistent/token" in capsys.readouterr().err
+
+
+def test_json_log_lines_are_json_with_the_exception() -> None:
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        record = logging.LogRecord("sglang_engine", logging.ERROR, __file__, 1, "failed %s", ("x",),
+                                   exc_info=sys.exc_info())
+    line = json.loads(JsonFormatter().format(record))
+    assert line["level"] == "error" and line["msg"] == "failed x" and "RuntimeError: boom" in line["exc"]
+
+
+async def test_a_signal_during_startup_cancels_the_startup_work() -> None:
+    stop = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def slow_start() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    asyncio.get_running_loop().call_later(0.01, stop.set)
+    assert await _unless_stopped(slow_start(), stop) is False
+    assert cancelled.is_set()
+
+
+async def test_startup_failures_propagate_and_success_reports_true() -> None:
+    async def fails() -> None:
+        raise OSError("model path missing")
+
+    async def works() -> None:
+        return None
+
+    with pytest.raises(OSError, match="model path missing"):
+        await _unless_stopped(fails(), asyncio.Event())
+    assert await _unless_stopped(works(), asyncio.Event()) is True
