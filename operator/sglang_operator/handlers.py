@@ -52,6 +52,8 @@ class State:
     engine_port: int = names.HTTP_PORT
     connection: kopf.ConnectionInfo | None = None
     ctx: Context | None = None
+    ctx_login: kopf.ConnectionInfo | None = None  # the login state.ctx.api was made from
+    closing: set[asyncio.Task] = field(default_factory=set)  # old clients being closed
     known: dict[tuple[str, str], tuple[float, bool]] = field(default_factory=dict)  # -> (last run, settled)
     queued: set[tuple[str, str]] = field(default_factory=set)
     resync: asyncio.Task | None = None
@@ -62,10 +64,16 @@ def make_memo(settings: OperatorSettings, engine_port: int = names.HTTP_PORT) ->
 
 
 def _context(state: State) -> Context:
+    """The shared Context; its API client follows kopf's latest login (e.g. a rotated token)."""
     assert state.connection is not None, "no login yet"
-    if state.ctx is None or state.ctx.api.server != state.connection.server.rstrip("/"):
+    if state.ctx is None:
         state.ctx = Context(api=KubeApi.connect(state.connection), http=aiohttp.ClientSession(),
                             settings=state.settings, engine_port=state.engine_port)
+        state.ctx_login = state.connection
+    elif state.ctx_login is not state.connection:
+        old, state.ctx.api = state.ctx.api, KubeApi.connect(state.connection)
+        state.ctx_login = state.connection
+        state.closing.add(asyncio.get_running_loop().create_task(old.close()))
     return state.ctx
 
 
@@ -127,7 +135,10 @@ async def _resync_loop(state: State) -> None:
 
     async def one(key: tuple[str, str]) -> None:
         async with gate:
-            await _run_quietly(state, key)
+            try:
+                await _run_quietly(state, key)
+            except Exception:  # one model's bug must not stop the resync of all the others
+                logger.exception("resync of %s/%s failed", *key)
 
     while True:
         await asyncio.sleep(min(NOT_SETTLED_POLL, settings.resync_seconds))
