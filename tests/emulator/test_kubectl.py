@@ -135,3 +135,20 @@ def test_typed_create_commands_send_protobuf_and_work(kubectl, emulator):
     assert emulator.get("v1", "serviceaccounts", "bot", "team")["metadata"]["namespace"] == "team"
     refused = kubectl("create", "deployment", "web", "--image=nginx")
     assert refused.returncode != 0 and "send JSON instead" in refused.stderr
+
+
+def test_built_in_kinds_are_validated_strictly_for_kubectl(kubectl, emulator):
+    bogus = deployment()
+    bogus["spec"]["bogus"] = 1
+    out = kubectl("apply", "-f", "-", input=json.dumps(bogus))
+    assert out.returncode != 0 and 'strict decoding error: unknown field "spec.bogus"' in out.stderr
+    wrong_type = deployment()
+    wrong_type["spec"]["replicas"] = "two"
+    out = kubectl("apply", "-f", "-", input=json.dumps(wrong_type))
+    assert out.returncode != 0 and "spec.replicas: Invalid value" in out.stderr
+    no_containers = deployment()
+    del no_containers["spec"]["template"]["spec"]["containers"]
+    out = kubectl("apply", "-f", "-", input=json.dumps(no_containers))
+    assert out.returncode != 0 and "spec.template.spec.containers: Required value" in out.stderr
+    assert emulator.get("apps/v1", "deployments", "web") is None
+    ok(kubectl("apply", "-f", "-", input=json.dumps(deployment())))  # the valid one still applies

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from . import crds, defaults, gc, objects, patch, schema
+from . import builtin_schema, crds, defaults, gc, objects, patch, schema
 from .errors import ApiError, FieldError, already_exists, bad_request, conflict, invalid, not_found
 from .objects import Obj
 from .resources import ResourceType
@@ -348,20 +348,31 @@ class Api:
             if problems:
                 raise invalid(rt.kind, rt.group, obj["metadata"]["name"], problems)
             return []
-        if not rt.custom or not rt.schema:
+        if not rt.custom:
+            if opts.field_validation == "Strict":  # what kubectl sends; other clients stay cheap
+                unknown, errors = builtin_schema.check(obj)
+                self._refuse(rt, obj, unknown, errors)
+            return []
+        if not rt.schema:
             return []
         unknown = schema.prune(obj, rt.schema, root=True)
-        warnings = [f'unknown field "{path}"' for path in unknown]
-        if unknown and opts.field_validation == "Strict":
+        if opts.field_validation == "Strict":
+            self._refuse(rt, obj, unknown, [])
+        schema.apply_defaults(obj, rt.schema)
+        self._refuse(rt, obj, [], schema.validate(obj, rt.schema) + crds.cel_errors(obj, rt.schema))
+        return [f'unknown field "{path}"' for path in unknown] if opts.field_validation == "Warn" else []
+
+    @staticmethod
+    def _refuse(rt: ResourceType, obj: Obj, unknown: list[str], errors: list[FieldError]) -> None:
+        """400 for unknown fields (the strict decoder's answer), else 422 naming every invalid field."""
+        if unknown:
+            fields = ", ".join(f'unknown field "{path}"' for path in unknown)
             raise bad_request(
                 f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
-                f"strict decoding error: {', '.join(warnings)}"
+                f"strict decoding error: {fields}"
             )
-        schema.apply_defaults(obj, rt.schema)
-        errors = schema.validate(obj, rt.schema) + crds.cel_errors(obj, rt.schema)
         if errors:
             raise invalid(rt.kind, rt.group, obj["metadata"].get("name", ""), errors)
-        return warnings if opts.field_validation == "Warn" else []
 
     def _after_write(self, rt: ResourceType, obj: Obj, old: Obj | None) -> None:
         if rt.key == crds.CRD_KEY:
