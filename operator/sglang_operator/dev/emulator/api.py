@@ -6,6 +6,7 @@ Each verb builds the candidate object purely, checks it, and only then stores it
 
 from __future__ import annotations
 
+import builtins  # `list` is also a verb of this class
 import copy
 import json
 from dataclasses import dataclass, field
@@ -341,7 +342,7 @@ class Api:
             return Result(objects.view(rt, gc.finalize(self, rt, new)), 200, warnings)
         return Result(objects.view(rt, new), 200, warnings)
 
-    def _admit(self, rt: ResourceType, obj: Obj, opts: WriteOptions) -> list[str]:
+    def _admit(self, rt: ResourceType, obj: Obj, opts: WriteOptions) -> builtins.list[str]:
         """Schema pruning, defaulting and validation (custom resources, CRDs); returns warnings."""
         if rt.key == crds.CRD_KEY:
             problems = crds.problems(obj)
@@ -363,7 +364,9 @@ class Api:
         return [f'unknown field "{path}"' for path in unknown] if opts.field_validation == "Warn" else []
 
     @staticmethod
-    def _refuse(rt: ResourceType, obj: Obj, unknown: list[str], errors: list[FieldError]) -> None:
+    def _refuse(
+        rt: ResourceType, obj: Obj, unknown: builtins.list[str], errors: builtins.list[FieldError]
+    ) -> None:
         """400 for unknown fields (the strict decoder's answer), else 422 naming every invalid field."""
         if unknown:
             fields = ", ".join(f'unknown field "{path}"' for path in unknown)

@@ -10,6 +10,7 @@ errors, so the emulator never refuses what a real apiserver would accept because
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from .errors import FieldError
@@ -58,13 +59,15 @@ def _unescape(body: str) -> str:
 
 
 def tokenize(text: str) -> list[tuple[str, Any]]:
-    tokens, pos = [], 0
+    tokens: list[tuple[str, Any]] = []
+    pos = 0
     while pos < len(text):
         match = _TOKEN.match(text, pos)
         if not match:
             raise Unsupported(f"unexpected character {text[pos]!r}")
         pos = match.end()
-        kind = match.lastgroup if match.lastgroup != "unsigned" else "int"
+        kind = match.lastgroup or "ws"
+        kind = "int" if kind == "unsigned" else kind
         value = match.group(kind)
         if kind == "ws":
             continue
@@ -276,7 +279,12 @@ class _Evaluator:
             target = self.eval(arg[1])
             return isinstance(target, dict) and arg[2] in target
         args = [self.eval(a) for a in arg_nodes]
-        conversions = {"size": _size, "int": int, "double": float, "string": str}
+        conversions: dict[str, Callable[[Any], Any]] = {
+            "size": _size,
+            "int": int,
+            "double": float,
+            "string": str,
+        }
         if name in conversions and len(args) == 1:
             return conversions[name](args[0])
         raise Unsupported(f"function {name}")

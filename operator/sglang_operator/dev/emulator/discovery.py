@@ -197,7 +197,7 @@ def openapi_group_version(types: list[ResourceType], group: str, version: str) -
         if rt.custom:
             components[_schema_name(rt)] = _component(rt)
             ref = f"#/components/schemas/{_schema_name(rt)}"
-        patch_types = (
+        patch_types: tuple[str, ...] = (
             "application/json-patch+json",
             "application/merge-patch+json",
             "application/apply-patch+yaml",

@@ -33,7 +33,9 @@ class Requirement:
 
 def _split_top_level(text: str) -> list[str]:
     """Split on commas that are not inside `in (a,b)` parentheses."""
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for ch in text:
         depth += ch == "("
         depth -= ch == ")"

@@ -170,8 +170,9 @@ class WatchStream:
                     await response.write(self._bookmark())
                     next_bookmark = now + self.bookmark_interval
                 wait_for = min(deadline, next_bookmark if self.params.bookmarks else deadline) - now
+                waited: set[asyncio.Future[Any]] = {getter, closing}
                 done, _ = await asyncio.wait(
-                    {getter, closing}, timeout=max(wait_for, 0.01), return_when=asyncio.FIRST_COMPLETED
+                    waited, timeout=max(wait_for, 0.01), return_when=asyncio.FIRST_COMPLETED
                 )
                 if getter not in done:
                     continue  # the same pending get carries over: no event can be lost
