@@ -1,4 +1,5 @@
-"""Helpers for running the real kopf operator in-process against the emulator, plus a fake engine /status."""
+"""Shared test helpers (imported by basename, like tests/emulator/helpers.py): sample specs, the real kopf
+operator in-process against the emulator, a fake engine /status, and process cleanup."""
 
 from __future__ import annotations
 
@@ -18,6 +19,20 @@ from sglang_operator.runner import run_operator
 from sglang_operator.settings import OperatorSettings
 
 API_VERSION = "serving.sglang-operator.io/v1alpha1"
+
+# A spec that sets nearly every field (builders and render tests).
+FULL = {
+    "model": "pvc://weights/qwen/7b", "revision": "main", "tensorParallelSize": 2, "replicas": 3,
+    "engine": {"contextLength": 4096, "memFractionStatic": 0.8, "dtype": "bfloat16", "trustRemoteCode": True,
+               "startupTimeoutSeconds": 600, "extraArgs": ["--schedule-policy", "lpm"]},
+    "lora": {"maxLoadedAdapters": 4, "maxRank": 16, "targetModules": ["q_proj", "v_proj"]},
+    "loraAdapters": [{"name": "sql", "source": "org/sql-lora"}, {"name": "local", "source": "pvc://adapters/a"}],
+    "generation": {"temperature": 0.7, "maxNewTokens": 256},
+    "hfTokenSecret": {"name": "hf"}, "apiKeySecret": {"name": "chat", "key": "k"},
+    "modelCache": {"claimName": "hf-cache"}, "shmSize": "16Gi",
+    "resources": {"limits": {"memory": "64Gi"}, "requests": {"cpu": "4"}},
+    "env": [{"name": "XDG_CACHE_HOME", "value": "/models/xdg"}, {"name": "EXTRA", "value": "1"}],
+}
 
 
 def model(name: str, spec: dict[str, Any], namespace: str = "default") -> dict[str, Any]:

@@ -9,6 +9,7 @@ from sglang_operator.builders import Owner, build_children
 from sglang_operator.builders.deployment import REVISION_ANNOTATION
 from sglang_operator.settings import load_settings
 from sglang_operator.spec import parse_spec
+from sgm_testlib import FULL
 
 OWNER = Owner(name="qwen", namespace="ml", uid="uid-1")
 SETTINGS = load_settings([], {"SGLANG_OPERATOR_POD_DEFAULTS": json.dumps(
@@ -25,20 +26,6 @@ def container(spec: dict) -> dict:
 
 def revision(spec: dict) -> str:
     return children(spec)["Deployment"]["spec"]["template"]["metadata"]["annotations"][REVISION_ANNOTATION]
-
-
-FULL = {
-    "model": "pvc://weights/qwen/7b", "revision": "main", "tensorParallelSize": 2, "replicas": 3,
-    "engine": {"contextLength": 4096, "memFractionStatic": 0.8, "dtype": "bfloat16", "trustRemoteCode": True,
-               "startupTimeoutSeconds": 600, "extraArgs": ["--schedule-policy", "lpm"]},
-    "lora": {"maxLoadedAdapters": 4, "maxRank": 16, "targetModules": ["q_proj", "v_proj"]},
-    "loraAdapters": [{"name": "sql", "source": "org/sql-lora"}, {"name": "local", "source": "pvc://adapters/a"}],
-    "generation": {"temperature": 0.7, "maxNewTokens": 256},
-    "hfTokenSecret": {"name": "hf"}, "apiKeySecret": {"name": "chat", "key": "k"},
-    "modelCache": {"claimName": "hf-cache"}, "shmSize": "16Gi",
-    "resources": {"limits": {"memory": "64Gi"}, "requests": {"cpu": "4"}},
-    "env": [{"name": "XDG_CACHE_HOME", "value": "/models/xdg"}, {"name": "EXTRA", "value": "1"}],
-}
 
 
 def test_engine_command_carries_the_spec_flags_and_extra_args_after_the_separator():

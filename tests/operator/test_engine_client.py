@@ -5,8 +5,7 @@ from __future__ import annotations
 import aiohttp
 from sglang_operator.engine_client import fetch_statuses
 from sglang_operator.observed import EngineStatus, PodView
-
-from tests.operator.live import FakeEngine
+from sgm_testlib import FakeEngine
 
 
 async def test_replies_are_parsed_and_failures_become_messages():

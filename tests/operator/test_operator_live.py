@@ -7,8 +7,7 @@ import json
 
 import pytest
 from sglang_operator.builders.deployment import REVISION_ANNOTATION
-
-from tests.operator.live import FakeEngine, client, eventually, model, running_operator
+from sgm_testlib import FakeEngine, client, eventually, model, running_operator
 
 pytestmark = pytest.mark.timeout(60)
 TINY = {"model": "builtin:tiny", "backend": "transformers",

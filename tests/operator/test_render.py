@@ -9,8 +9,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from sglang_operator import render
-
-from tests.operator.test_builders import FULL
+from sgm_testlib import FULL
 
 CR = {"apiVersion": "serving.sglang-operator.io/v1alpha1", "kind": "SGLangModel",
       "metadata": {"name": "qwen", "namespace": "ml"}}

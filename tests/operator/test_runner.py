@@ -13,8 +13,7 @@ import urllib.request
 
 import pytest
 import yaml
-
-from tests.operator.live import model, stop_process_group
+from sgm_testlib import model, stop_process_group
 
 pytestmark = pytest.mark.timeout(60)
 
