@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -28,6 +30,7 @@ PROMPT = [{"role": "user", "content": "Tell me about adapters"}]
 
 @dataclass
 class Chain:
+    proc: subprocess.Popen
     base: str
     standin: str
 
@@ -47,8 +50,8 @@ def chain(engine_cache: Path) -> Iterator[Chain]:
     args = ["--model", "builtin:tiny", "--backend", "sglang", "--sglang-module", "sglang_standin",
             "--sglang-port", str(sglang_port), "--served-model-name", "tiny",
             "--lora-adapter", "l7=builtin:tiny-lora-7", "--startup-timeout", "120", "--shutdown-grace", "5"]
-    with running_engine(args, env) as (_, base):
-        yield Chain(base, f"http://127.0.0.1:{sglang_port}")
+    with running_engine(args, env) as (proc, base):
+        yield Chain(proc, base, f"http://127.0.0.1:{sglang_port}")
 
 
 def test_streaming_through_sglang_with_usage_and_finish_reason(chain: Chain) -> None:
@@ -98,3 +101,18 @@ def test_client_disconnect_aborts_the_sglang_request(chain: Chain) -> None:
     while len(chain.received()["aborts"]) == before:
         assert time.monotonic() < deadline, "the stand-in saw no abort after the client left"
         time.sleep(0.05)
+
+
+def test_sigterm_lets_an_in_flight_stream_finish_and_refuses_new_requests(chain: Chain) -> None:
+    """Runs last: it stops the engine."""
+    body = {"model": "tiny", "messages": PROMPT, "max_tokens": 60, "stream": True}  # ~1.2 s at 20 ms/token
+    with requests.post(f"{chain.base}/v1/chat/completions", json=body, stream=True, timeout=30) as resp:
+        lines = (line for line in resp.iter_lines() if line)
+        next(lines)
+        chain.proc.send_signal(signal.SIGTERM)
+        refused = requests.post(f"{chain.base}/v1/chat/completions", json=body, timeout=10)
+        assert refused.status_code == 503 and refused.headers["Retry-After"]
+        rest = [line.decode() for line in lines]
+    assert rest[-1] == "data: [DONE]"
+    assert json.loads(rest[-2][len("data: "):])["choices"][0]["finish_reason"] == "length"
+    assert chain.proc.wait(timeout=30) == 0
