@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterable
@@ -15,6 +16,7 @@ from typing import Any
 import kmock
 import yaml
 
+from . import state
 from .api import WriteOptions
 from .errors import ApiError
 from .server import Emulator
@@ -58,11 +60,19 @@ def crd_documents(sources: Iterable[Path]) -> list[dict[str, Any]]:
 
 
 def install_crds(emulator: Emulator, docs: Iterable[dict[str, Any]]) -> None:
+    """Create each CRD, or bring an existing one (from a state file) to the given definition."""
     rt = emulator.store.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
     assert rt is not None
     for doc in docs:
+        name = str((doc.get("metadata") or {}).get("name", ""))
         try:
-            emulator.api.create(rt, None, doc, WriteOptions())
+            if emulator.store.get(rt.key, None, name) is None:
+                emulator.api.create(rt, None, doc, WriteOptions())
+            else:
+                body = json.dumps(
+                    {"metadata": doc.get("metadata") or {}, "spec": doc.get("spec") or {}}
+                ).encode()
+                emulator.api.patch(rt, None, name, None, "application/merge-patch+json", body, WriteOptions())
         except ApiError as exc:
             raise ValueError(
                 f"CRD {doc.get('metadata', {}).get('name')!r} was refused: {exc.message}"
@@ -92,13 +102,18 @@ async def run_emulator(
     bookmark_interval: float = 5.0,
     graceful_pod_deletion: bool = False,
     log_requests: bool = False,
+    state_file: Path | None = None,
 ) -> AsyncIterator[RunningEmulator]:
-    """Serve an emulator on host:port (a free port when None), write its kubeconfig, yield it running."""
+    """Serve an emulator on host:port (a free port when None), write its kubeconfig, yield it running.
+    With `state_file`, objects are restored from it at start (when it exists) and saved to it at exit."""
     emulator = Emulator(
         bookmark_interval=bookmark_interval,
         log_requests=log_requests,
         graceful_pod_deletion=graceful_pod_deletion,
     )
+    if state_file is not None and state_file.exists():  # noqa: ASYNC240 (once, before serving)
+        count = state.load(emulator.store, state_file)
+        logger.info("emulator: restored %d objects from %s", count, state_file)
     install_crds(emulator, crd_documents(crds))
     async with emulator, kmock.Server(emulator, host=host, port=port) as server:
         url = f"http://{host}:{server.port}"
@@ -109,6 +124,9 @@ async def run_emulator(
             yield RunningEmulator(emulator, server, url, kubeconfig)
         finally:
             emulator.close_watches()
+            if state_file is not None:
+                state.dump(emulator.store, state_file)
+                logger.info("emulator: state saved to %s", state_file)
 
 
 class EmulatorThread:

@@ -36,6 +36,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="running pods are marked Terminating on delete and removed when a kubelet deletes them again "
         "with gracePeriodSeconds=0 (as a real cluster does); default: removed at once",
     )
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        default=None,
+        help="restore objects from this JSON file at start, save at stop",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not log every request (only errors)")
     return parser.parse_args(argv)
 
@@ -53,6 +59,7 @@ async def serve(args: argparse.Namespace) -> None:
         crds=crds,
         bookmark_interval=args.bookmark_interval,
         graceful_pod_deletion=args.graceful_pod_deletion,
+        state_file=args.state_file,
         log_requests=not args.quiet,
     ) as running:
         print(f"apiserver: listening on {running.url}; kubeconfig written to {args.kubeconfig}", flush=True)

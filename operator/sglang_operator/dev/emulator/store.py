@@ -76,6 +76,11 @@ class Store:
         self._publish(StoreEvent(int(meta["resourceVersion"]), "MODIFIED" if old else "ADDED", key, obj, old))
         return obj
 
+    def restore(self, key: TypeKey, obj: Obj) -> None:
+        """Put an object back as it was saved (no new resourceVersion, no event): for state files."""
+        meta = obj["metadata"]
+        self._objects[key][(meta.get("namespace", ""), meta["name"])] = obj
+
     def remove(self, key: TypeKey, obj: Obj) -> Obj:
         """Remove for good; the DELETED event carries a fresh resourceVersion, as the apiserver's does."""
         meta = obj["metadata"]
