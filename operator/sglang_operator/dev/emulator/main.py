@@ -42,7 +42,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=None,
         help="restore objects from this JSON file at start, save at stop",
     )
-    parser.add_argument("--quiet", action="store_true", help="do not log every request (only errors)")
+    parser.add_argument("--quiet", action="store_true", help="log only requests answered 5xx")
     return parser.parse_args(argv)
 
 

@@ -120,7 +120,7 @@ class Emulator(kmock.KubernetesEmulator):
             logger.exception("emulator: %s %s failed", raw.method, raw.path_qs)
             response = _json(ApiError(500, "InternalError", f"emulator error: {exc!r}").status(), 500)
         record.status.append(response.status)
-        if self.log_requests:
+        if self.log_requests or response.status >= 500:
             agent = record.user_agent.split(" ")[0]
             logger.info(
                 "%s %s -> %s [%s]%s",
