@@ -11,7 +11,7 @@ import signal
 import urllib.request
 
 import pytest
-from conftest import Cluster, http_json, stream_text, until
+from conftest import Cluster, dev, http_json, stream_text, until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
@@ -41,6 +41,20 @@ def test_apply_ready_and_stream(cluster: Cluster) -> None:
     assert finish in ("stop", "length")
     pod = cluster.pods(NAME)[0]
     assert pod["status"]["podIP"].startswith(f"127.{cluster.info.prefix}.")
+
+
+def test_dev_status_and_logs(cluster: Cluster) -> None:
+    (pod,) = cluster.pods(NAME)
+    status = dev("status", cluster.layout.root, "--json")
+    assert status.returncode == 0, status.stderr
+    shown = json.loads(status.stdout)
+    assert all(p["running"] for p in shown["processes"].values())
+    assert [(m["name"], m["ready"]) for m in shown["models"]] == [(NAME, "True")]
+    assert [(p["name"], p["ip"], p["ready"]) for p in shown["pods"]] == \
+        [(pod["metadata"]["name"], pod["status"]["podIP"], True)]
+    assert shown["services"][f"default/{NAME}"]["url"] == cluster.url(NAME)
+    logs = dev("logs", cluster.layout.root, pod["metadata"]["name"])
+    assert f"listening on http://{pod['status']['podIP']}:8000" in logs.stdout
 
 
 def test_adapter_added_without_restart(cluster: Cluster) -> None:
@@ -80,24 +94,19 @@ def test_engine_change_rolls_out(cluster: Cluster) -> None:
     old = set(_uids(cluster))
     cluster.kubectl.run("patch", "sgm", NAME, "--type=merge", "-p",
                         json.dumps({"spec": {"engine": {"contextLength": 1024}}}))
-    early_ready: list[str] = []
 
-    def rolled() -> dict | None:
-        sgm = cluster.settled(NAME)
-        if sgm is None:
-            return None
-        names = set(_uids(cluster))
-        if names & old:
-            early_ready.append(f"Ready while old pods {names & old} still exist")
-            return None
-        return sgm
+    def new_revision(pod: dict) -> bool:
+        args = pod["spec"]["containers"][0]["args"]
+        return "--context-length" in args and args[args.index("--context-length") + 1] == "1024"
 
-    until(rolled, 120, "Ready on the new revision")
-    assert not early_ready, early_ready
+    # The first moment the CR says Ready for the new generation, a pod of the new revision already serves.
+    until(lambda: cluster.settled(NAME), 120, "Ready on the new generation")
+    serving = [p for p in _ready_pods(cluster) if new_revision(p)]
+    assert serving, "Ready before any pod of the new revision was ready"
+    # ... and the old pod goes (surge 1, unavailable 0: it stays until the new one is ready).
+    until(lambda: not set(_uids(cluster)) & old, 60, "the old pod gone")
     pods = cluster.pods(NAME)
-    assert len(pods) == 1 and pods[0]["metadata"]["name"] not in old
-    args = pods[0]["spec"]["containers"][0]["args"]
-    assert args[args.index("--context-length") + 1] == "1024"
+    assert len(pods) == 1 and new_revision(pods[0])
     assert stream_text(cluster.url(NAME), NAME)[1] >= 1
 
 

@@ -69,6 +69,12 @@ def up(args: argparse.Namespace) -> int:
     if running(layout):
         print(f"a local cluster is starting or stopping in {layout.root}; try again", file=sys.stderr)
         return 1
+    previous = ClusterInfo.load(layout.cluster_file)
+    if previous is not None:  # a supervisor that was SIGKILLed cannot have cleaned up after itself
+        left = procs.kill_marked(procs.CLUSTER_MARKER, previous.cluster_id)
+        if left:
+            print(f"stopped {len(left)} leftover process(es) of a previous cluster in {layout.root}",
+                  file=sys.stderr)
     options = ClusterOptions(tuple(args.operator_arg), args.probe_period_cap)
     if not args.detach:
         configure_logging()

@@ -169,7 +169,7 @@ class ContainerRunner:
             self._set(started=True)
         if not plan.startup:
             self._set(started=True)
-        tasks = []
+        tasks: list[asyncio.Task[Any]] = []
         if plan.readiness:
             tasks.append(asyncio.create_task(self._readiness(plan.readiness)))
         else:

@@ -10,7 +10,7 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,12 +69,14 @@ class Credentials:
     def from_kubeconfig(cls, path: Path) -> Credentials:
         """The current context's server and bearer token (all the emulator's kubeconfig holds)."""
         cfg = yaml.safe_load(Path(path).read_text()) or {}
-        current = cfg.get("current-context")
-        contexts = {c["name"]: c.get("context", {}) for c in cfg.get("contexts") or []}
-        context = contexts.get(current) or next(iter(contexts.values()), {})
-        clusters = {c["name"]: c.get("cluster", {}) for c in cfg.get("clusters") or []}
-        cluster = clusters.get(context.get("cluster")) or next(iter(clusters.values()), {})
-        users = {u["name"]: u.get("user") or {} for u in cfg.get("users") or []}
+
+        def named(section: str, key: str, name: Any) -> dict[str, Any]:
+            entries = {e.get("name"): e.get(key) or {} for e in cfg.get(section) or []}
+            return entries.get(name) or next(iter(entries.values()), {})
+
+        context = named("contexts", "context", cfg.get("current-context"))
+        cluster = named("clusters", "cluster", context.get("cluster"))
+        users = {u.get("name"): u.get("user") or {} for u in cfg.get("users") or []}
         user = users.get(context.get("user")) or {}
         if not cluster.get("server"):
             raise ValueError(f"{path}: no clusters[].cluster.server in the kubeconfig")
@@ -115,7 +117,7 @@ class KubeClient:
     async def patch(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
         return await self._request("PATCH", path, body, content_type=MERGE_PATCH)
 
-    async def json_patch(self, path: str, ops: list[dict[str, Any]]) -> dict[str, Any] | None:
+    async def json_patch(self, path: str, ops: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
         return await self._request("PATCH", path, ops, content_type="application/json-patch+json")
 
     async def delete(self, path: str, grace_seconds: int | None = None) -> dict[str, Any] | None:

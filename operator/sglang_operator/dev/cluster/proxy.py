@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +74,8 @@ def endpoints_for(service: dict[str, Any], pods: list[dict[str, Any]]) -> dict[s
                      and not p["metadata"].get("deletionTimestamp")), key=lambda p: p["metadata"]["name"])
     subsets = []
     for sp in service_ports(service):
-        ready, not_ready = [], []
+        ready: list[tuple[dict[str, Any], int]] = []
+        not_ready: list[tuple[dict[str, Any], int]] = []
         for pod in chosen:
             port = target_port(pod, sp.target)
             if port is None:
@@ -201,7 +203,8 @@ class ServiceProxy:
             log.info("service %s/%s port %s -> %s:%d", *key, sp.name or sp.port, address, bound)
         self.listeners[key] = listeners
 
-    def _handler(self, holder: dict[str, Listener]):  # type: ignore[no-untyped-def]
+    def _handler(self, holder: dict[str, Listener]) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                                                 Awaitable[None]]:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             listener = holder["listener"]
             upstream = None
