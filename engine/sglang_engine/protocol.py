@@ -227,6 +227,15 @@ def build_generate_body(request: GenerationRequest) -> dict[str, Any]:
     return body
 
 
+def split_events(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """Complete SSE events (separated by a blank line) in `buffer`, and the incomplete rest to keep.
+
+    TCP chunks do not respect event boundaries: an event may arrive in pieces, or several in one chunk.
+    """
+    *events, rest = buffer.split(b"\n\n")
+    return events, rest
+
+
 @dataclass(slots=True)
 class StreamState:
     """Per-stream relay state: how much of SGLang's cumulative text was already sent."""

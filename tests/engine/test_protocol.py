@@ -62,6 +62,17 @@ def test_cumulative_text_becomes_deltas_and_finish_reason_is_read_from_the_dict(
     assert state.done and state.finished
 
 
+@pytest.mark.parametrize("piece", [1, 7, 64, 10_000])
+def test_events_split_across_chunks_reassemble(piece: int) -> None:
+    wire = b"\n\n".join([event("Hi"), event("Hi there"), event("Hi there!", {"type": "stop", "matched": 2}),
+                          b"data: [DONE]"]) + b"\n\n"
+    state, buffer, texts = protocol.StreamState(), b"", []
+    for start in range(0, len(wire), piece):
+        events, buffer = protocol.split_events(buffer + wire[start:start + piece])
+        texts += [c.text for c in (protocol.parse_stream_event(e, state) for e in events) if c is not None]
+    assert texts == ["Hi", " there", "!"] and buffer == b"" and state.done and state.finished
+
+
 @pytest.mark.parametrize(("finish", "expected"), [
     ({"type": "length", "length": 16}, "length"),
     ({"type": "stop", "matched": "</s>"}, "stop"),

@@ -323,8 +323,9 @@ async def test_stop_escalates_to_sigkill_and_leaves_no_process(engine_cache: Pat
 
 async def test_monitor_notices_a_dead_sglang(engine_cache: Path) -> None:
     with environment(**NO_MODEL):
-        backend = SGLangBackend(standin_settings(engine_cache, enable_lora=False))
+        backend = SGLangBackend(standin_settings(engine_cache, enable_lora=False, sglang_port=0))
         await backend.start()
+    assert backend.settings.sglang_port != 0 and backend.base_url.endswith(f":{backend.settings.sglang_port}")
     pgid = backend._pgid
     try:
         standin_pid = next(p for p in group_members(pgid or 0) if b"sglang_standin" in cmdline(p))
@@ -351,8 +352,8 @@ async def test_never_healthy_fails_within_the_startup_budget(engine_cache: Path)
 
 
 async def test_sglang_refusing_its_argv_fails_start_at_once(engine_cache: Path) -> None:
-    with environment(**NO_MODEL):
-        backend = SGLangBackend(standin_settings(engine_cache, sglang_extra_args=("--no-such-flag",)))
+    with environment(**NO_MODEL):  # sglang_port 0: any free port, as in the local dev cluster
+        backend = SGLangBackend(standin_settings(engine_cache, sglang_port=0, sglang_extra_args=("--bad",)))
         with pytest.raises(SGLangStartError, match="exited with code 2"):
             await backend.start()
 

@@ -75,6 +75,12 @@ def print_argv(settings: EngineSettings) -> int:
     return 0
 
 
+def free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((protocol.SGLANG_HOST, 0))
+        return int(probe.getsockname()[1])
+
+
 def port_taken(port: int) -> bool:
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "taken"
@@ -107,6 +113,10 @@ class SGLangBackend(Backend):
 
     # ------------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        if self.settings.sglang_port == 0:
+            # Processes sharing one network namespace (the local dev cluster) cannot all use 30000.
+            self.settings = self.settings.model_copy(update={"sglang_port": free_loopback_port()})
+            self.base_url = f"http://{protocol.SGLANG_HOST}:{self.settings.sglang_port}"
         settings = self.settings
         # Building builtin:tiny takes seconds: keep it off the event loop.
         argv = await asyncio.to_thread(launch_argv, settings, self._initial_adapters)
@@ -255,8 +265,7 @@ class SGLangBackend(Backend):
             buffer = b""
             # Read to EOF (SGLang ends the body right after [DONE]) so the connection goes back to the pool.
             async for data in resp.content.iter_any():
-                buffer += data
-                *events, buffer = buffer.split(b"\n\n")
+                events, buffer = protocol.split_events(buffer + data)
                 for event in events:
                     chunk = protocol.parse_stream_event(event, state)
                     if chunk is not None:
