@@ -188,3 +188,18 @@ async def test_draining_refuses_new_requests_but_finishes_in_flight_ones(harness
     release.set()
     events = await read_events(in_flight)
     assert events[-1] == "[DONE]" and events[-2]["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_a_backend_abort_is_an_error_not_a_finish_reason(harness) -> None:
+    h, client = harness
+
+    async def aborted(request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        yield GenerationChunk("part", 1, 1)
+        yield GenerationChunk("", 1, 1, "abort")
+
+    h.backend.script = aborted
+    events = await read_events(await client.post(CHAT, json={**HELLO, "stream": True}))
+    assert events[-1] == "[DONE]" and events[-2]["error"]["code"] is None
+    assert all(e["choices"][0]["finish_reason"] != "abort" for e in events[:-2])
+    resp = await client.post(CHAT, json=HELLO)
+    assert resp.status == 503 and "aborted" in (await resp.json())["error"]["message"]

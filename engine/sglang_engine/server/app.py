@@ -6,7 +6,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -156,13 +156,14 @@ class Api:
         text, last = await self.engine.collect(prepared, lambda: ttft.observe(time.monotonic() - arrived))
         self._count_tokens(labels, last)
         finish = last.finish_reason if last else None
+        if finish == "abort":
+            raise BackendError("The generation was aborted by the backend.", status=503)
         body = ChunkEncoder(prepared.model).completion(text, finish, usage_of(last, prepared.prompt_length))
         return web.json_response(body)
 
     async def _stream(self, request: web.Request, req: ChatCompletionRequest, prepared: PreparedChat,
                       arrived: float, labels: dict[str, str]) -> web.StreamResponse:
         encoder = ChunkEncoder(prepared.model)
-        last: GenerationChunk | None = None
         async with aclosing(self.engine.generate(prepared)) as stream:
             # The first chunk is awaited before the headers go out, so an error the backend raises before
             # generating (a 400 from SGLang, say) is still a real HTTP status.
@@ -171,37 +172,46 @@ class Api:
             response = web.StreamResponse(headers={
                 "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
             await response.prepare(request)
-            write = response.write
-            await write(encoder.role())
             try:
-                if first is not None:
-                    last = first
-                    if first.text:
-                        await write(encoder.content(first.text))
-                    async for chunk in stream:  # the hot path: one dumps + one write per token
-                        last = chunk
-                        if chunk.text:
-                            await write(encoder.content(chunk.text))
-                if last is not None and last.finish_reason == "abort":
-                    raise BackendError("The generation was aborted by the backend.", status=503)
-                await write(encoder.finish(last.finish_reason if last else None))
+                last = await self._relay(response, encoder, first, stream)
                 if req.include_usage:
-                    await write(encoder.usage(usage_of(last, prepared.prompt_length)))
-            except ConnectionResetError:  # the client left; aclosing() aborts the backend stream
+                    await response.write(encoder.usage(usage_of(last, prepared.prompt_length)))
+                await response.write(DONE)
+                await response.write_eof()
+            except ConnectionResetError:  # the client left; aclosing() closes the backend stream at once
                 log.info("client left stream %s", prepared.request.request_id)
                 return response
-            except Exception as exc:  # headers are gone: report in-band, then end the stream
-                if isinstance(exc, BackendError):
-                    log.warning("stream %s failed after it began: %s", prepared.request.request_id, exc)
-                    body = backend_error_body(exc)
-                else:
-                    log.exception("stream %s failed after it began", prepared.request.request_id)
-                    body = error_body("Internal server error.", "server_error")
-                await write(encoder.error(body))
-            await write(DONE)
         self._count_tokens(labels, last)
-        await response.write_eof()
         return response
+
+    @staticmethod
+    async def _relay(response: web.StreamResponse, encoder: ChunkEncoder, first: GenerationChunk | None,
+                     stream: AsyncIterator[GenerationChunk]) -> GenerationChunk | None:
+        """Write the role, the deltas and the finish chunk; after the headers, errors go in-band."""
+        write = response.write
+        last = first
+        await write(encoder.role())
+        try:
+            if first is not None:
+                if first.text:
+                    await write(encoder.content(first.text))
+                async for chunk in stream:  # the hot path: one dumps + one write per token
+                    last = chunk
+                    if chunk.text:
+                        await write(encoder.content(chunk.text))
+            finish = last.finish_reason if last else None
+            if finish == "abort":
+                raise BackendError("The generation was aborted by the backend.", status=503)
+            await write(encoder.finish(finish))
+        except ConnectionResetError:
+            raise
+        except BackendError as exc:
+            log.warning("a stream failed after it began: %s", exc)
+            await write(encoder.error(backend_error_body(exc)))
+        except Exception:
+            log.exception("a stream failed after it began")
+            await write(encoder.error(error_body("Internal server error.", "server_error")))
+        return last
 
     # ---------------------------------------------------------------- models and health
     async def models(self, request: web.Request) -> web.Response:
