@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from sglang_engine import protocol
-from sglang_engine.backends.sglang_backend import print_argv
+from sglang_engine.backends.sglang_backend import launch_argv, print_argv
 from sglang_engine.settings import EngineSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,6 +151,9 @@ print(json.dumps({"results": results, "options": options}, default=sorted))
 """
 
 SPEC_CASES = {
+    # Exactly what `sglang-engine serve ... --print-sglang-argv` prints (and start() launches) for the spec
+    # with two `--lora-adapter`s: the adapter controller loads them at run time.
+    "printed": launch_argv(spec_settings(lora_adapters=(("sql", "org/sql-lora"), ("chat", "org/chat-lora")))),
     "two-initial-adapters": protocol.build_sglang_argv(spec_settings(), "/models/qwen", ADAPTERS),
     "runtime-adapters": protocol.build_sglang_argv(spec_settings(), "/models/qwen", {}),
     # Proves the check can fail: flashinfer is gone in 0.5.23 (exit 2).
@@ -170,7 +173,7 @@ def sglang_parser() -> dict[str, object]:
     return {"options": set(report["options"]), **dict(zip(SPEC_CASES, report["results"], strict=True))}
 
 
-@pytest.mark.parametrize("case", ["two-initial-adapters", "runtime-adapters"])
+@pytest.mark.parametrize("case", ["printed", "two-initial-adapters", "runtime-adapters"])
 def test_sglang_0_5_23_parser_accepts_the_spec_argv(sglang_parser: dict[str, object], case: str) -> None:
     parsed = sglang_parser[case]
     assert isinstance(parsed, dict) and "exit" not in parsed, parsed
