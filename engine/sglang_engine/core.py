@@ -55,9 +55,9 @@ def make_backend(settings: EngineSettings) -> Backend:
 
 
 def _media(value: list[Any] | None, param: str) -> list[str] | None:
-    if not value:
+    if value is None or (isinstance(value, list) and not value):
         return None
-    if not all(isinstance(v, str) for v in value):
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise invalid_request(f"{param} must be a list of URLs, paths or base64 strings.", param)
     return list(value)
 
