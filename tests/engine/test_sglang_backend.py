@@ -358,6 +358,18 @@ async def test_sglang_refusing_its_argv_fails_start_at_once(engine_cache: Path) 
             await backend.start()
 
 
+async def test_stop_during_startup_leaves_no_process(engine_cache: Path) -> None:
+    with environment(SGLANG_STANDIN_NEVER_READY="1", **NO_MODEL):
+        backend = SGLangBackend(standin_settings(engine_cache, sglang_port=0, shutdown_grace_s=1.0))
+        starting = asyncio.create_task(backend.start())
+        await asyncio.sleep(0)  # start() is now building the argv in a thread
+        await backend.stop()
+        with pytest.raises(SGLangStartError, match="stopped during startup"):
+            await starting
+    assert backend._pgid and group_members(backend._pgid) == []
+    assert not backend.health().alive
+
+
 async def test_a_taken_port_fails_start_before_launching(engine_cache: Path) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))

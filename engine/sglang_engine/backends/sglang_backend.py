@@ -137,6 +137,10 @@ class SGLangBackend(Backend):
         self._proc = await asyncio.create_subprocess_exec(*launcher, *argv, start_new_session=True)
         self._pgid = self._proc.pid  # the session leader's pid names the group
         atexit.register(self._kill_group_now)
+        if self._stopped:  # stop() ran while we were building the argv: nothing else will clean up
+            self._stopped = False
+            await self.stop()
+            raise SGLangStartError("stopped during startup")
         self._message = "starting"
         try:
             await self._wait_healthy()
