@@ -34,13 +34,24 @@ class StandIn:
         self.health_answers: dict[str, float] = {}  # status -> count, and the wall time of the first 200
         self.finished = 0
         self.scheduler: subprocess.Popen[bytes] | None = None
+        self.loading: asyncio.Task[None] | None = None
 
     # ---- lifecycle
     async def startup(self, app: web.Application) -> None:
         # Like SGLang's scheduler processes: a child in the same process group that does not exit by itself
         # when this process dies (bounded to 120 s so a broken test cannot leak it forever).
         self.scheduler = subprocess.Popen([sys.executable, "-c", _SCHEDULER_CHILD])  # noqa: ASYNC220
-        asyncio.get_running_loop().create_task(self._load())
+        self.loading = asyncio.get_running_loop().create_task(self._load_or_exit())
+
+    async def _load_or_exit(self) -> None:
+        """Like SGLang, a model or adapter that fails to load ends the server (exit 1), not a hang."""
+        try:
+            await self._load()
+        except Exception as exc:
+            print(f"[standin] loading failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            if self.scheduler is not None:
+                self.scheduler.kill()
+            os._exit(1)
 
     async def _load(self) -> None:
         loop = asyncio.get_running_loop()
