@@ -114,6 +114,7 @@ class AdapterController:
         self._lock = asyncio.Lock()  # one reconcile at a time; backends load one adapter at a time anyway
         self._seen_hash: str | None = None
         self.config_hash: str | None = None  # of the file's bytes last applied
+        self.config_error: str | None = None  # why the file's current content was rejected
         self._watcher: asyncio.Task[None] | None = None
         self.initial_applied = False  # /readyz waits for the first reconcile, not only for "loading" ones
 
@@ -165,6 +166,7 @@ class AdapterController:
             if self._seen_hash != "missing":
                 log.warning("config file %s unreadable (%s); keeping the current state", path, exc)
                 self._seen_hash = "missing"
+                self.config_error = f"unreadable: {exc}"
             return False
         digest = hashlib.sha256(raw).hexdigest()
         if digest == self._seen_hash:
@@ -174,7 +176,9 @@ class AdapterController:
             config = parse_config(raw)
         except ValueError as exc:
             log.error("config file %s ignored, previous state kept: %s", path, exc)
+            self.config_error = str(exc)
             return False
+        self.config_error = None
         self._on_defaults(config.generation)
         self._from_file = {a.name: a for a in config.lora_adapters}
         self.config_hash = digest

@@ -84,10 +84,13 @@ async def test_malformed_file_is_ignored_and_the_previous_state_kept(
                                                  b' {"name": "a", "source": "/2"}]}'):
         config_file.write_bytes(bad)  # noqa: ASYNC240 (a tiny test file)
         assert not controller.poll_config_once()
+        assert controller.config_error and "malformed" in controller.config_error
     assert engine_defaults == []  # defaults untouched
     assert controller.config_hash == hashlib.sha256(raw).hexdigest()
     assert states(controller)["a"] == ("/x/a", "loaded")
     assert "ignored" in caplog.text
+    write_config(config_file, [{"name": "a", "source": "/x/a"}])
+    assert controller.poll_config_once() and controller.config_error is None
 
 
 async def test_failed_adapter_reports_the_backend_reason(controller: AdapterController, config_file: Path):

@@ -167,7 +167,7 @@ async def test_status_reports_adapters_and_readiness(harness_factory: Callable[.
         status = await (await client.get("/status")).json()
         assert status["model"] == "builtin:tiny" and status["servedModelName"] == "tiny"
         assert status["backend"] == "transformers" and status["ready"] is True
-        assert status["configHash"] is None
+        assert status["configHash"] is None and status["configError"] is None
         assert status["adapters"] == [{"name": "bad", "source": "/x/bad", "state": "failed",
                                        "message": "rank 999 exceeds max_lora_rank"}]
         assert (await client.get("/readyz")).status == 200  # a failed adapter does not hold readiness back

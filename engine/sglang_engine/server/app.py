@@ -248,6 +248,7 @@ class Api:
             "backend": self.settings.backend,
             "ready": self.engine.ready and not self.state.draining,
             "configHash": self.adapters.config_hash,
+            "configError": self.adapters.config_error,
             "adapters": [s.as_json() for s in self.adapters.statuses()],
         })
 
