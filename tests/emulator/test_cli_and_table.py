@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from helpers import WIDGETS_CRD, widget
+from sglang_operator.dev.emulator import paths as api_paths
 from sglang_operator.dev.emulator import table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,3 +149,10 @@ def test_kubectl_get_watch_prints_rows_as_they_change(kubectl, emulator):
     lines = [line.split() for line in watched.stdout.splitlines()]
     assert lines[0] == ["NAME", "SIZE", "PHASE", "AGE"]
     assert ["w1", "1", "Ready"] in [line[:3] for line in lines[1:]], watched.stdout
+
+
+def test_kubectl_discovers_through_aggregated_discovery(kubectl, emulator):
+    assert kubectl("get", "sgm").returncode == 0
+    paths = emulator.call(lambda: [r.path for r in emulator.emulator.request_log])
+    discovery = [p for p in paths if isinstance(api_paths.parse(p), api_paths.DiscoveryPath)]
+    assert sorted(set(discovery)) == ["/api", "/apis"], paths  # no per-group-version round trips

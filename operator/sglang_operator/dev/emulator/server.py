@@ -19,7 +19,7 @@ import attrs
 import kmock
 from kmock._internal import references, rendering
 
-from . import discovery, paths, protobuf, table
+from . import aggregated, discovery, paths, protobuf, table
 from .api import Api, WriteOptions
 from .errors import ApiError
 from .faults import FAULT_REASONS, Fault, RequestRecord
@@ -225,6 +225,12 @@ class Emulator(kmock.KubernetesEmulator):
     # -- discovery -----------------------------------------------------------------------------------
     def _discovery(self, raw: aiohttp.web.BaseRequest, parsed: paths.DiscoveryPath) -> aiohttp.web.Response:
         types = self.store.types()
+        top_level = parsed.version is None and (parsed.legacy or parsed.group is None)
+        if top_level and aggregated.wanted(raw.headers.get("Accept", "")):
+            response = _json(aggregated.discovery_list(types, core=parsed.legacy))
+            response.content_type = aggregated.CONTENT_TYPE.split(";")[0]
+            response.headers["Content-Type"] = aggregated.CONTENT_TYPE
+            return response
         if parsed.legacy and parsed.version is None:
             return _json(discovery.api_versions(f"{raw.host}"))
         if not parsed.legacy and parsed.group is None:
