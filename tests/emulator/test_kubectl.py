@@ -6,9 +6,12 @@ import json
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import yaml
 from helpers import WIDGETS_CRD, deployment, widget
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def ok(result):
@@ -152,3 +155,16 @@ def test_built_in_kinds_are_validated_strictly_for_kubectl(kubectl, emulator):
     assert out.returncode != 0 and "spec.template.spec.containers: Required value" in out.stderr
     assert emulator.get("apps/v1", "deployments", "web") is None
     ok(kubectl("apply", "-f", "-", input=json.dumps(deployment())))  # the valid one still applies
+
+
+def test_the_fixture_serves_the_project_crd_and_its_examples_apply(kubectl, emulator):
+    crds = ok(kubectl("get", "crd", "-o", "name")).split()
+    assert "customresourcedefinition.apiextensions.k8s.io/sglangmodels.serving.sglang-operator.io" in crds
+    ok(kubectl("wait", "--for=condition=Established", "crd/sglangmodels.serving.sglang-operator.io"))
+    ok(kubectl("apply", "-f", str(ROOT / "examples" / "tiny.yaml")))
+    def stored():
+        return emulator.get("serving.sglang-operator.io/v1alpha1", "sglangmodels", "tiny")
+
+    assert stored()["metadata"]["generation"] == 1 and stored()["spec"]["model"] == "builtin:tiny"
+    ok(kubectl("scale", "sgm/tiny", "--replicas=2"))
+    assert stored()["spec"]["replicas"] == 2 and stored()["metadata"]["generation"] == 2
