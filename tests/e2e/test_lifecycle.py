@@ -131,6 +131,20 @@ def test_scale_to_two_behind_the_service(cluster: Cluster) -> None:
     assert all(after[ip] > before[ip] for ip in addresses), (before, after)  # round-robin reached both
 
 
+def test_deleted_pod_terminates_gracefully_and_is_replaced(cluster: Cluster) -> None:
+    victim = cluster.pods(NAME)[0]
+    name, uid = victim["metadata"]["name"], victim["metadata"]["uid"]
+    cluster.kubectl.run("delete", "pod", name, "--wait=false")
+    terminating = cluster.get("pod", name)
+    # Terminating while the kubelet runs preStop (5 s) and SIGTERM: the process is still there.
+    assert terminating["metadata"].get("deletionTimestamp")
+    assert cluster.engine_pids(uid)
+    until(lambda: name not in _uids(cluster), 90, f"pod {name} to finish terminating")
+    assert not cluster.engine_pids(uid)
+    until(lambda: len(_ready_pods(cluster)) == 2, 90, "a replacement pod ready")
+    assert name not in _uids(cluster)
+
+
 def test_delete_leaves_nothing(cluster: Cluster) -> None:
     uids = list(_uids(cluster).values())
     assert uids and all(cluster.engine_pids(uid) for uid in uids)

@@ -147,8 +147,11 @@ async def run_cluster(layout: Layout, options: ClusterOptions, stop: asyncio.Eve
     procs.write_pidfile(layout.pidfile("supervisor"), os.getpid(), sys.argv)
     log.info("cluster %s: loopback range 127.%d.0.0/16, state in %s", cluster_id, prefix, layout.root)
 
+    # Graceful pod deletion as in a real cluster: a deleted pod shows Terminating (deletionTimestamp) while
+    # the kubelet runs preStop and SIGTERM; the kubelet then finishes the deletion (gracePeriodSeconds=0).
     emulator = Child("emulator", [py, "-m", "sglang_operator.cli", "dev", "apiserver", "--host", "127.0.0.1",
-                                  "--port", str(port), "--kubeconfig", str(layout.kubeconfig)], layout, env)
+                                  "--port", str(port), "--kubeconfig", str(layout.kubeconfig),
+                                  "--graceful-pod-deletion"], layout, env)
     operator_argv = [py, "-m", "sglang_operator.cli", "run", "--kubeconfig", str(layout.kubeconfig),
                      *options.operator_args]
     operator = Child("operator", operator_argv, layout, env)
