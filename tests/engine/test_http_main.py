@@ -6,8 +6,11 @@ import asyncio
 import json
 import logging
 import sys
+from pathlib import Path
 
 import pytest
+from engine_procs import free_port
+from sglang_engine.server import main
 from sglang_engine.server.main import JsonFormatter, _unless_stopped, serve
 
 
@@ -26,6 +29,16 @@ def test_bad_flag_values_exit_2_naming_the_flag(argv: list[str], flag: str,
 def test_an_unreadable_secret_file_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert serve(["--model", "m", "--admin-token-file", "/nonexistent/token"]) == 2
     assert "/nonexistent/token" in capsys.readouterr().err
+
+
+def test_a_backend_that_cannot_start_exits_1_with_a_clear_message(
+        engine_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(main, "setup_logging", lambda settings: None)  # keep pytest's log capture
+    argv = ["--model", "/nonexistent/model", "--backend", "transformers", "--port", str(free_port()),
+            "--cache-dir", str(engine_cache)]
+    assert serve(argv) == 1
+    err = capsys.readouterr().err
+    assert "failed to start" in err and "/nonexistent/model does not exist" in err
 
 
 def test_json_log_lines_are_json_with_the_exception() -> None:
