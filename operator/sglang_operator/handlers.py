@@ -85,14 +85,14 @@ def _settled(status: dict[str, Any]) -> bool:
     return not (status.get("readyReplicas") and adapters.get("status") != "True")
 
 
-async def _run(state: State, key: tuple[str, str], body: dict[str, Any] | None, permanent: bool) -> None:
-    """Reconcile one model under its lock. `body` None: read the CR fresh (child events, resync)."""
+async def _run(state: State, key: tuple[str, str], permanent: bool) -> None:
+    """Reconcile one model under its lock. The CR is read inside the lock, so the status it starts from
+    includes what the previous reconcile wrote (a stale one would rewrite status and reset timestamps)."""
     ctx = _context(state)
     namespace, name = key
     async with ctx.lock(namespace, name):
         state.queued.discard(key)
-        if body is None:
-            body = await ctx.api.get(KIND, namespace, name)
+        body = await ctx.api.get(KIND, namespace, name)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             state.known.pop(key, None)
             return
@@ -121,7 +121,7 @@ async def _run_quietly(state: State, key: tuple[str, str]) -> None:
         return
     state.queued.add(key)
     try:
-        await _run(state, key, None, permanent=False)
+        await _run(state, key, permanent=False)
     except (kopf.TemporaryError, kopf.PermanentError, aiohttp.ClientError, TimeoutError) as exc:
         logger.warning("reconcile %s/%s: %s", key[0], key[1], exc)
     finally:
@@ -190,7 +190,7 @@ def build_registry(login: Login | None = None) -> kopf.OperatorRegistry:
     @kopf.on.update(*CR, registry=registry)
     async def _changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         meta = body.get("metadata") or {}
-        await _run(memo.state, (meta.get("namespace") or "default", meta["name"]), dict(body), permanent=True)
+        await _run(memo.state, (meta.get("namespace") or "default", meta["name"]), permanent=True)
 
     @kopf.on.event(*CR, registry=registry)
     async def _track(event: Any, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
