@@ -73,4 +73,5 @@ class EngineStatus(BaseModel):
 
     ready: bool = False
     config_hash: str | None = Field(None, alias="configHash")
+    config_error: str | None = Field(None, alias="configError")  # the engine refused the config file
     adapters: tuple[AdapterState, ...] = ()

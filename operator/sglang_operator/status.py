@@ -62,6 +62,8 @@ def _adapters(obs: Observation, serving: list[PodView]) -> tuple[list[dict], boo
     stale = [p.name for p in serving if isinstance(obs.engines.get(p.name), EngineStatus)
              and want_hash and obs.engines[p.name].config_hash not in (None, want_hash)]  # type: ignore[union-attr]
     unreachable = [p.name for p in serving if not isinstance(obs.engines.get(p.name), EngineStatus)]
+    rejected = [f"{p.name}: {reply.config_error}" for p in serving
+                if isinstance(reply := obs.engines.get(p.name), EngineStatus) and reply.config_error]
     for adapter in obs.spec.lora_adapters:
         loaded, notes = 0, []
         for pod in serving:
@@ -85,6 +87,8 @@ def _adapters(obs: Observation, serving: list[PodView]) -> tuple[list[dict], boo
         return rows, None, "NoServingPods", "no ready pod runs the current revision"
     if unreachable:
         return rows, False, "EngineUnreachable", f"no /status from {', '.join(sorted(unreachable)[:3])}"
+    if rejected:
+        return rows, False, "ConfigRejected", "; ".join(rejected[:2])[:500]
     if stale:
         return rows, False, "ConfigPending", f"config not applied yet on {', '.join(stale[:3])}"
     if failed:

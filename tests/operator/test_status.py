@@ -80,6 +80,10 @@ def test_a_rollout_with_an_extra_old_pod_is_not_ready():
 def test_unapplied_config_or_unreachable_engine_is_not_ready():
     stale = observe(engines={"p0": engine("sql", "chat", hash_="old"), "p1": engine("sql", "chat")})
     assert cond(compute_status(stale, T0), "AdaptersReady")["reason"] == "ConfigPending"
+    refused = engine("sql", "chat").model_copy(update={"config_error": "malformed config file: x"})
+    rejected = compute_status(observe(engines={"p0": refused, "p1": engine("sql", "chat")}), T0)
+    assert cond(rejected, "AdaptersReady")["reason"] == "ConfigRejected"
+    assert "p0: malformed config file" in cond(rejected, "AdaptersReady")["message"]
     down = observe(engines={"p0": "GET /status failed", "p1": engine("sql", "chat")})
     assert cond(compute_status(down, T0), "AdaptersReady")["reason"] == "EngineUnreachable"
 
