@@ -17,6 +17,8 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,9 +29,20 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from procs import BENCH_DIR, VENV_BIN, Proc, cpu_seconds, find_pid, free_port, print_log_tails, wait_http
+from procs import (
+    BENCH_DIR,
+    VENV_BIN,
+    Proc,
+    cmdline,
+    cpu_seconds,
+    find_pid,
+    free_port,
+    print_log_tails,
+    wait_http,
+)
 from report import publish, write_engine_report
 from streamload import Target, is_openai_token, is_upstream_token, run_load, summarize
+from synthetic_sglang import expected_text
 
 PROMPT_IDS = list(range(1, 25))  # about the length of the engine's templated one-line prompt
 SERVED_NAME = "bench"
@@ -46,6 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--deadline", type=float, default=20.0,
                    help="seconds per run before streams are cut (the seed baseline needs it)")
     p.add_argument("--repeats", type=int, default=1, help="runs per (mode, level, path); the median is kept")
+    p.add_argument("--engine-patch", type=Path,
+                   help="measure a proposed engine change: this diff (paths under sglang_engine/) is applied "
+                   "to a temporary copy of the engine package, which the engine process imports instead")
+    p.add_argument("--label", default="", help="suffix for the result files and plots (e.g. 'after')")
     p.add_argument("--out", type=Path, default=BENCH_DIR / "results")
     p.add_argument("--img", type=Path, default=BENCH_DIR.parent / "docs" / "img")
     return p.parse_args(argv)
@@ -74,14 +91,29 @@ def targets(upstream: int, engine: int, seed: int) -> dict[str, Target]:
     }
 
 
+def patched_engine(patch: Path, into: Path) -> Path:
+    """A copy of engine/sglang_engine with `patch` applied (`patch -p1` in the copy's parent) -> that parent,
+    to put first on the engine's PYTHONPATH. The working tree is never touched."""
+    root = into / "patched-engine"
+    shutil.copytree(BENCH_DIR.parent / "engine" / "sglang_engine", root / "sglang_engine",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    done = subprocess.run(["patch", "-p1", "--forward", "-i", str(patch.resolve())], cwd=root,
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{patch} does not apply to the current engine:\n{done.stdout}{done.stderr}")
+    return root
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, logs: Path) -> None:
         self.args, self.logs = args, logs
         self.upstream_port, self.engine_port, self.seed_port = free_port(), free_port(), free_port()
+        first = [str(patched_engine(args.engine_patch, logs))] if args.engine_patch else []
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(BENCH_DIR), *filter(None, [os.environ.get("PYTHONPATH")])])}
+            [*first, str(BENCH_DIR), *filter(None, [os.environ.get("PYTHONPATH")])])}
         self.engine: Proc | None = None
         self.upstream_pid: int | None = None
+        self.upstream_argv = ""
         self.targets = targets(self.upstream_port, self.engine_port, self.seed_port)
 
     def start_engine(self) -> None:
@@ -94,6 +126,16 @@ class Bench:
         self.upstream_pid = find_pid("synthetic_sglang", f"--port {self.upstream_port}")
         if self.upstream_pid is None:
             raise RuntimeError("the engine's upstream process was not found in /proc")
+        self.upstream_argv = cmdline(self.upstream_pid)
+        self.verify_text()
+
+    def verify_text(self) -> None:
+        """The engine must relay exactly the upstream's text (a patched engine could count garbage)."""
+        body = {"model": SERVED_NAME, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 23}
+        reply = post_json(f"http://127.0.0.1:{self.engine_port}/v1/chat/completions", body)
+        text, want = reply["choices"][0]["message"]["content"], expected_text(23)
+        if text != want:
+            raise RuntimeError(f"the engine relayed {text!r}, expected {want!r}")
 
     def start_seed(self) -> Proc:
         argv = [sys.executable, str(BENCH_DIR / "seed_relay.py"), "--port", str(self.seed_port),
@@ -140,7 +182,8 @@ class Bench:
                     best["mode"] = mode
                     runs.append(best)
                     print(f"{mode:8} {level:4} {path:7} {best['tok_per_s']:9.1f} tok/s  "
-                          f"ttft p50 {best['ttft_p50_ms']:8.2f} ms  itl p99 {best['itl_p99_ms']} ms  "
+                          f"ttft p50 {best['ttft_p50_ms']:8.2f} ms  itl p99 {best['itl_p99_ms']} ms "
+                          f"(steady {best['itl_p99_steady_ms']})  "
                           f"relay cpu/1k {best.get('relay_cpu_s_per_1k_tokens')}  "
                           f"complete {best['complete_streams']}/{level}", flush=True)
                     time.sleep(1.0)  # let sockets and the upstream settle between runs
@@ -162,8 +205,9 @@ def ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row["engine_over_direct"] = round(e["tok_per_s"] / d["tok_per_s"], 3)
             row["ttft_p50_added_ms"] = round(e["ttft_p50_ms"] - d["ttft_p50_ms"], 2)
             row["ttft_p99_added_ms"] = round(e["ttft_p99_ms"] - d["ttft_p99_ms"], 2)
-            if e["itl_p99_ms"] is not None and d["itl_p99_ms"] is not None:
-                row["itl_p99_added_ms"] = round(e["itl_p99_ms"] - d["itl_p99_ms"], 2)
+            for key in ("itl_p99_ms", "itl_p99_steady_ms"):
+                if e[key] is not None and d[key] is not None:
+                    row[key.replace("_ms", "_added_ms")] = round(e[key] - d[key], 2)
         if d and s:
             row["seed_over_direct"] = round(s["tok_per_s"] / d["tok_per_s"], 3)
         if e and s:
@@ -180,6 +224,7 @@ def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ("throughput at 256 streams >= 0.8 of direct", 256, "engine_over_direct", lambda v: v >= 0.8),
         ("added TTFT p50 at 1 stream <= 2 ms", 1, "ttft_p50_added_ms", lambda v: v <= 2.0),
         ("ITL p99 at 256 streams <= direct + 20 ms", 256, "itl_p99_added_ms", lambda v: v <= 20.0),
+        ("(diagnostic) same, steady state only", 256, "itl_p99_steady_added_ms", lambda v: v <= 20.0),
         ("engine >= 10x the seed pattern at 64 streams", 64, "engine_over_seed", lambda v: v >= 10),
     ]
     out = []
@@ -203,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             bench.stop()
     rows = ratios(runs)
-    publish("engine_stream", {"runs": runs, "ratios": rows, "targets": check_targets(rows)}, args, started,
+    body = {"upstream_argv": bench.upstream_argv, "runs": runs, "ratios": rows,
+            "targets": check_targets(rows)}
+    publish("engine_stream" + (f"_{args.label}" if args.label else ""), body, args, started,
             write_engine_report)
     return 0
 

@@ -50,12 +50,16 @@ def find_pid(*needles: str) -> int | None:
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            line = cmdline(int(entry.name))
         except OSError:
             continue
-        if all(n in cmdline for n in needles) and "sglang_launcher" not in cmdline:
+        if all(n in line for n in needles) and "sglang_launcher" not in line:
             return int(entry.name)
     return None
+
+
+def cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
 
 
 def machine() -> dict[str, object]:

@@ -32,6 +32,7 @@ def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
 ENGINE_COLUMNS = [
     ("mode", "mode"), ("level", "streams"), ("path", "path"), ("tok_per_s", "tok/s"),
     ("ttft_p50_ms", "TTFT p50 ms"), ("ttft_p99_ms", "TTFT p99 ms"), ("itl_p99_ms", "ITL p99 ms"),
+    ("itl_p99_steady_ms", "ITL p99 steady ms"),
     ("relay_cpu_s_per_1k_tokens", "relay CPU s/1k tok"),
     ("upstream_cpu_s_per_1k_tokens", "upstream CPU s/1k"),
     ("client_cpu_s_per_1k_tokens", "client CPU s/1k"), ("complete_streams", "complete"),
@@ -41,7 +42,7 @@ RATIO_COLUMNS = [
     ("mode", "mode"), ("level", "streams"), ("engine_over_direct", "engine/direct tok/s"),
     ("seed_over_direct", "seed/direct tok/s"), ("engine_over_seed", "engine/seed tok/s"),
     ("ttft_p50_added_ms", "added TTFT p50 ms"), ("ttft_p99_added_ms", "added TTFT p99 ms"),
-    ("itl_p99_added_ms", "added ITL p99 ms"),
+    ("itl_p99_added_ms", "added ITL p99 ms"), ("itl_p99_steady_added_ms", "added ITL p99 steady ms"),
 ]
 TARGET_COLUMNS = [("target", "target"), ("value", "measured"), ("met", "result")]
 
@@ -106,7 +107,7 @@ def _plot_engine(result: dict[str, Any], img_dir: Path) -> list[Path]:
         axes[0].legend()
         fig.suptitle(f"engine streaming, {mode} ({result['config']['tokens']} tokens per stream)")
         fig.tight_layout()
-        path = img_dir / f"engine_stream_{mode}.png"
+        path = img_dir / f"{result['benchmark']}_{mode}.png"
         fig.savefig(path, dpi=90)
         plt.close(fig)
         written.append(path)

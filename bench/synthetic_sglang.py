@@ -9,6 +9,8 @@ backend path against it. It encodes the protocol itself (imports nothing from sg
   `data: {"text": <CUMULATIVE text>, "output_ids": <cumulative ids>, "meta_info": {id, finish_reason,
   prompt_tokens, completion_tokens, cached_tokens}}`, the last with `finish_reason {"type": "length"}`,
   then `data: [DONE]`.
+- `--incremental-streaming-output` (SGLang's flag): `text` and `output_ids` carry only what is new since
+  the previous event, instead of everything so far.
 - Pacing: `POST /_bench/pace {"tokens_per_s": 30}` paces every stream on its own clock (token i is due
   at start + i/rate; the first token goes out at once, so time to first token measures the relay);
   `{"tokens_per_s": 0}` is unpaced (as fast as the loop can write). Also `--tokens-per-s` at launch.
@@ -32,12 +34,20 @@ RID_MARK = "\x00RID\x00"
 DONE = b"data: [DONE]\n\n"
 
 
+def expected_text(n: int) -> str:
+    """The whole answer of an n-token generation."""
+    return "".join(WORDS[i % len(WORDS)] for i in range(n))
+
+
 @lru_cache(maxsize=8)
-def encoded_events(n: int, prompt_tokens: int) -> tuple[tuple[bytes, bytes], ...]:
-    """Event i as (bytes before the rid, bytes after it): cumulative text and ids, as SGLang sends them."""
+def encoded_events(n: int, prompt_tokens: int, incremental: bool = False) -> tuple[tuple[bytes, bytes], ...]:
+    """Event i as (bytes before the rid, bytes after it): cumulative text and ids, as SGLang sends them
+    by default, or only the new token's with `incremental`."""
     events = []
     text, ids = "", []
     for i in range(n):
+        if incremental:
+            text, ids = "", []
         text += WORDS[i % len(WORDS)]
         ids.append(100 + i % len(WORDS))
         finish = {"type": "length", "length": n} if i == n - 1 else None
@@ -50,8 +60,9 @@ def encoded_events(n: int, prompt_tokens: int) -> tuple[tuple[bytes, bytes], ...
 
 
 class Upstream:
-    def __init__(self, tokens_per_s: float) -> None:
+    def __init__(self, tokens_per_s: float, incremental: bool) -> None:
         self.tokens_per_s = tokens_per_s
+        self.incremental = incremental
 
     async def health(self, _request: web.Request) -> web.Response:
         return web.Response(text="")
@@ -74,7 +85,7 @@ class Upstream:
         rate = self.tokens_per_s
         start = loop.time()
         try:
-            for i, (before, after) in enumerate(encoded_events(n, prompt_tokens)):
+            for i, (before, after) in enumerate(encoded_events(n, prompt_tokens, self.incremental)):
                 if rate > 0 and i:
                     delay = start + i / rate - loop.time()
                     if delay > 0:
@@ -92,8 +103,9 @@ def main(argv: list[str]) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=30000)
     p.add_argument("--tokens-per-s", type=float, default=30.0)
+    p.add_argument("--incremental-streaming-output", action="store_true")
     args, _sglang_flags = p.parse_known_args(argv)  # the rest of SGLang's argv means nothing here
-    upstream = Upstream(args.tokens_per_s)
+    upstream = Upstream(args.tokens_per_s, args.incremental_streaming_output)
     app = web.Application()
     app.router.add_get("/health", upstream.health)
     app.router.add_post("/generate", upstream.generate)
