@@ -59,6 +59,8 @@ async def test_children_created_updated_restored_and_collected(emulator):
         svc["spec"]["ports"][0]["port"] = 9999
         await api.replace(svc)
         await eventually(lambda: _service_port(api, "tiny", 8000), what="Service restored")
+        reasons = {e["reason"] for e in emulator.list("v1", "events", "default")}
+        assert {"Created", "ConfigChanged", "RolloutStarted", "Restored"} <= reasons, reasons
 
         # Deleting the CR removes every child (ownerReference garbage collection).
         await api.delete("SGLangModel", "default", "tiny")
