@@ -52,6 +52,14 @@ def test_server_side_apply_creates_and_updates(kubectl, emulator):
     ok(kubectl("apply", "--server-side", "-f", "-", input=json.dumps(deployment(replicas=2))))
     stored = emulator.get("apps/v1", "deployments", "web")
     assert stored["spec"]["replicas"] == 2 and stored["metadata"]["generation"] == 2
+    without_env = deployment(replicas=2)
+    del without_env["spec"]["template"]["spec"]["containers"][0]["env"]
+    without_env["metadata"]["labels"]["team"] = "a"
+    ok(kubectl("apply", "--server-side", "-f", "-", input=json.dumps(without_env)))
+    stored = emulator.get("apps/v1", "deployments", "web")
+    assert "env" not in stored["spec"]["template"]["spec"]["containers"][0]  # no longer applied: removed
+    assert stored["metadata"]["labels"] == {"app": "web", "team": "a"}
+    assert [e["manager"] for e in stored["metadata"]["managedFields"]] == ["kubectl"]
 
 
 def test_get_by_label_and_output_formats(kubectl):
@@ -162,6 +170,7 @@ def test_the_fixture_serves_the_project_crd_and_its_examples_apply(kubectl, emul
     assert "customresourcedefinition.apiextensions.k8s.io/sglangmodels.serving.sglang-operator.io" in crds
     ok(kubectl("wait", "--for=condition=Established", "crd/sglangmodels.serving.sglang-operator.io"))
     ok(kubectl("apply", "-f", str(ROOT / "examples" / "tiny.yaml")))
+
     def stored():
         return emulator.get("serving.sglang-operator.io/v1alpha1", "sglangmodels", "tiny")
 

@@ -80,15 +80,58 @@ def test_strategic_merge_is_refused_for_custom_resources():
     assert err.value.code == 415
 
 
+def apply(api, rt_, obj, manager="m"):
+    body = json.dumps(obj).encode()
+    return api.patch(
+        rt_,
+        "default",
+        obj["metadata"]["name"],
+        None,
+        patch.APPLY_PATCH,
+        body,
+        WriteOptions(field_manager=manager),
+    )
+
+
 def test_apply_patch_creates_then_merges_list_maps_by_key():
     api = fresh_api()
     widgets = rt(api, "example.dev/v1alpha1", "widgets")
-    first = json.dumps(widget(parts=[{"name": "a", "weight": 1}])).encode()
-    created = api.patch(widgets, "default", "w1", None, patch.APPLY_PATCH, first, DEFAULT)
+    created = apply(api, widgets, widget(parts=[{"name": "a", "weight": 1}]))
     assert created.code == 201
-    second = json.dumps(widget(parts=[{"name": "b"}])).encode()
-    updated = api.patch(widgets, "default", "w1", None, patch.APPLY_PATCH, second, DEFAULT).obj
+    updated = apply(
+        api, widgets, widget(parts=[{"name": "a", "weight": 1}, {"name": "b"}]), manager="other"
+    ).obj
     assert updated["spec"]["parts"] == [{"name": "a", "weight": 1}, {"name": "b", "weight": 10}]
+    managers = {e["manager"]: e for e in updated["metadata"]["managedFields"]}
+    assert set(managers) == {"m", "other"} and managers["m"]["operation"] == "Apply"
+    assert 'k:{"name":"a"}' in managers["m"]["fieldsV1"]["f:spec"]["f:parts"]
+
+
+def test_apply_removes_what_a_manager_stopped_applying_unless_another_owns_it():
+    api = fresh_api()
+    widgets = rt(api, "example.dev/v1alpha1", "widgets")
+    first = widget(size=3, parts=[{"name": "a"}, {"name": "b"}])
+    first["metadata"]["labels"] = {"keep": "1", "drop": "1"}
+    apply(api, widgets, first)
+    apply(api, widgets, widget(mode="slow"), manager="helper")  # another manager owns spec.mode
+    second = widget(mode="slow", parts=[{"name": "a"}])
+    second["metadata"]["labels"] = {"keep": "1"}
+    result = apply(api, widgets, second).obj
+    assert result["metadata"]["labels"] == {"keep": "1"}
+    assert [p["name"] for p in result["spec"]["parts"]] == ["a"]
+    assert result["spec"]["size"] == 1  # dropped by its only manager, so the schema default is back
+    third = apply(api, widgets, widget(parts=[{"name": "a"}])).obj
+    assert third["spec"]["mode"] == "slow"  # still owned by "helper"
+    again = apply(api, widgets, widget(parts=[{"name": "a"}])).obj
+    assert again["metadata"]["resourceVersion"] == third["metadata"]["resourceVersion"]  # no-op apply
+
+
+def test_apply_needs_a_field_manager():
+    api = fresh_api()
+    widgets = rt(api, "example.dev/v1alpha1", "widgets")
+    with pytest.raises(ApiError) as err:
+        api.patch(widgets, "default", "w1", None, patch.APPLY_PATCH, json.dumps(widget()).encode(), DEFAULT)
+    assert err.value.code == 422 and "fieldManager: Required value" in err.value.message
 
 
 def owned(name: str, owner: dict) -> dict:

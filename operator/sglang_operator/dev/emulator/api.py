@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from . import builtin_schema, crds, defaults, gc, objects, patch, schema
+from . import builtin_schema, crds, defaults, gc, objects, patch, schema, ssa
 from .errors import ApiError, FieldError, already_exists, bad_request, conflict, invalid, not_found
 from .objects import Obj
 from .resources import ResourceType
@@ -29,6 +29,7 @@ class WriteOptions:
     propagation: str = "Background"  # Background | Foreground | Orphan
     force: bool = False
     grace_period: int | None = None  # DeleteOptions.gracePeriodSeconds (pods)
+    field_manager: str | None = None
 
 
 @dataclass
@@ -65,7 +66,14 @@ class Api:
         }
 
     # -- writes --------------------------------------------------------------------------------------
-    def create(self, rt: ResourceType, namespace: str | None, body: Any, opts: WriteOptions) -> Result:
+    def create(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        body: Any,
+        opts: WriteOptions,
+        managed: builtins.list[Obj] | None = None,
+    ) -> Result:
         if not isinstance(body, dict):
             raise bad_request("the request body must be a JSON object")
         obj = copy.deepcopy(body)
@@ -95,6 +103,8 @@ class Api:
         for key in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"):
             meta.pop(key, None)
         meta.update(uid=objects.new_uid(), creationTimestamp=objects.now())
+        if managed:
+            meta["managedFields"] = managed
         if rt.tracks_generation or rt.group == "apps":
             meta["generation"] = 1
         if rt.status_subresource and rt.key != ("", "namespaces"):
@@ -172,9 +182,9 @@ class Api:
         except (ValueError, yaml.YAMLError) as exc:
             raise bad_request(f"the patch body is not valid: {exc}") from exc
         old = self.store.get(rt.key, namespace, name)
+        if kind == patch.APPLY_PATCH and sub is None:
+            return self._apply(rt, namespace, name, old, body, opts)
         if old is None:
-            if kind == patch.APPLY_PATCH and sub is None:
-                return self._apply_create(rt, namespace, name, body, opts)
             raise not_found(rt.plural, rt.group, name)
         if sub == "scale":
             return self._write_scale(
@@ -256,15 +266,38 @@ class Api:
         keys = patch.schema_list_keys(rt.schema) if rt.custom else None
         return patch.strategic_merge(target, body, keys)
 
-    def _apply_create(
-        self, rt: ResourceType, namespace: str | None, name: str, body: Any, opts: WriteOptions
+    def _apply(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        name: str,
+        old: Obj | None,
+        body: Any,
+        opts: WriteOptions,
     ) -> Result:
+        """Server-side apply: create or merge, with field ownership per manager (see ssa.py)."""
         if not isinstance(body, dict):
             raise bad_request("the applied configuration must be an object")
+        if not opts.field_manager:
+            raise invalid(
+                "PatchOptions",
+                "meta.k8s.io",
+                "",
+                [
+                    FieldError(
+                        "fieldManager", "Required value: is required for apply patch", "FieldValueRequired"
+                    )
+                ],
+            )
         body.setdefault("metadata", {}).setdefault("name", name)
         if body["metadata"]["name"] != name:
             raise bad_request("the name of the object does not match the name on the URL")
-        return self.create(rt, namespace, body, opts)
+        keys = patch.schema_list_keys(rt.schema) if rt.custom else None
+        target = None if old is None else objects.view(rt, old)
+        merged, managed = ssa.apply(target, body, opts.field_manager, keys, rt.api_version, objects.now())
+        if old is None:
+            return self.create(rt, namespace, merged, opts, managed)
+        return self._update(rt, old, merged, None, opts, managed)
 
     def _write_scale(self, rt: ResourceType, old: Obj, scale: Any, opts: WriteOptions) -> Result:
         self._scalable(rt)
@@ -289,7 +322,15 @@ class Api:
         result = self._update(rt, old, candidate, None, opts)
         return Result(objects.scale_view(rt, result.obj), 200, result.warnings)
 
-    def _update(self, rt: ResourceType, old: Obj, new: Obj, sub: str | None, opts: WriteOptions) -> Result:
+    def _update(
+        self,
+        rt: ResourceType,
+        old: Obj,
+        new: Obj,
+        sub: str | None,
+        opts: WriteOptions,
+        managed: builtins.list[Obj] | None = None,
+    ) -> Result:
         if not isinstance(new, dict) or not isinstance(new.get("metadata", {}), dict):
             raise bad_request("the updated object must be an object with object metadata")
         self._check_kind(rt, new)
@@ -317,10 +358,13 @@ class Api:
             "name",
             "generation",
             "resourceVersion",
+            "managedFields",
         ):
             meta.pop(key, None)
             if key in old_meta:
                 meta[key] = old_meta[key]
+        if managed is not None:
+            meta["managedFields"] = managed
         new["apiVersion"], new["kind"] = old["apiVersion"], old["kind"]
         if rt.key == ("", "namespaces"):
             new["status"] = old.get("status", {})

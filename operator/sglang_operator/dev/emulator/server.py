@@ -380,4 +380,5 @@ def _write_options(query: dict[str, str], delete_body: bytes) -> WriteOptions:
         propagation=propagation,
         force=query.get("force") == "true",
         grace_period=grace_period,
+        field_manager=query.get("fieldManager"),
     )
