@@ -75,12 +75,16 @@ def wait_condition(kubectl: Kubectl, condition: str) -> None:
     last = ""
     with subprocess.Popen(argv, env=kubectl.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True) as waiter:
-        while waiter.poll() is None:
-            line = progress_line(kubectl)
-            if line != last:
-                note(f"[{time.monotonic() - started:5.1f}s] {line}")
-                last = line
-            time.sleep(2)
+        try:
+            while waiter.poll() is None:
+                line = progress_line(kubectl)
+                if line != last:
+                    note(f"[{time.monotonic() - started:5.1f}s] {line}")
+                    last = line
+                time.sleep(2)
+        finally:
+            if waiter.poll() is None:  # interrupted: no kubectl left behind
+                waiter.kill()
         output = (waiter.stdout.read() if waiter.stdout else "").strip()
     if waiter.returncode != 0:
         raise SystemExit(f"demo: {condition} not reached: {output}\n"
@@ -144,7 +148,9 @@ def how_to_continue(base: str) -> None:
 
 
 def main() -> int:
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C and SIGTERM both clean up (SIGINT explicitly: a background job may have inherited it ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     keep = os.environ.get("KEEP") == "1"
     started_here = False
     try:
