@@ -31,7 +31,7 @@ from sglang_engine.backends.base import (
     GenerationRequest,
     SamplingParams,
 )
-from sglang_engine.backends.sglang_backend import SGLangBackend, SGLangStartError
+from sglang_engine.backends.sglang_backend import SGLangBackend, SGLangStartError, live_group_members
 from sglang_engine.settings import EngineSettings
 from sglang_engine.tiny import resolve_builtin_adapter
 
@@ -73,22 +73,6 @@ def environment(**env: str) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group, read from /proc."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
 
 
 def cmdline(pid: int) -> bytes:
@@ -166,7 +150,7 @@ async def sglang(engine_cache: Path) -> AsyncIterator[Started]:
         finally:
             pgid = backend._pgid
             await backend.stop()
-            leftovers = group_members(pgid) if pgid else []
+            leftovers = live_group_members(pgid) if pgid else []
             kill_group(pgid)
             assert not leftovers, f"processes left after stop(): {leftovers}"
 
@@ -309,12 +293,12 @@ async def test_stop_escalates_to_sigkill_and_leaves_no_process(engine_cache: Pat
         backend = SGLangBackend(standin_settings(engine_cache, shutdown_grace_s=1.0, enable_lora=False))
         await backend.start()
     pgid = backend._pgid
-    assert pgid and len(group_members(pgid)) >= 3  # launcher, stand-in, its "scheduler" child
+    assert pgid and len(live_group_members(pgid)) >= 3  # launcher, stand-in, its "scheduler" child
     try:
         began = time.monotonic()
         await backend.stop()
         assert time.monotonic() - began < 10
-        assert group_members(pgid) == []
+        assert live_group_members(pgid) == []
         assert not backend.health().ready
         await backend.stop()  # safe twice
     finally:
@@ -328,11 +312,11 @@ async def test_monitor_notices_a_dead_sglang(engine_cache: Path) -> None:
     assert backend.settings.sglang_port != 0 and backend.base_url.endswith(f":{backend.settings.sglang_port}")
     pgid = backend._pgid
     try:
-        standin_pid = next(p for p in group_members(pgid or 0) if b"sglang_standin" in cmdline(p))
+        standin_pid = next(p for p in live_group_members(pgid or 0) if b"sglang_standin" in cmdline(p))
         os.kill(standin_pid, signal.SIGKILL)
         assert await wait_until(lambda: not backend.health().ready, within=2.0)
         assert not backend.health().alive and "exited" in backend.health().message
-        assert await wait_until(lambda: group_members(pgid or 0) == [], within=5.0)
+        assert await wait_until(lambda: live_group_members(pgid or 0) == [], within=5.0)
         with pytest.raises(BackendError) as err:
             await collect(backend, req("after-death"))
         assert err.value.status == 503
@@ -348,7 +332,7 @@ async def test_never_healthy_fails_within_the_startup_budget(engine_cache: Path)
         with pytest.raises(SGLangStartError, match=r"did not become healthy within startup_timeout_s=3 s"):
             await backend.start()
     assert time.monotonic() - began < 15
-    assert backend._pgid and group_members(backend._pgid) == []
+    assert backend._pgid and live_group_members(backend._pgid) == []
 
 
 async def test_sglang_refusing_its_argv_fails_start_at_once(engine_cache: Path) -> None:
@@ -366,7 +350,7 @@ async def test_stop_during_startup_leaves_no_process(engine_cache: Path) -> None
         await backend.stop()
         with pytest.raises(SGLangStartError, match="stopped during startup"):
             await starting
-    assert backend._pgid and group_members(backend._pgid) == []
+    assert backend._pgid and live_group_members(backend._pgid) == []
     assert not backend.health().alive
 
 
@@ -407,10 +391,11 @@ async def test_sigkill_of_the_engine_leaves_no_sglang_process(engine_cache: Path
     pgid = None
     try:
         pgid = await asyncio.wait_for(asyncio.to_thread(read_pgid, engine), 60)
-        assert len(group_members(pgid)) >= 3
+        assert len(live_group_members(pgid)) >= 3
         engine.kill()
         engine.wait(5)
-        assert await wait_until(lambda: group_members(pgid or 0) == [], within=5.0), group_members(pgid)
+        gone = await wait_until(lambda: live_group_members(pgid or 0) == [], within=5.0)
+        assert gone, live_group_members(pgid)
     finally:
         engine.kill()
         engine.wait(5)

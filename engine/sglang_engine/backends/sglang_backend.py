@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -38,6 +39,7 @@ LAUNCHER_MODULE = "sglang_engine.backends.sglang_launcher"
 HEALTH_POLL_S = 0.25  # while starting
 MONITOR_POLL_S = 1.0  # once serving
 STARTUP_LOG_EVERY_S = 5.0
+GROUP_GONE_POLLS = 100  # x 50 ms
 HEALTH_TIMEOUT = aiohttp.ClientTimeout(total=5)
 ABORT_TIMEOUT = aiohttp.ClientTimeout(total=2)
 ADAPTER_TIMEOUT = aiohttp.ClientTimeout(total=600)  # a large adapter may take minutes to load
@@ -79,6 +81,24 @@ def free_loopback_port() -> int:
     with socket.socket() as probe:
         probe.bind((protocol.SGLANG_HOST, 0))
         return int(probe.getsockname()[1])
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """Processes of group `pgid` that are not zombies (Linux /proc; empty elsewhere).
+
+    `killpg(pgid, 0)` cannot tell: a killed child stays a zombie until someone reaps it, and in a container
+    whose PID 1 is the engine nobody may reap SGLang's orphaned scheduler processes.
+    """
+    members = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = stat_file.read_text()
+        except OSError:  # exited meanwhile
+            continue
+        state, _ppid, group = stat[stat.rindex(")") + 2:].split()[:3]
+        if state != "Z" and int(group) == pgid:
+            members.append(int(stat_file.parent.name))
+    return members
 
 
 def port_taken(port: int) -> bool:
@@ -232,12 +252,23 @@ class SGLangBackend(Backend):
         self._signal_group(signal.SIGKILL)  # stragglers (scheduler children), or SGLang itself
         if proc is not None:
             await proc.wait()
+        await self._wait_group_gone()
         atexit.unregister(self._kill_group_now)
         for task in list(self._background):
             task.cancel()
         for session in (self._streams, self._control):
             if session is not None:
                 await session.close()
+
+    async def _wait_group_gone(self) -> None:
+        """SIGKILL is delivered asynchronously: return once the group's processes are gone (bounded)."""
+        if self._pgid is None:
+            return
+        for _ in range(GROUP_GONE_POLLS):
+            if not await asyncio.to_thread(live_group_members, self._pgid):
+                return
+            await asyncio.sleep(0.05)
+        log.warning("SGLang processes %s still alive after SIGKILL", live_group_members(self._pgid))
 
     def _signal_group(self, sig: int) -> None:
         if self._pgid is None:
