@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from . import builtin_schema, crds, defaults, gc, objects, patch, schema, ssa
+from . import admission, crds, defaults, gc, objects, patch, ssa
 from .errors import ApiError, FieldError, already_exists, bad_request, conflict, invalid, not_found
 from .objects import Obj
 from .resources import ResourceType
@@ -114,7 +114,7 @@ class Api:
                 obj["status"] = status
         obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
         defaults.apply(rt, obj, None, self._ips)
-        warnings = self._admit(rt, obj, opts)
+        warnings = admission.admit(rt, obj, opts.field_validation)
         if rt.key == crds.CRD_KEY:
             crds.establish(obj)
         if opts.dry_run:
@@ -370,7 +370,7 @@ class Api:
             new["status"] = old.get("status", {})
         if sub != "status":
             defaults.apply(rt, new, old, self._ips)
-        warnings = self._admit(rt, new, opts) if sub != "status" else []
+        warnings = admission.admit(rt, new, opts.field_validation) if sub != "status" else []
         if rt.key == crds.CRD_KEY:
             crds.establish(new)
         if new == old:  # a no-op write changes nothing: no new resourceVersion, no watch event
@@ -385,41 +385,6 @@ class Api:
         if meta.get("deletionTimestamp") and not gc.held(new):
             return Result(objects.view(rt, gc.finalize(self, rt, new)), 200, warnings)
         return Result(objects.view(rt, new), 200, warnings)
-
-    def _admit(self, rt: ResourceType, obj: Obj, opts: WriteOptions) -> builtins.list[str]:
-        """Schema pruning, defaulting and validation (custom resources, CRDs); returns warnings."""
-        if rt.key == crds.CRD_KEY:
-            problems = crds.problems(obj)
-            if problems:
-                raise invalid(rt.kind, rt.group, obj["metadata"]["name"], problems)
-            return []
-        if not rt.custom:
-            if opts.field_validation == "Strict":  # what kubectl sends; other clients stay cheap
-                unknown, errors = builtin_schema.check(obj)
-                self._refuse(rt, obj, unknown, errors)
-            return []
-        if not rt.schema:
-            return []
-        unknown = schema.prune(obj, rt.schema, root=True)
-        if opts.field_validation == "Strict":
-            self._refuse(rt, obj, unknown, [])
-        schema.apply_defaults(obj, rt.schema)
-        self._refuse(rt, obj, [], schema.validate(obj, rt.schema) + crds.cel_errors(obj, rt.schema))
-        return [f'unknown field "{path}"' for path in unknown] if opts.field_validation == "Warn" else []
-
-    @staticmethod
-    def _refuse(
-        rt: ResourceType, obj: Obj, unknown: builtins.list[str], errors: builtins.list[FieldError]
-    ) -> None:
-        """400 for unknown fields (the strict decoder's answer), else 422 naming every invalid field."""
-        if unknown:
-            fields = ", ".join(f'unknown field "{path}"' for path in unknown)
-            raise bad_request(
-                f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
-                f"strict decoding error: {fields}"
-            )
-        if errors:
-            raise invalid(rt.kind, rt.group, obj["metadata"].get("name", ""), errors)
 
     def _after_write(self, rt: ResourceType, obj: Obj, old: Obj | None) -> None:
         if rt.key == crds.CRD_KEY:
