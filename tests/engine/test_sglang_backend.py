@@ -1,4 +1,4 @@
-"""SGLangBackend through its real launch path against the SGLang stand-in (tests/standin/sglang_standin.py).
+"""SGLangBackend through its real launch path against the SGLang stand-in (tests/standin/sglang_standin/).
 
 The stand-in generates real tokens with builtin:tiny and speaks SGLang's wire protocol: these tests fail if
 the engine sends `seed` or `lora_request`, compares finish_reason dicts to strings, or leaves processes.
