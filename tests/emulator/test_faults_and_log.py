@@ -60,3 +60,14 @@ async def test_kmock_reactions_take_precedence_over_the_store(emulator):
     async with aiohttp.ClientSession(emulator.url) as http:
         assert await (await http.get("/custom")).json() == {"hello": "world"}
         assert (await http.get(CMS)).status == 200
+
+
+async def test_yaml_request_bodies_are_understood(emulator):
+    async with aiohttp.ClientSession(emulator.url) as http:
+        created = await http.post(
+            CMS, data="metadata:\n  name: y\ndata:\n  k: v\n", headers={"Content-Type": "application/yaml"}
+        )
+        assert created.status == 201
+        bad = await http.post(CMS, data="{not json", headers={"Content-Type": "application/json"})
+        assert bad.status == 400 and "not valid application/json" in (await bad.json())["message"]
+    assert emulator.get("v1", "configmaps", "y")["data"] == {"k": "v"}

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp.web
 import attrs
 import kmock
+import yaml
 from kmock._internal import references, rendering
 
 from . import aggregated, discovery, paths, protobuf, table
@@ -295,9 +296,16 @@ class Emulator(kmock.KubernetesEmulator):
         if method == "POST" and path.subresource == "binding" and path.name:
             return self._bind(rt, namespace, path.name, body, opts)
         if method == "POST" and path.name is None:
-            result = self.api.create(rt, namespace, _body(body), opts)
+            result = self.api.create(rt, namespace, _body(body, raw.headers.get("Content-Type", "")), opts)
         elif method == "PUT" and path.name:
-            result = self.api.replace(rt, namespace, path.name, path.subresource, _body(body), opts)
+            result = self.api.replace(
+                rt,
+                namespace,
+                path.name,
+                path.subresource,
+                _body(body, raw.headers.get("Content-Type", "")),
+                opts,
+            )
         elif method == "PATCH" and path.name:
             result = self.api.patch(
                 rt, namespace, path.name, path.subresource, raw.headers.get("Content-Type", ""), body, opts
@@ -337,11 +345,14 @@ def _protobuf_as_json(body: bytes) -> bytes:
         raise ApiError(415, "UnsupportedMediaType", f"emulator: {exc}") from exc
 
 
-def _body(raw: bytes) -> Any:
+def _body(raw: bytes, content_type: str = "application/json") -> Any:
+    """A JSON (or, when the client says so, YAML) request body."""
     try:
+        if "yaml" in content_type:
+            return yaml.safe_load(raw) if raw else None
         return json.loads(raw) if raw else None
-    except ValueError as exc:
-        raise ApiError(400, "BadRequest", f"the request body is not valid JSON: {exc}") from exc
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ApiError(400, "BadRequest", f"the request body is not valid {content_type}: {exc}") from exc
 
 
 def _delete_options(body: bytes) -> dict[str, Any]:
