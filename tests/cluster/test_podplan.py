@@ -60,6 +60,15 @@ def test_host_rewrite_both_forms() -> None:
     assert podplan.rewrite_host(["--host", "10.0.0.1"], "127.1.1.1") == ["--host", "10.0.0.1"]
 
 
+def test_each_pod_gets_its_own_sglang_port() -> None:
+    argv = ["/e", "serve", "--model", "m", "--", "--extra", "1"]
+    assert podplan.add_sglang_port(argv, 31001) == \
+        ["/e", "serve", "--model", "m", "--sglang-port", "31001", "--", "--extra", "1"]
+    chosen = ["/e", "serve", "--sglang-port=5"]
+    assert podplan.add_sglang_port(chosen, 31001) == chosen
+    assert podplan.add_sglang_port(["/e", "serve"], None) == ["/e", "serve"]
+
+
 def test_paths_under_mounts_are_remapped(tmp_path: Path) -> None:
     mounts = (podplan.Mount("/etc/cfg/sub", tmp_path / "b"), podplan.Mount("/etc/cfg", tmp_path / "a"))
     assert podplan.remap_value("/etc/cfg/x.json", mounts) == f"{tmp_path}/a/x.json"

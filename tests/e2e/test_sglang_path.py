@@ -35,7 +35,10 @@ def test_sglang_backend_through_the_standin(cluster: Cluster) -> None:
     uid, ip = pod["metadata"]["uid"], pod["status"]["podIP"]
     assert http_json(f"http://{ip}:8000/status")["backend"] == "sglang"
     # The engine's SGLang child runs in its own session; the kubelet still knows it by the pod's env marker.
-    assert any("sglang_standin" in _cmdline(pid) for pid in cluster.engine_pids(uid))
+    standin = [_cmdline(pid).split() for pid in cluster.engine_pids(uid) if "sglang_standin" in _cmdline(pid)]
+    assert standin, "no SGLang stand-in process for the pod"
+    # Pods share 127.0.0.1 here, so the kubelet gave this engine a private SGLang port (not 30000).
+    assert standin[0][standin[0].index("--port") + 1] != "30000"
     text, chunks, finish = stream_text(cluster.url(NAME), NAME)
     assert chunks >= 1 and text and finish in ("stop", "length")
     events = (cluster.layout.pod_dir("default", pod["metadata"]["name"]) / "events.log").read_text()

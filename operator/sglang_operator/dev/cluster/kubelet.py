@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import shutil
+import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,12 @@ from sglang_operator.dev.cluster.podplan import PodContext, PodError, PodPlan, p
 
 log = logging.getLogger(__name__)
 PLAN_RETRY_S = 2.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def engine_executable() -> str:
@@ -83,6 +90,7 @@ class PodWorker:
         meta = pod["metadata"]
         self.namespace, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
         self.pod_ip = pod_ip
+        self.sglang_port = free_port()
         self.dir = kubelet.layout.pod_dir(self.namespace, self.name)
         self.plan: PodPlan | None = None
         self.error: PodError | None = None
@@ -153,7 +161,7 @@ class PodWorker:
             host_env=os.environ, config_maps=k.data(CONFIGMAPS, self.namespace),
             secrets=k.data(SECRETS, self.namespace),
             markers={procs.CLUSTER_MARKER: k.cluster_id, procs.CONTAINER_MARKER: marker},
-            probe_period_cap=k.probe_period_cap)
+            probe_period_cap=k.probe_period_cap, sglang_port=self.sglang_port)
 
     async def run(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,9 @@ Mapping rules (the local kubelet's whole contract):
   script of the Python running the cluster.
 - `--host 0.0.0.0` (or `::`, in both `--host X` and `--host=X` forms) becomes the pod's own loopback IP, so
   every pod can listen on the same port.
+- In Kubernetes every pod has its own 127.0.0.1; here pods share it, so `sglang-engine serve` without
+  `--sglang-port` gets `--sglang-port <a free port>` (inserted before any `--`): the SGLang servers of two
+  pods never collide on 127.0.0.1:30000.
 - Volumes become folders: emptyDir, configMap and secret under `<pod dir>/volumes/<volume>/`, a
   persistentVolumeClaim under `<state>/pvcs/<namespace>/<claim>/` (shared by pods, like a real claim).
   ConfigMap and secret volumes use the kubelet's layout (`..data` symlink to a timestamped folder, one
@@ -112,6 +115,7 @@ class PodContext:
     # `dev up --probe-period-cap S`: every probe runs at least every S seconds (thresholds unchanged), so
     # tests see readiness within S instead of the spec's 10 s periods. None: the spec's periods exactly.
     probe_period_cap: float | None = None
+    sglang_port: int | None = None  # this pod's private SGLang port (see the module docstring)
 
 
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
@@ -145,6 +149,16 @@ def remap_value(value: str, mounts: tuple[Mount, ...]) -> str:
     if ":" in value and value.startswith("/"):
         return ":".join(remap_path(part, mounts) for part in value.split(":"))
     return remap_path(value, mounts)
+
+
+def add_sglang_port(argv: list[str], port: int | None) -> list[str]:
+    """`serve ... [-- extra]` -> `serve ... --sglang-port P [-- extra]`, unless the port is already chosen."""
+    engine_flags = argv[: argv.index("--")] if "--" in argv else argv
+    if port is None or len(argv) < 2 or argv[1] != "serve" or any(
+            a == "--sglang-port" or a.startswith("--sglang-port=") for a in engine_flags):
+        return argv
+    cut = len(engine_flags)
+    return [*argv[:cut], "--sglang-port", str(port), *argv[cut:]]
 
 
 def rewrite_host(argv: list[str], pod_ip: str) -> list[str]:
@@ -329,6 +343,7 @@ def plan_container(container: Mapping[str, Any], index: int, pod: Mapping[str, A
     env.update(ctx.markers)
     argv = [expand(a, user_env) for a in argv]
     argv = rewrite_host([ctx.engine_path, *(remap_value(a, mounts) for a in argv[1:])], ctx.pod_ip)
+    argv = add_sglang_port(argv, ctx.sglang_port)
     ports = {p["name"]: int(p["containerPort"]) for p in container.get("ports") or [] if p.get("name")}
     cwd = Path(remap_path(container["workingDir"], mounts)) if container.get("workingDir") else ctx.pod_dir
     return ContainerPlan(

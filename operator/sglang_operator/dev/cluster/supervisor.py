@@ -28,19 +28,13 @@ from sglang_operator.dev.cluster import procs
 from sglang_operator.dev.cluster.container import Backoff
 from sglang_operator.dev.cluster.controller import DeploymentController
 from sglang_operator.dev.cluster.kubeapi import Credentials, KubeClient, cancel_all
-from sglang_operator.dev.cluster.kubelet import Kubelet
+from sglang_operator.dev.cluster.kubelet import Kubelet, free_port
 from sglang_operator.dev.cluster.layout import ClusterInfo, Layout
 from sglang_operator.dev.cluster.proxy import ServiceProxy
 
 log = logging.getLogger("sglang_operator.dev.cluster")
 READY_FILE = "ready"
 CHILD_STOP_GRACE_S = 10.0
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _listening(host: str, port: int) -> bool:
