@@ -49,3 +49,18 @@ def test_helm_install_dry_run_server_validates_and_writes_nothing(helm, emulator
     assert emulator.write_count() == 0
     assert emulator.get("v1", "configmaps", "rel-cfg") is None  # dry run: nothing stored
     assert emulator.list("v1", "secrets") == []
+
+
+def test_helm_install_upgrade_uninstall_for_real(helm, emulator, tmp_path):
+    chart = write_chart(tmp_path)
+    installed = helm("install", "rel", str(chart), "--namespace", "default")
+    assert installed.returncode == 0 and "STATUS: deployed" in installed.stdout, installed.stderr
+    assert emulator.get("v1", "configmaps", "rel-cfg")["data"] == {"k": "v"}
+    release = emulator.get("v1", "secrets", "sh.helm.release.v1.rel.v1")  # posted as protobuf
+    assert release["type"] == "helm.sh/release.v1" and release["metadata"]["labels"]["owner"] == "helm"
+    assert helm("upgrade", "rel", str(chart), "--set", "k=w").returncode == 0
+    assert emulator.get("v1", "configmaps", "rel-cfg")["data"] == {"k": "w"}
+    assert "rel" in helm("list", "--short").stdout
+    uninstalled = helm("uninstall", "rel")
+    assert uninstalled.returncode == 0, uninstalled.stderr
+    assert emulator.list("v1", "configmaps", "default") == [] and emulator.list("v1", "secrets") == []

@@ -1,8 +1,9 @@
 """Decode the Kubernetes protobuf bodies that kubectl's typed commands send, for a few simple kinds.
 
 `kubectl create namespace|configmap|secret|serviceaccount` post `application/vnd.kubernetes.protobuf`
-with no JSON fallback. The envelope is `k8s\\0` + runtime.Unknown{typeMeta, raw}; `raw` is the kind's
-generated message. Field numbers below come from k8s.io/api's generated.proto for those kinds.
+with no JSON fallback, and so does helm for its release Secrets (and their DeleteOptions). The envelope
+is `k8s\\0` + runtime.Unknown{typeMeta, raw}; `raw` is the kind's generated message. Field numbers below
+come from k8s.io/api's generated.proto for those kinds.
 Anything else is refused with 415 and a hint to use `kubectl apply -f` (which sends JSON).
 """
 
@@ -146,7 +147,22 @@ def _serviceaccount(obj: dict[str, Any], number: int, value: int | bytes) -> Non
         obj["automountServiceAccountToken"] = bool(value)
 
 
+def _delete_options(obj: dict[str, Any], number: int, value: int | bytes) -> None:
+    if number == 1 and isinstance(value, int):
+        obj["gracePeriodSeconds"] = value
+    elif number == 2 and isinstance(value, bytes):
+        names = {1: "uid", 2: "resourceVersion"}
+        obj["preconditions"] = {names[n]: _text(v) for n, v in fields(value) if n in names}
+    elif number == 3:
+        obj["orphanDependents"] = bool(value)
+    elif number == 4:
+        obj["propagationPolicy"] = _text(value)
+    elif number == 5:
+        obj.setdefault("dryRun", []).append(_text(value))
+
+
 KINDS: dict[str, Callable[[dict[str, Any], int, int | bytes], None]] = {
+    "DeleteOptions": _delete_options,
     "ConfigMap": _configmap,
     "Secret": _secret,
     "Namespace": _namespace,
@@ -172,7 +188,7 @@ def decode(body: bytes) -> dict[str, Any]:
         )
     obj: dict[str, Any] = {"apiVersion": tm.get(1, "v1"), "kind": kind}
     for number, value in fields(raw):
-        if number == 1:
+        if number == 1 and kind != "DeleteOptions":
             assert isinstance(value, bytes)
             obj["metadata"] = object_meta(value)
         else:
