@@ -13,16 +13,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
+from sglang_engine.protocol import ENGINE_OWNED_FLAGS, owned_flag_of
 
-# SGLang flags the engine sets itself (SGLANG_PROTOCOL.md); extraArgs must not repeat them. Aliases of the
-# same flags are included. tests/operator/test_spec.py compares this with the engine's list.
-OWNED_SGLANG_FLAGS = frozenset({
-    "--model-path", "--model", "--tokenizer-path", "--revision", "--served-model-name", "--tp-size",
-    "--tensor-parallel-size", "--mem-fraction-static", "--context-length", "--dtype", "--host", "--port",
-    "--api-key", "--download-dir", "--trust-remote-code", "--chat-template", "--log-level",
-    "--enable-metrics", "--max-running-requests", "--random-seed", "--enable-lora", "--lora-paths",
-    "--max-loaded-loras", "--max-lora-rank", "--lora-target-modules",
-})
+# SGLang flags the engine sets itself (SGLANG_PROTOCOL.md): one list, kept with the engine's wire facts
+# (a dependency-free module). The CRD's CEL rule repeats the exact names; the operator also refuses
+# argparse abbreviations of them (`--mem-frac`), which SGLang's parser would expand.
+OWNED_SGLANG_FLAGS = ENGINE_OWNED_FLAGS
 
 _PVC = re.compile(r"^pvc://(?P<claim>[a-z0-9]([-a-z0-9.]*[a-z0-9])?)/(?P<path>.+)$")
 _DOTDOT = re.compile(r"(^|/)\.\.(/|$)")
@@ -70,7 +66,7 @@ class GenerationSpec(_Model):
     temperature: float | None = Field(None, ge=0, le=100)
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=-1)
-    repetition_penalty: float | None = Field(None, gt=0)
+    repetition_penalty: float | None = Field(None, gt=0, le=2)
     max_new_tokens: int | None = Field(None, ge=1)
     max_length: int | None = Field(None, ge=1)
     stop: tuple[str, ...] | None = Field(None, max_length=16)
@@ -160,9 +156,11 @@ def _problems(spec: ModelSpec) -> list[tuple[str, str]]:
             found.append((f"spec.loraAdapters[{i}].name", f"duplicate adapter name {adapter.name!r}"))
         seen.add(adapter.name)
     for i, arg in enumerate(spec.engine.extra_args):
-        if arg.split("=", 1)[0] in OWNED_SGLANG_FLAGS:
+        if (flag := owned_flag_of(arg)) is not None:
+            shown = arg.split("=", 1)[0]
+            via = "" if shown == flag else f" (abbreviates {flag})"
             found.append((f"spec.engine.extraArgs[{i}]",
-                          f"{arg.split('=', 1)[0]} is set by the operator; use the matching spec field"))
+                          f"{shown}{via} is set by the operator; use the matching spec field"))
     gen = spec.generation
     if gen is not None:
         if gen.top_k == 0:

@@ -66,3 +66,11 @@ def test_the_crd_cel_rule_names_exactly_the_owned_flags(crd_schema):
         "x-kubernetes-validations"][0]["rule"]
     listed = rule.split("^--(", 1)[1].split(")", 1)[0].split("|")
     assert {f"--{flag}" for flag in listed} == OWNED_SGLANG_FLAGS
+
+
+def test_extra_args_abbreviating_an_owned_flag_are_refused():
+    """SGLang's argparse expands unambiguous prefixes, so `--mem-frac` would set --mem-fraction-static."""
+    with pytest.raises(SpecError) as err:
+        parse_spec({"model": "org/m", "engine": {"extraArgs": ["--enable-torch-compile", "--mem-frac=0.5"]}})
+    assert err.value.field == "spec.engine.extraArgs[1]"
+    assert "--mem-fraction-static" in err.value.message
