@@ -107,6 +107,8 @@ def test_engine_change_rolls_out(cluster: Cluster) -> None:
     until(lambda: not set(_uids(cluster)) & old, 60, "the old pod gone")
     pods = cluster.pods(NAME)
     assert len(pods) == 1 and new_revision(pods[0])
+    rollout = cluster.kubectl.run("rollout", "status", f"deployment/{NAME}", "--timeout=30s")
+    assert "successfully rolled out" in rollout.stdout
     assert stream_text(cluster.url(NAME), NAME)[1] >= 1
 
 
