@@ -75,11 +75,12 @@ class Cluster:
         return procs.marked_pids(procs.CONTAINER_MARKER, f"{self.info.cluster_id}/{pod_uid}")
 
 
-def stream_text(base: str, model: str, prompt: str = "Hello there") -> tuple[str, int, str | None]:
+def stream_text(base: str, model: str, prompt: str = "Hello there",
+                api_key: str = "unused") -> tuple[str, int, str | None]:
     """(text, content chunks, finish reason) of a streamed chat completion with the `openai` client."""
     from openai import OpenAI
 
-    client = OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=60)
+    client = OpenAI(base_url=f"{base}/v1", api_key=api_key, max_retries=0, timeout=60)
     text, chunks, finish = "", 0, None
     for chunk in client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
                                                 max_tokens=12, stream=True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import openai
 import pytest
 from conftest import Cluster, http_json, stream_text, until
 
@@ -17,8 +18,11 @@ MODEL = {
     "metadata": {"name": NAME, "namespace": "default"},
     "spec": {"model": "builtin:tiny", "backend": "sglang", "replicas": 1,
              "env": [{"name": "PYTHONPATH", "value": str(STANDIN)},
-                     {"name": "SGLANG_ENGINE_SGLANG_MODULE", "value": "sglang_standin"}]},
+                     {"name": "SGLANG_ENGINE_SGLANG_MODULE", "value": "sglang_standin"}],
+             # The chat API key reaches the pod by secretKeyRef (the operator never reads the Secret).
+             "apiKeySecret": {"name": "e2e-api-key", "key": "key"}},
 }
+API_KEY = "e2e-secret-key"
 
 
 def _cmdline(pid: int) -> str:
@@ -29,6 +33,7 @@ def _cmdline(pid: int) -> str:
 
 
 def test_sglang_backend_through_the_standin(cluster: Cluster) -> None:
+    cluster.kubectl.run("create", "secret", "generic", "e2e-api-key", f"--from-literal=key={API_KEY}")
     cluster.apply(MODEL)
     cluster.wait("Ready", NAME)
     (pod,) = cluster.pods(NAME)
@@ -39,8 +44,10 @@ def test_sglang_backend_through_the_standin(cluster: Cluster) -> None:
     assert standin, "no SGLang stand-in process for the pod"
     # Pods share 127.0.0.1 here, so the kubelet gave this engine a private SGLang port (not 30000).
     assert standin[0][standin[0].index("--port") + 1] != "30000"
-    text, chunks, finish = stream_text(cluster.url(NAME), NAME)
+    text, chunks, finish = stream_text(cluster.url(NAME), NAME, api_key=API_KEY)
     assert chunks >= 1 and text and finish in ("stop", "length")
+    with pytest.raises(openai.AuthenticationError):
+        stream_text(cluster.url(NAME), NAME, api_key="wrong")
     events = (cluster.layout.pod_dir("default", pod["metadata"]["name"]) / "events.log").read_text()
     assert "nvidia.com/gpu=1 requested; accepted and ignored" in events
 
