@@ -101,3 +101,20 @@ async def test_sigterm_ignored_means_sigkill_after_grace(tmp_path: Path) -> None
         await runner.stop(grace_s=0.1)
         task.cancel()
         procs.kill_marked(procs.CONTAINER_MARKER, marker)
+
+
+@pytest.mark.timeout(30)
+async def test_a_command_that_cannot_start_is_a_container_error(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing-sglang-engine")
+    plan = ContainerPlan("engine", (missing,), {"PATH": "/usr/bin"}, tmp_path, ())
+    events: list[tuple[str, str, str]] = []
+    runner = ContainerRunner(plan, "img", tmp_path / "engine.log", tmp_path / "pid.json", "Always",
+                             lambda: None, lambda *e: events.append(e), Backoff(base_s=0.05, cap_s=0.1))
+    task = asyncio.create_task(runner.run())
+    try:
+        await _until(lambda: runner.state.restart_count >= 2)
+        assert runner.state.last_state["terminated"]["reason"] == "StartError"
+        assert any(e[1] == "Failed" and "missing-sglang-engine" in e[2] for e in events)
+    finally:
+        await runner.stop(grace_s=0.1)
+        task.cancel()

@@ -18,6 +18,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -71,7 +72,7 @@ class ContainerState:
 
 
 class ContainerRunner:
-    def __init__(self, plan: ContainerPlan, image: str, log_path: Any, pidfile: Any, restart_policy: str,
+    def __init__(self, plan: ContainerPlan, image: str, log_path: Path, pidfile: Path, restart_policy: str,
                  on_change: Callable[[], None], on_event: Callable[[str, str, str], None],
                  backoff: Backoff | None = None) -> None:
         self.plan = plan
@@ -136,6 +137,13 @@ class ContainerRunner:
             self.proc = await asyncio.create_subprocess_exec(
                 *plan.argv, stdin=asyncio.subprocess.DEVNULL, stdout=logfd, stderr=asyncio.subprocess.STDOUT,
                 env=plan.env, cwd=plan.cwd, start_new_session=True)
+        except OSError as exc:  # e.g. the engine is not installed: a container error, retried with backoff
+            message = f"cannot start {plan.argv[0]}: {exc}"
+            self.on_event("Warning", "Failed", message)
+            failed = {"terminated": {"exitCode": 128, "reason": "StartError", "message": message,
+                                     "finishedAt": now_iso()}}
+            self._set(state=failed, last_state=failed, ready=False, started=False, pid=None)
+            return 128
         finally:
             os.close(logfd)
         procs.write_pidfile(self.pidfile, self.proc.pid, plan.argv)
