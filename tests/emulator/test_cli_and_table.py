@@ -156,3 +156,43 @@ def test_kubectl_discovers_through_aggregated_discovery(kubectl, emulator):
     paths = emulator.call(lambda: [r.path for r in emulator.emulator.request_log])
     discovery = [p for p in paths if isinstance(api_paths.parse(p), api_paths.DiscoveryPath)]
     assert sorted(set(discovery)) == ["/api", "/apis"], paths  # no per-group-version round trips
+
+
+def test_kubectl_get_prints_built_in_columns(kubectl):
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {"nodeName": "local", "containers": [{"name": "c", "image": "x:1"}]},
+    }
+    assert kubectl("apply", "-f", "-", input=json.dumps(pod)).returncode == 0
+    status = {
+        "status": {
+            "phase": "Running",
+            "podIP": "127.1.0.5",
+            "containerStatuses": [
+                {
+                    "name": "c",
+                    "ready": True,
+                    "restartCount": 2,
+                    "image": "x:1",
+                    "imageID": "",
+                    "state": {"running": {}},
+                }
+            ],
+        }
+    }
+    kubectl("patch", "pod", "p", "--subresource=status", "--type=merge", "-p", json.dumps(status))
+    header, row = [line.split() for line in kubectl("get", "pods", "-o", "wide").stdout.splitlines()]
+    assert header[:7] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]
+    assert row[:4] == ["p", "1/1", "Running", "2"] and row[5:7] == ["127.1.0.5", "local"]
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "s"},
+        "spec": {"selector": {"app": "x"}, "ports": [{"port": 80}]},
+    }
+    assert kubectl("apply", "-f", "-", input=json.dumps(svc)).returncode == 0
+    header, row = [line.split() for line in kubectl("get", "svc", "s").stdout.splitlines()]
+    assert header == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+    assert row[1] == "ClusterIP" and row[2].startswith("10.96.") and row[4] == "80/TCP"

@@ -4,10 +4,13 @@ additionalPrinterColumns. Built-in kinds get the apiserver's generic Name and Ag
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
+from . import printers
 from .resources import ResourceType
 
 Obj = dict[str, Any]
@@ -67,54 +70,58 @@ def _cell(value: Any, column_type: str) -> Any:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _columns(rt: ResourceType) -> list[Obj]:
-    name = {
-        "name": "Name",
-        "type": "string",
-        "format": "name",
-        "priority": 0,
-        "description": "Name must be unique within a namespace.",
-    }
-    if not rt.printer_columns:
+_NAME = {
+    "name": "Name",
+    "type": "string",
+    "format": "name",
+    "priority": 0,
+    "description": "Name must be unique within a namespace.",
+}
+_AGE = ("Age", "date", 0, lambda obj: age(obj["metadata"].get("creationTimestamp")))
+
+
+def _columns(rt: ResourceType) -> list[tuple[Obj, Callable[[Obj], Any]]]:
+    """Column definitions with the function computing each cell: CRD printer columns, else built-ins."""
+    if rt.printer_columns:
         return [
-            name,
-            {
-                "name": "Age",
-                "type": "date",
-                "format": "",
-                "priority": 0,
-                "description": "CreationTimestamp is a timestamp representing the server time when this "
-                "object was created.",
-            },
+            (
+                {
+                    "name": c["name"],
+                    "type": c.get("type", "string"),
+                    "format": c.get("format", ""),
+                    "description": c.get("description", ""),
+                    "priority": c.get("priority", 0),
+                },
+                functools.partial(_column_cell, c["jsonPath"], c.get("type", "string")),
+            )
+            for c in rt.printer_columns
         ]
-    return [name] + [
-        {
-            "name": c["name"],
-            "type": c.get("type", "string"),
-            "format": c.get("format", ""),
-            "description": c.get("description", ""),
-            "priority": c.get("priority", 0),
-            "jsonPath": c["jsonPath"],
-        }
-        for c in rt.printer_columns
+    builtin = printers.BUILTIN.get(rt.key, [])
+    columns = [
+        *(c for c in builtin if c[2] == 0),
+        _AGE,
+        *(c for c in builtin if c[2] > 0),
+    ]  # Age before -o wide
+    return [
+        ({"name": name, "type": kind, "format": "", "description": "", "priority": priority}, cell)
+        for name, kind, priority, cell in columns
     ]
+
+
+def _column_cell(path: str, column_type: str, obj: Obj) -> Any:
+    return _cell(json_path(obj, path), column_type)
 
 
 def table(rt: ResourceType, objs: list[Obj], resource_version: str) -> Obj:
     columns = _columns(rt)
-    rows = []
-    for obj in objs:
-        cells: list[Any] = [obj["metadata"]["name"]]
-        for column in columns[1:]:
-            path = column.get("jsonPath", ".metadata.creationTimestamp")
-            cells.append(_cell(json_path(obj, path), column["type"]))
-        rows.append({"cells": cells, "object": obj})
-    for column in columns:
-        column.pop("jsonPath", None)
+    rows = [
+        {"cells": [obj["metadata"]["name"], *(cell(obj) for _, cell in columns)], "object": obj}
+        for obj in objs
+    ]
     return {
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": {"resourceVersion": resource_version},
-        "columnDefinitions": columns,
+        "columnDefinitions": [_NAME, *(definition for definition, _ in columns)],
         "rows": rows,
     }
