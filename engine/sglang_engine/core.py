@@ -50,8 +50,11 @@ def make_backend(settings: EngineSettings) -> Backend:
 
         return TransformersBackend(settings)
     from sglang_engine.backends.sglang_backend import SGLangBackend
+    from sglang_engine.supervisor import SupervisedBackend
 
-    return SGLangBackend(settings)
+    # SGLang is a process that can die: restart it with backoff (transformers runs in-process).
+    return SupervisedBackend(lambda: SGLangBackend(settings), max_restarts=settings.backend_restarts,
+                             backoff_s=settings.restart_backoff_s)
 
 
 def _media(value: list[Any] | None, param: str) -> list[str] | None:

@@ -49,10 +49,16 @@ class EngineSettings(BaseModel):
     sglang_extra_args: tuple[str, ...] = ()
     startup_timeout_s: float = Field(1800.0, gt=0)
     shutdown_grace_s: float = Field(30.0, ge=0)
+    # A backend that dies is restarted with exponential backoff; after this many failures in a row the
+    # engine's /livez fails (the kubelet restarts the pod).
+    backend_restarts: int = Field(3, ge=0)
+    restart_backoff_s: float = Field(1.0, gt=0)
     print_sglang_argv: bool = False
     # Serving limits
     max_concurrent_requests: int = Field(256, ge=1)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # Browser origins allowed to call the API (CORS); none by default: no CORS headers at all.
+    cors_allow_origins: tuple[str, ...] = ()
     # Secrets: read from files or env, never from argv (argv is visible in `ps`).
     api_key: str | None = Field(None, repr=False)
     admin_token: str | None = Field(None, repr=False)
@@ -115,9 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     a("--sglang-port", type=int, default=30000)
     a("--startup-timeout", dest="startup_timeout_s", type=float, default=1800.0)
     a("--shutdown-grace", dest="shutdown_grace_s", type=float, default=30.0)
+    a("--backend-restarts", type=int, default=3, help="restarts in a row before /livez fails")
+    a("--restart-backoff", dest="restart_backoff_s", type=float, default=1.0,
+      help="seconds before the first restart of a dead backend; doubles per failure (max 30)")
     a("--print-sglang-argv", action="store_true")
     a("--max-concurrent-requests", type=int, default=256)
     a("--max-body-bytes", type=int, default=4 * 1024 * 1024)
+    a("--cors-allow-origin", dest="cors_allow_origins", action="append", default=[], metavar="ORIGIN",
+      help="allow browser calls from ORIGIN (repeatable; `*` for any); no CORS unless given")
     a("--api-key-file", help="file holding the /v1 API key (else env SGLANG_ENGINE_API_KEY)")
     a("--admin-token-file", help="file holding the admin bearer token (else env SGLANG_ENGINE_ADMIN_TOKEN)")
     a("--cache-dir")

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -24,6 +25,7 @@ from sglang_engine.server.openai_types import (
     error_type_for,
     parse_chat_request,
 )
+from sglang_engine.server.openapi import build_openapi
 from sglang_engine.server.relay import DONE, ChunkEncoder, usage_of
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,11 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CHAT_PATH = "/v1/chat/completions"
 RETRY_AFTER_S = "1"
+# Request-line, header and header-count limits (aiohttp's parser answers 400 beyond them, before any
+# handler runs); the body limit is settings.max_body_bytes. Passed to AppRunner/TestServer.
+SERVER_LIMITS: dict[str, Any] = {"max_line_size": 8190, "max_field_size": 8190, "max_headers": 100}
+CORS_ALLOW_HEADERS = "Authorization, Content-Type"
+CORS_ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
 
 
 @dataclass
@@ -69,8 +76,33 @@ class Api:
         self.metrics = metrics
         self.state = state
         self.settings = engine.settings
+        self._openapi = build_openapi()
 
     # ---------------------------------------------------------------- middlewares
+    def cors_headers(self, request: web.Request) -> dict[str, str]:
+        """Empty unless the request's Origin is allowed (--cors-allow-origin; none by default)."""
+        allowed = self.settings.cors_allow_origins
+        origin = request.headers.get("Origin")
+        if not allowed or origin is None or not ("*" in allowed or origin in allowed):
+            return {}
+        return {"Access-Control-Allow-Origin": "*" if "*" in allowed else origin, "Vary": "Origin"}
+
+    @web.middleware
+    async def cors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """A preflight from an allowed origin is answered here, before auth (browsers send no credentials
+        on a preflight); other answers get the allow-origin header (streams set it themselves)."""
+        headers = self.cors_headers(request)
+        if not headers:
+            return await handler(request)
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            return web.Response(status=204, headers={
+                **headers, "Access-Control-Allow-Methods": CORS_ALLOW_METHODS,
+                "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS, "Access-Control-Max-Age": "600"})
+        response = await handler(request)
+        if not response.prepared:
+            response.headers.update(headers)
+        return response
+
     @web.middleware
     async def errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Every failure becomes an OpenAI-shaped error; nothing leaks a traceback."""
@@ -170,7 +202,8 @@ class Api:
             first = await anext(stream, None)
             self.metrics.time_to_first_token.labels(**labels).observe(time.monotonic() - arrived)
             response = web.StreamResponse(headers={
-                "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                **self.cors_headers(request)})
             await response.prepare(request)
             try:
                 last = await self._relay(response, encoder, first, stream)
@@ -252,6 +285,9 @@ class Api:
             "adapters": [s.as_json() for s in self.adapters.statuses()],
         })
 
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(self._openapi)
+
     async def metrics_page(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.render(), headers={"Content-Type": self.metrics.content_type})
 
@@ -283,7 +319,8 @@ API = web.AppKey("api", Api)
 def build_app(engine: Engine, adapters: AdapterController, metrics: EngineMetrics | None = None,
               state: ServerState | None = None) -> web.Application:
     api = Api(engine, adapters, metrics or EngineMetrics(), state or ServerState())
-    app = web.Application(middlewares=[api.errors, api.guard], client_max_size=engine.settings.max_body_bytes)
+    app = web.Application(middlewares=[api.cors, api.errors, api.guard],
+                          client_max_size=engine.settings.max_body_bytes)
     app[API] = api
     app.router.add_post(CHAT_PATH, api.chat_completions)
     app.router.add_get("/v1/models", api.models)
@@ -291,6 +328,7 @@ def build_app(engine: Engine, adapters: AdapterController, metrics: EngineMetric
     app.router.add_get("/readyz", api.readyz)
     app.router.add_get("/status", api.status)
     app.router.add_get("/metrics", api.metrics_page)
+    app.router.add_get("/openapi.json", api.openapi)
     app.router.add_get("/admin/adapters", api.list_adapters)
     app.router.add_post("/admin/adapters", api.load_adapter)
     app.router.add_delete("/admin/adapters/{name}", api.unload_adapter)

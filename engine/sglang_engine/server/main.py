@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from sglang_engine.adapters import AdapterController
 from sglang_engine.core import Engine
-from sglang_engine.server.app import ServerState, build_app
+from sglang_engine.server.app import SERVER_LIMITS, ServerState, build_app
 from sglang_engine.settings import EngineSettings, parse_settings
 
 log = logging.getLogger("sglang_engine")
@@ -80,7 +80,7 @@ async def run(settings: EngineSettings) -> int:
     state = ServerState()
     # Serve /livez and /readyz (503) while the backend starts: a slow start must not look like a dead pod.
     runner = web.AppRunner(build_app(engine, adapters, state=state), handler_cancellation=True,
-                           access_log=None)
+                           access_log=None, **SERVER_LIMITS)
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.host, settings.port).start()
