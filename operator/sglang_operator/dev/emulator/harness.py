@@ -103,6 +103,7 @@ async def run_emulator(
     graceful_pod_deletion: bool = False,
     log_requests: bool = False,
     state_file: Path | None = None,
+    pod_logs_dir: Path | None = None,
 ) -> AsyncIterator[RunningEmulator]:
     """Serve an emulator on host:port (a free port when None), write its kubeconfig, yield it running.
     With `state_file`, objects are restored from it at start (when it exists) and saved to it at exit."""
@@ -110,6 +111,7 @@ async def run_emulator(
         bookmark_interval=bookmark_interval,
         log_requests=log_requests,
         graceful_pod_deletion=graceful_pod_deletion,
+        pod_logs_dir=pod_logs_dir,
     )
     if state_file is not None and state_file.exists():  # noqa: ASYNC240 (once, before serving)
         count = state.load(emulator.store, state_file)

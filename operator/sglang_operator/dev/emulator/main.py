@@ -42,6 +42,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=None,
         help="restore objects from this JSON file at start, save at stop",
     )
+    parser.add_argument(
+        "--pod-logs-dir",
+        type=Path,
+        default=None,
+        help="serve `kubectl logs` from DIR/<namespace>_<pod>/logs/<container>.log (a local kubelet's files)",
+    )
     parser.add_argument("--quiet", action="store_true", help="log only requests answered 5xx")
     return parser.parse_args(argv)
 
@@ -60,6 +66,7 @@ async def serve(args: argparse.Namespace) -> None:
         bookmark_interval=args.bookmark_interval,
         graceful_pod_deletion=args.graceful_pod_deletion,
         state_file=args.state_file,
+        pod_logs_dir=args.pod_logs_dir,
         log_requests=not args.quiet,
     ) as running:
         print(f"apiserver: listening on {running.url}; kubeconfig written to {args.kubeconfig}", flush=True)

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 import aiohttp.web
@@ -20,7 +21,7 @@ import kmock
 import yaml
 from kmock._internal import references, rendering
 
-from . import aggregated, discovery, paths, protobuf, table
+from . import aggregated, discovery, paths, podlogs, protobuf, table
 from .api import Api, WriteOptions
 from .errors import ApiError
 from .faults import FAULT_REASONS, Fault, RequestRecord
@@ -45,6 +46,7 @@ class Emulator(kmock.KubernetesEmulator):
     store: Store = attrs.field(factory=Store)
     bookmark_interval: float = 5.0
     graceful_pod_deletion: bool = False  # opt-in: a kubelet must confirm with gracePeriodSeconds=0
+    pod_logs_dir: Path | None = None  # where `pods/log` reads <ns>_<pod>/logs/<container>.log
     log_requests: bool = False
     api: Api = attrs.field(init=False)
     request_log: list[RequestRecord] = attrs.field(factory=list, init=False)
@@ -266,6 +268,8 @@ class Emulator(kmock.KubernetesEmulator):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         query = dict(raw.query)
         namespace = path.namespace if rt.namespaced else None
+        if path.subresource == "log" and raw.method == "GET" and path.name and rt.key == ("", "pods"):
+            return await self._pod_log(raw, namespace, path.name)
         if path.subresource not in (None, "status", "scale", "binding"):
             raise ApiError(
                 404,
@@ -321,6 +325,25 @@ class Emulator(kmock.KubernetesEmulator):
         else:
             raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {raw.path}")
         return _json(result.obj, result.code, result.warnings)
+
+    async def _pod_log(
+        self, raw: aiohttp.web.BaseRequest, namespace: str | None, name: str
+    ) -> aiohttp.web.StreamResponse:
+        pods = self._type("", "v1", "pods")
+        pod = self.api.get(pods, namespace, name)
+        if self.pod_logs_dir is None:
+            raise ApiError(
+                400, "BadRequest", "this emulator serves no pod logs (start it with --pod-logs-dir)"
+            )
+        request = podlogs.LogRequest.parse(pod, dict(raw.query))
+        uid = pod["metadata"]["uid"]
+
+        def exists() -> bool:
+            current = self.store.get(pods.key, namespace, name)
+            return current is not None and current["metadata"]["uid"] == uid
+
+        path = podlogs.log_file(self.pod_logs_dir, namespace or "", name, request.container)
+        return await podlogs.serve(raw, path, request, exists, self._closing)
 
     def _bind(
         self, rt: Any, namespace: str | None, name: str, body: bytes, opts: WriteOptions
