@@ -204,10 +204,10 @@ def status(args: argparse.Namespace) -> int:
         print(f"  {name:<12} pid {p['pid']}  {'running' if p['running'] else 'NOT RUNNING'}")
     print("MODELS (sgm)")
     for m in st["models"]:
-        print(f"  {m['namespace']}/{m['name']:<24} {m['model']:<28} phase={m['phase']} Ready={m['ready']}")
+        print(f"  {m['namespace']}/{m['name']:<24} {m['model']!s:<28} phase={m['phase']} Ready={m['ready']}")
     print("PODS")
     for p in st["pods"]:
-        print(f"  {p['namespace']}/{p['name']:<40} {p['phase']:<9} ready={p['ready']!s:<5} ip={p['ip']} "
+        print(f"  {p['namespace']}/{p['name']:<40} {p['phase']!s:<9} ready={p['ready']!s:<5} ip={p['ip']} "
               f"restarts={p['restarts']} pid={p['pid']}")
     print("SERVICES")
     for name, s in st["services"].items():
