@@ -125,7 +125,8 @@ class PodWorker:
                 "containerStatuses": statuses}
 
     def _phase(self) -> str:
-        if not self.runners or any(r.state.restart_count == 0 and "running" not in r.state.state
+        # Pending until every container has run at least once (a crash-looping pod is Running, as in k8s).
+        if not self.runners or any(not r.state.last_state and "running" not in r.state.state
                                    and not r.finished for r in self.runners):
             return "Pending"
         if all(r.finished for r in self.runners):
