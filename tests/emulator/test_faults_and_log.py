@@ -53,6 +53,7 @@ async def test_write_log_counts_writes_per_resource(emulator):
     assert emulator.write_count("deployments.apps") == 1 and emulator.write_count("deployments") == 1
     assert emulator.write_count() == 3
     assert [w.method for w in emulator.writes("configmaps")] == ["POST", "PATCH"]
+    assert json.loads(emulator.writes("configmaps")[1].body) == {"data": {"k": "v"}}  # what the write sent
 
 
 async def test_kmock_reactions_take_precedence_over_the_store(emulator):

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+BODY_KEPT = 4096
 
 
 @dataclass
@@ -44,6 +45,7 @@ class RequestRecord:
     watch: bool
     user_agent: str = ""
     status: list[int] = field(default_factory=list)  # filled once answered (mutable cell)
+    body: bytes = b""  # of writes only, cut at BODY_KEPT bytes: to see what a write changed
 
     @property
     def is_write(self) -> bool:

@@ -24,7 +24,7 @@ from kmock._internal import references, rendering
 from . import aggregated, discovery, paths, podlogs, protobuf, table
 from .api import Api, WriteOptions
 from .errors import ApiError
-from .faults import FAULT_REASONS, Fault, RequestRecord
+from .faults import BODY_KEPT, FAULT_REASONS, WRITE_METHODS, Fault, RequestRecord
 from .store import Store
 from .watch import WatchParams, WatchStream
 
@@ -110,6 +110,7 @@ class Emulator(kmock.KubernetesEmulator):
             api_path.subresource if api_path else None,
             watch,
             raw.headers.get("User-Agent", ""),
+            body=body[:BODY_KEPT] if raw.method in WRITE_METHODS else b"",
         )
         self.request_log.append(record)
         if len(self.request_log) > REQUEST_LOG_LIMIT:
