@@ -144,7 +144,7 @@ def test_kubectl_get_watch_prints_rows_as_they_change(kubectl, emulator):
         ),
     )
     patcher.start()
-    watched = kubectl("get", "widgets", "-w", "--request-timeout=3s")
+    watched = kubectl("get", "widgets", "-w", "--request-timeout=4s")
     patcher.join()
     lines = [line.split() for line in watched.stdout.splitlines()]
     assert lines[0] == ["NAME", "SIZE", "PHASE", "AGE"]

@@ -102,7 +102,13 @@ def test_kubectl_wait_sees_a_later_change(kubectl, emulator):
         )
     )
     waiter.start()
-    time.sleep(1.0)  # let kubectl start watching; the change below must arrive through the watch
+    for _ in range(100):  # the change below must arrive through kubectl's watch: wait until it watches
+        if any(
+            r.watch and r.plural == "widgets"
+            for r in emulator.call(lambda: list(emulator.emulator.request_log))
+        ):
+            break
+        time.sleep(0.1)
     ok(
         kubectl(
             "patch",

@@ -33,8 +33,18 @@ def test_kubectl_logs_tail_and_follow(tmp_path):
         wrong = kubectl("logs", "p", "-c", "nope")
         assert wrong.returncode != 0 and "container nope is not valid for pod p" in wrong.stderr
 
+        def following() -> bool:
+            return any(
+                r.path.endswith("/p/log") and "follow=true" in r.query
+                for r in k8s.call(lambda: list(k8s.emulator.request_log))
+            )
+
         def append_then_delete() -> None:
-            time.sleep(1.0)
+            for _ in range(100):  # until kubectl is following (however slowly it starts)
+                if following():
+                    break
+                time.sleep(0.1)
+            time.sleep(0.3)
             with log.open("a") as out:
                 out.write("four\n")
             time.sleep(0.5)
