@@ -1,5 +1,5 @@
-"""Hostile input: the engine's own OpenAPI document drives a fuzzer (schemathesis); no request may yield a 5xx,
-a hang or a leaked stack trace. Header and body sizes are limited before any handler runs.
+"""Hostile input: the engine's own OpenAPI document drives a fuzzer (schemathesis); no request may yield a
+5xx, a hang or a leaked stack trace. Header and body sizes are limited before any handler runs.
 
 The engine runs on its own thread and loop (a FakeBackend test double behind the real app, the real tiny
 tokenizer and chat template), with the same server limits `sglang-engine serve` uses.
