@@ -57,6 +57,7 @@ class EngineSettings(BaseModel):
     # Serving limits
     max_concurrent_requests: int = Field(256, ge=1)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    body_timeout_s: float = Field(30.0, gt=0)  # a request body still arriving after this is refused (408)
     # Browser origins allowed to call the API (CORS); none by default: no CORS headers at all.
     cors_allow_origins: tuple[str, ...] = ()
     # Secrets: read from files or env, never from argv (argv is visible in `ps`).
@@ -127,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--print-sglang-argv", action="store_true")
     a("--max-concurrent-requests", type=int, default=256)
     a("--max-body-bytes", type=int, default=4 * 1024 * 1024)
+    a("--body-timeout", dest="body_timeout_s", type=float, default=30.0,
+      help="seconds a client may take to send its request body (slow senders get 408)")
     a("--cors-allow-origin", dest="cors_allow_origins", action="append", default=[], metavar="ORIGIN",
       help="allow browser calls from ORIGIN (repeatable; `*` for any); no CORS unless given")
     a("--api-key-file", help="file holding the /v1 API key (else env SGLANG_ENGINE_API_KEY)")

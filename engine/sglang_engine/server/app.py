@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -139,6 +140,13 @@ class Api:
             return json_error(413, f"Request body over {self.settings.max_body_bytes} bytes.")
         if self.state.draining:
             return json_error(503, "The engine is shutting down.")
+        # The body is read before a slot is taken, within a bound: a client sending its body slowly (or
+        # never) must not hold one of the max_concurrent_requests slots.
+        limit = self.settings.body_timeout_s
+        try:
+            await asyncio.wait_for(request.read(), limit)
+        except TimeoutError:
+            return json_error(408, f"The request body did not arrive within {limit:g} s (--body-timeout).")
         if self.state.in_flight >= self.settings.max_concurrent_requests:
             return json_error(429, "Too many concurrent requests.")
         self.state.in_flight += 1

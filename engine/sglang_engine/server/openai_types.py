@@ -87,5 +87,5 @@ def backend_error_body(exc: BackendError) -> dict[str, Any]:
 
 def error_type_for(status: int) -> str:
     return {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-            404: "invalid_request_error", 413: "invalid_request_error",
+            404: "invalid_request_error", 408: "invalid_request_error", 413: "invalid_request_error",
             429: "rate_limit_error"}.get(status, "server_error")

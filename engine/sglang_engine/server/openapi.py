@@ -61,7 +61,7 @@ def build_openapi(title: str = "sglang-engine", version: str = "0.1.0") -> dict[
             "summary": "OpenAI chat completions (streamed or not)",
             "security": [{"bearer": []}, {}],
             "requestBody": {"required": True, "content": {"application/json": {"schema": chat}}},
-            "responses": {"200": chat_ok, **_errors(400, 401, 404, 413, 429, 500, 502, 503)},
+            "responses": {"200": chat_ok, **_errors(400, 401, 404, 408, 413, 429, 500, 502, 503)},
         }},
         "/v1/models": {"get": _get("The base model and each loaded adapter", _json(JSON_OBJECT, "A list"),
                                    401)},
