@@ -29,7 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import kmock
-from procs import BENCH_DIR, ROOT, VENV_BIN, Proc, free_port, print_log_tails, rss_mb, wait_http
+from procs import BENCH_DIR, ROOT, VENV_BIN, Proc, free_port, patched_copy, print_log_tails, rss_mb, wait_http
 from report import publish, write_operator_report
 from sglang_operator import names as names_
 from sglang_operator.dev.emulator import Emulator, crd_documents, install_crds, kubeconfig_text
@@ -121,6 +121,10 @@ class Scale:
         argv = [str(VENV_BIN / "sglang-operator"), "run", "--kubeconfig", str(kubeconfig),
                 "--liveness", f"http://127.0.0.1:{port}/healthz", "--log-level", "warning"]
         env = {**os.environ, "SGLANG_OPERATOR_RESYNC_SECONDS": str(self.args.resync)}
+        if self.args.operator_patch:
+            patched = patched_copy(ROOT / "operator" / "sglang_operator", self.args.operator_patch,
+                                   self.tmp / label)
+            env["PYTHONPATH"] = os.pathsep.join([str(patched), *filter(None, [os.environ.get("PYTHONPATH")])])
         proc = Proc(argv, env=env, log=self.tmp / f"operator-{label}.log").start()
         return proc, port
 
@@ -224,6 +228,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resync", type=float, default=60.0, help="operator resync period (s; its default)")
     p.add_argument("--converge-timeout", type=float, default=240.0, help="give up converging after (s)")
     p.add_argument("--settle", type=float, default=5.0, help="extra seconds counted after the restart resync")
+    p.add_argument("--operator-patch", type=Path,
+                   help="measure a proposed operator change: this diff (paths under sglang_operator/) is "
+                   "applied to a temporary copy of the operator package, which the operator runs instead")
+    p.add_argument("--label", default="", help="suffix for the result files and plot (e.g. 'after')")
     p.add_argument("--out", type=Path, default=BENCH_DIR / "results")
     p.add_argument("--img", type=Path, default=BENCH_DIR.parent / "docs" / "img")
     return p.parse_args(argv)
@@ -248,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         except BaseException:
             print_log_tails(Path(tmp))
             raise
-    publish("operator_scale", {"sizes": sizes, "targets": check_targets(sizes)}, args, started,
+    body = {"sizes": sizes, "targets": check_targets(sizes)}
+    publish("operator_scale" + (f"_{args.label}" if args.label else ""), body, args, started,
             write_operator_report)
     return 0
 

@@ -44,6 +44,11 @@ RATIO_COLUMNS = [
     ("ttft_p50_added_ms", "added TTFT p50 ms"), ("ttft_p99_added_ms", "added TTFT p99 ms"),
     ("itl_p99_added_ms", "added ITL p99 ms"), ("itl_p99_steady_added_ms", "added ITL p99 steady ms"),
 ]
+PROBE_COLUMNS = [
+    ("requests_per_path", "requests per path"), ("direct_p50_ms", "direct p50 ms"),
+    ("engine_p50_ms", "engine p50 ms"), ("added_p50_ms", "added p50 ms"), ("direct_p99_ms", "direct p99 ms"),
+    ("engine_p99_ms", "engine p99 ms"), ("added_p99_ms", "added p99 ms"),
+]
 TARGET_COLUMNS = [("target", "target"), ("value", "measured"), ("met", "result")]
 
 
@@ -74,6 +79,8 @@ def engine_markdown(result: dict[str, Any]) -> str:
     return "\n\n".join([
         machine_line(result),
         "### Targets (paced)\n\n" + table(result["targets"], TARGET_COLUMNS),
+        "### Time to first token at 1 stream (probe)\n\n"
+        + table([result.get("ttft_probe") or {}], PROBE_COLUMNS),
         "### Ratios\n\n" + table(result["ratios"], RATIO_COLUMNS),
         "### Every run\n\n" + table(result["runs"], ENGINE_COLUMNS),
     ]) + "\n"
@@ -158,7 +165,7 @@ def _plot_operator(result: dict[str, Any], img_dir: Path) -> Path:
         ax.set_xlabel("SGLangModels created at once")
         ax.set_title(title)
     fig.tight_layout()
-    path = img_dir / "operator_scale.png"
+    path = img_dir / f"{result['benchmark']}.png"
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
