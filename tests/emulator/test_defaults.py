@@ -62,3 +62,12 @@ def test_service_cluster_ip_is_allocated_once_and_kept_on_update():
     assert updated["spec"]["clusterIP"] == ip
     other = api.create(services, "default", {**body, "metadata": {"name": "t"}}, DEFAULT).obj
     assert other["spec"]["clusterIP"] != ip
+
+
+def test_secret_string_data_is_folded_into_data():
+    api = fresh_api(widgets=False)
+    secrets = rt(api, "v1", "secrets")
+    body = {"metadata": {"name": "s"}, "data": {"a": "eA=="}, "stringData": {"token": "t0p", "a": "y"}}
+    stored = api.create(secrets, "default", body, DEFAULT).obj
+    assert stored["data"] == {"a": "eQ==", "token": "dDBw"} and "stringData" not in stored
+    assert stored["type"] == "Opaque"

@@ -6,6 +6,7 @@ one must cope with them, so the emulator fills them too (a subset: the fields th
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 from typing import Any
 
@@ -127,6 +128,11 @@ def apply(rt: ResourceType, obj: Obj, old: Obj | None, ips: ClusterIPs) -> None:
         _workload(rt, spec)
     elif rt.key == ("", "secrets"):
         obj.setdefault("type", "Opaque")
+        string_data = obj.pop("stringData", None)  # write-only: the apiserver folds it into data
+        if isinstance(string_data, dict):
+            data = obj.setdefault("data", {})
+            for key, value in string_data.items():
+                data[key] = base64.b64encode(str(value).encode()).decode()
     elif rt.key == ("", "namespaces"):
         obj.setdefault("spec", {"finalizers": ["kubernetes"]})
         obj["status"] = {"phase": "Active"}
