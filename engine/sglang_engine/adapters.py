@@ -13,6 +13,8 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -32,6 +34,8 @@ PVC_PREFIX = "pvc://"
 PVC_MOUNT_ROOT = Path("/mnt/pvc")
 ADAPTER_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"
 POLL_INTERVAL_S = 2.0
+# A Hugging Face repo id, checked before anything reaches the network.
+HUB_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
 
 
 class AdapterSpec(BaseModel):
@@ -63,6 +67,11 @@ def parse_config(raw: bytes) -> EngineConfig:
     return config
 
 
+def inside(path: Path, root: Path) -> bool:
+    """Whether `path` lies in `root` once symlinks are resolved (a link cannot lead out of a root)."""
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
+
+
 def resolve_source(source: str, revision: str | None, settings: EngineSettings) -> Path:
     """A local folder for an adapter source (blocking: may build or download; call from a thread)."""
     if source.startswith("builtin:"):
@@ -79,9 +88,12 @@ def resolve_source(source: str, revision: str | None, settings: EngineSettings) 
     if source.startswith("/"):
         if ".." in PurePosixPath(source).parts:
             raise ValueError(f"source {source!r}: '..' is not allowed")
+        roots = settings.source_roots
+        if roots and not any(inside(Path(source), root) for root in roots):
+            allowed = ", ".join(str(r) for r in roots)
+            raise ValueError(f"source {source!r}: outside the allowed roots ({allowed}; --source-root)")
         return Path(source)
-    parts = source.split("/")
-    if len(parts) == 2 and all(parts) and not source.startswith("."):  # a Hugging Face repo id org/name
+    if HUB_REPO_ID.fullmatch(source):  # a Hugging Face repo id org/name
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(source, revision=revision, cache_dir=settings.download_dir))

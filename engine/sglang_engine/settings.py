@@ -43,6 +43,8 @@ class EngineSettings(BaseModel):
     enable_lora: bool = False  # implied by any adapter, the config file, or the lora flags
     # The watched JSON file of desired adapters and generation defaults (mounted from the ConfigMap).
     config_file: Path | None = None
+    # When set, an absolute-path adapter source must lie inside one of these folders (symlinks resolved).
+    source_roots: tuple[Path, ...] = ()
     # SGLang subprocess
     sglang_module: str = "sglang.launch_server"
     sglang_port: int = 30000
@@ -116,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-loaded-adapters", type=int)
     a("--max-lora-rank", type=int)
     a("--lora-target-modules", nargs="+", default=[])
+    a("--source-root", dest="source_roots", action="append", default=[], metavar="DIR",
+      help="allow absolute-path adapter sources only inside DIR (repeatable; default: anywhere)")
     a("--config", dest="config_file", help="watched JSON file of desired adapters and generation defaults")
     # The env default lets a pod (or a test) point the real launch path at a stand-in without new flags.
     a("--sglang-module", default=os.environ.get("SGLANG_ENGINE_SGLANG_MODULE", "sglang.launch_server"))
