@@ -100,3 +100,25 @@ def test_prune_keeps_preserved_and_additional_properties():
     value = {"a": {"k": "v"}, "b": {"x": 1}, "c": 2}
     assert schema.prune(value, s) == ["c"]
     assert value == {"a": {"k": "v"}, "b": {"x": 1}}
+
+
+@pytest.mark.parametrize(
+    ("value", "fails"),
+    [
+        ({"a": 1}, None),
+        ({"b": 1}, None),
+        ({}, "must validate one and only one schema (oneOf)"),
+        ({"a": 1, "b": 1}, "must validate one and only one schema (oneOf)"),
+        ({"a": 1, "c": 1}, "must not validate the schema (not)"),
+        ({"a": "x"}, "must match at least one schema (anyOf)"),
+    ],
+)
+def test_schema_combinators(value, fails):
+    s = {
+        "type": "object",
+        "oneOf": [{"required": ["a"]}, {"required": ["b"]}],
+        "not": {"required": ["c"]},
+        "properties": {"a": {"anyOf": [{"type": "integer"}, {"type": "boolean"}]}},
+    }
+    messages = [e.message for e in schema.validate(value, s)]
+    assert (fails is None and messages == []) or any(fails in m for m in messages), messages

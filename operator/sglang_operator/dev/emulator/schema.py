@@ -141,6 +141,19 @@ def validate(value: Any, schema: Schema | None, path: str = "") -> list[FieldErr
         errors += _validate_object(value, schema, path)
     elif isinstance(value, list):
         errors += _validate_array(value, schema, path, where)
+    return errors + _validate_combinators(value, schema, path, where)
+
+
+def _validate_combinators(value: Any, schema: Schema, path: str, where: str) -> list[FieldError]:
+    """allOf, anyOf, oneOf and not (structural schemas allow them for validation only)."""
+    errors = [e for sub in schema.get("allOf") or [] for e in validate(value, sub, path)]
+    shown = f"Invalid value: {_show(value)}: {where} in body"
+    if "anyOf" in schema and all(validate(value, sub, path) for sub in schema["anyOf"]):
+        errors.append(FieldError(where, f"{shown} must match at least one schema (anyOf)"))
+    if "oneOf" in schema and sum(not validate(value, sub, path) for sub in schema["oneOf"]) != 1:
+        errors.append(FieldError(where, f"{shown} must validate one and only one schema (oneOf)"))
+    if isinstance(schema.get("not"), dict) and not validate(value, schema["not"], path):
+        errors.append(FieldError(where, f"{shown} must not validate the schema (not)"))
     return errors
 
 
