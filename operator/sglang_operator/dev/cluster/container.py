@@ -44,8 +44,8 @@ async def probe_once(probe: Probe) -> tuple[bool, str]:
     """Run a probe once: (success, message). HTTP: any status in [200, 400) succeeds, as in Kubernetes."""
     try:
         if probe.kind == "tcp":
-            connect = asyncio.open_connection(probe.host, probe.port)
-            _, writer = await asyncio.wait_for(connect, probe.timeout_s)
+            async with asyncio.timeout(probe.timeout_s):
+                _, writer = await asyncio.open_connection(probe.host, probe.port)
             writer.close()
             return True, ""
         url = f"http://{probe.host}:{probe.port}{probe.path}"
@@ -229,7 +229,8 @@ class ContainerRunner:
             return
         procs.signal_group(proc.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(proc.wait(), grace_s)
+            async with asyncio.timeout(grace_s):
+                await proc.wait()
         except TimeoutError:
             self.on_event("Warning", "Killing", f"container {self.plan.name} did not stop within "
                           f"{grace_s:.0f}s of SIGTERM: SIGKILL")

@@ -246,6 +246,18 @@ async def record_event(client: KubeClient, obj: dict[str, Any], reason: str, mes
         log.debug("event %s on %s not recorded: %s", reason, meta.get("name"), exc)
 
 
+async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
+    """Wait for `event` at most `timeout_s`; True if it was set.
+
+    asyncio.timeout rather than wait_for: Python 3.11's wait_for can swallow a cancellation that arrives
+    as the event fires, and a loop that survives its own cancellation never stops.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    return event.is_set()
+
+
 async def reconcile_loop(informers: list[Informer], wake: asyncio.Event,
                          step: Callable[[], Awaitable[None]], resync_s: float = 2.0) -> None:
     """Run the informers; once all have listed, call `step` after every change (and every `resync_s`)."""
@@ -261,8 +273,7 @@ async def reconcile_loop(informers: list[Informer], wake: asyncio.Event,
                 raise
             except Exception:
                 log.exception("reconcile step failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), resync_s)
+            await wait_event(wake, resync_s)
     finally:
         for task in tasks:
             task.cancel()

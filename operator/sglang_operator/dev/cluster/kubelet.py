@@ -199,8 +199,7 @@ class PodWorker:
                 self.error = err
                 self.dirty.set()
             self._config_changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._config_changed.wait(), PLAN_RETRY_S)
+            await kubeapi.wait_event(self._config_changed, PLAN_RETRY_S)
 
     def _refresh_volumes(self, plan: PodPlan) -> None:
         k = self.kubelet

@@ -210,7 +210,8 @@ class ServiceProxy:
             upstream = None
             for backend in listener.next_backends():
                 try:
-                    upstream = await asyncio.wait_for(asyncio.open_connection(backend.ip, backend.port), 5)
+                    async with asyncio.timeout(5):
+                        upstream = await asyncio.open_connection(backend.ip, backend.port)
                     break
                 except (OSError, TimeoutError):
                     continue

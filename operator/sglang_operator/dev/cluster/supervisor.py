@@ -97,7 +97,8 @@ class Child:
             return
         procs.signal_group(self.proc.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(self.proc.wait(), CHILD_STOP_GRACE_S)
+            async with asyncio.timeout(CHILD_STOP_GRACE_S):
+                await self.proc.wait()
         except TimeoutError:
             procs.signal_group(self.proc.pid, signal.SIGKILL)
             await self.proc.wait()
