@@ -78,6 +78,16 @@ def test_recreate_deletes_old_before_creating() -> None:
     old = _pods("old", "h1", ready=2)
     assert plan_rollout(2, strategy, "h2", old) == rollout.RolloutPlan(0, ("old-r0", "old-r1"))
     assert plan_rollout(2, strategy, "h2", []) == rollout.RolloutPlan(2, ())
+    # ... and waits until the old pods have finished terminating.
+    going = [PodView("old-r0", "h1", False, terminating=True)]
+    assert plan_rollout(2, strategy, "h2", going) == rollout.RolloutPlan(0, ())
+
+
+def test_terminating_pods_count_for_nothing() -> None:
+    pods = [PodView("a", "h", True, terminating=True), PodView("b", "h", True)]
+    assert plan_rollout(2, Strategy("RollingUpdate", 1, 0), "h", pods) == rollout.RolloutPlan(1, ())
+    counts = rollout.count_pods("h", pods)
+    assert (counts.replicas, counts.ready) == (1, 1)
 
 
 def _simulate(replicas: int, strategy: Strategy, start: int) -> list[tuple[int, int]]:

@@ -44,7 +44,8 @@ def pod_view(pod: dict[str, Any]) -> rollout.PodView:
     return rollout.PodView(name=meta.get("name", ""),
                            template_hash=(meta.get("labels") or {}).get(rollout.HASH_LABEL, ""),
                            ready=pod_ready(pod), failed=phase in ("Failed", "Succeeded"),
-                           created=meta.get("creationTimestamp", ""))
+                           created=meta.get("creationTimestamp", ""),
+                           terminating=bool(meta.get("deletionTimestamp")))
 
 
 def owned_by(pod: dict[str, Any], uid: str) -> bool:
@@ -94,7 +95,7 @@ class DeploymentController:
         thash = rollout.template_hash(template)
         owned = [p for p in self.pods.items()
                  if p["metadata"].get("namespace") == namespace and owned_by(p, uid)]
-        views = [pod_view(p) for p in owned if not p["metadata"].get("deletionTimestamp")]
+        views = [pod_view(p) for p in owned]
         names = {p["metadata"]["name"] for p in owned}
         expect = self.expectations.get(uid)
         if expect is None or expect.satisfied(names):

@@ -82,6 +82,7 @@ class PodView:
     ready: bool
     failed: bool = False  # phase Failed or Succeeded: will not run again, replace it
     created: str = ""  # creationTimestamp; newest pods go first on scale-down
+    terminating: bool = False  # deletionTimestamp set: going away, counts for nothing but Recreate's wait
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,9 @@ def plan_rollout(replicas: int, strategy: Strategy, current_hash: str, pods: lis
 
     Called again after every change; each call moves as far as the budget allows right now.
     """
+    if strategy.kind == "Recreate" and any(p.terminating and p.template_hash != current_hash for p in pods):
+        return RolloutPlan()  # Recreate: no new pod while an old one still runs its shutdown
+    pods = [p for p in pods if not p.terminating]
     dead = [p.name for p in pods if p.failed]
     live = [p for p in pods if not p.failed]
     new = [p for p in live if p.template_hash == current_hash]
@@ -161,7 +165,7 @@ class DeploymentCounts:
 
 
 def count_pods(current_hash: str, pods: list[PodView]) -> DeploymentCounts:
-    live = [p for p in pods if not p.failed]
+    live = [p for p in pods if not p.failed and not p.terminating]
     return DeploymentCounts(replicas=len(live),
                             updated=sum(1 for p in live if p.template_hash == current_hash),
                             ready=sum(1 for p in live if p.ready))
