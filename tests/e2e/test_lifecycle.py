@@ -11,7 +11,7 @@ import signal
 import urllib.request
 
 import pytest
-from conftest import Cluster, dev, http_json, stream_text, until
+from e2e_lib import Cluster, dev, http_json, stream_text, until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 

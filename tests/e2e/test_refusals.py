@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import Cluster, until
+from e2e_lib import Cluster, until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 

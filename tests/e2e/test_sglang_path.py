@@ -7,7 +7,7 @@ from pathlib import Path
 
 import openai
 import pytest
-from conftest import Cluster, http_json, stream_text, until
+from e2e_lib import Cluster, http_json, stream_text, until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
