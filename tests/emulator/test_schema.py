@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from helpers import DEFAULT, STRICT, fresh_api, rt, widget
 from sglang_operator.dev.emulator import schema
@@ -122,3 +124,58 @@ def test_schema_combinators(value, fails):
     }
     messages = [e.message for e in schema.validate(value, s)]
     assert (fails is None and messages == []) or any(fails in m for m in messages), messages
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("2026-01-02T03:04:05Z", True),
+        ("2026-01-02T03:04:05.123456+00:00", True),
+        ("2026-01-02 03:04", False),
+        ("yesterday", False),
+    ],
+)
+def test_date_time_format(value, ok):
+    errors = schema.validate(value, {"type": "string", "format": "date-time"}, "t")
+    assert (errors == []) is ok
+    if not ok:
+        assert (
+            errors[0].render()
+            == f't: Invalid value: "{value}": t in body must be of type date-time: "{value}"'
+        )
+
+
+def test_status_writes_are_validated_and_pruned():
+    api = fresh_api()
+    widgets = rt(api, "example.dev/v1alpha1", "widgets")
+    api.create(widgets, "default", widget(), DEFAULT)
+    body = json.dumps({"status": {"replicas": "two"}}).encode()
+    with pytest.raises(ApiError) as err:
+        api.patch(widgets, "default", "w1", "status", "application/merge-patch+json", body, DEFAULT)
+    assert "status.replicas: Invalid value" in err.value.message
+    body = json.dumps({"status": {"phase": "Ready", "unknown": 1}}).encode()
+    stored = api.patch(widgets, "default", "w1", "status", "application/merge-patch+json", body, DEFAULT).obj
+    assert stored["status"] == {"phase": "Ready"}
+
+
+def test_validation_ratchets_errors_the_stored_object_already_had():
+    api = fresh_api()
+    widgets = rt(api, "example.dev/v1alpha1", "widgets")
+    api.create(widgets, "default", widget(), DEFAULT)
+
+    def slip_past_the_schema(obj):  # as if the schema had been stricter when the object was written
+        obj["spec"]["size"] = 0
+
+    slip_past_the_schema(api.store.get(widgets.key, "default", "w1"))
+    merge = "application/merge-patch+json"
+    status = api.patch(
+        widgets, "default", "w1", "status", merge, b'{"status": {"phase": "Invalid"}}', DEFAULT
+    )
+    assert status.obj["status"]["phase"] == "Invalid"  # the unchanged invalid spec does not block status
+    labelled = api.patch(
+        widgets, "default", "w1", None, merge, b'{"metadata": {"labels": {"a": "b"}}}', DEFAULT
+    )
+    assert labelled.obj["metadata"]["labels"] == {"a": "b"}
+    with pytest.raises(ApiError) as err:  # but a new invalid value is refused
+        api.patch(widgets, "default", "w1", None, merge, b'{"spec": {"size": -1}}', DEFAULT)
+    assert "spec.size: Invalid value: -1" in err.value.message

@@ -24,8 +24,16 @@ def refuse(rt: ResourceType, obj: Obj, unknown: list[str], errors: list[FieldErr
         raise invalid(rt.kind, rt.group, obj["metadata"].get("name", ""), errors)
 
 
-def admit(rt: ResourceType, obj: Obj, field_validation: str) -> list[str]:
-    """Check (and for custom resources prune and default, in place) `obj`; returns warnings to send."""
+def _errors(rt: ResourceType, obj: Obj) -> list[FieldError]:
+    return schema.validate(obj, rt.schema) + crds.cel_errors(obj, rt.schema)
+
+
+def admit(rt: ResourceType, obj: Obj, field_validation: str, old: Obj | None = None) -> list[str]:
+    """Check (and for custom resources prune and default, in place) `obj`; returns warnings to send.
+
+    On updates of custom resources, errors the stored object already had are not reported (the apiserver's
+    validation ratcheting, GA since 1.33): an object that slipped past the schema can still get its
+    metadata and status written, while any change that is itself invalid is refused."""
     if rt.key == crds.CRD_KEY:
         refuse(rt, obj, [], crds.problems(obj))
         return []
@@ -40,5 +48,9 @@ def admit(rt: ResourceType, obj: Obj, field_validation: str) -> list[str]:
     if field_validation == "Strict":
         refuse(rt, obj, unknown, [])
     schema.apply_defaults(obj, rt.schema)
-    refuse(rt, obj, [], schema.validate(obj, rt.schema) + crds.cel_errors(obj, rt.schema))
+    errors = _errors(rt, obj)
+    if errors and old is not None:
+        before = {(e.field, e.message) for e in _errors(rt, old)}
+        errors = [e for e in errors if (e.field, e.message) not in before]
+    refuse(rt, obj, [], errors)
     return [f'unknown field "{path}"' for path in unknown] if field_validation == "Warn" else []

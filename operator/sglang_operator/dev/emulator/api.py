@@ -370,7 +370,7 @@ class Api:
             new["status"] = old.get("status", {})
         if sub != "status":
             defaults.apply(rt, new, old, self._ips)
-        warnings = admission.admit(rt, new, opts.field_validation) if sub != "status" else []
+        warnings = admission.admit(rt, new, opts.field_validation, old)  # status writes too
         if rt.key == crds.CRD_KEY:
             crds.establish(new)
         if new == old:  # a no-op write changes nothing: no new resourceVersion, no watch event

@@ -157,8 +157,29 @@ def _validate_combinators(value: Any, schema: Schema, path: str, where: str) -> 
     return errors
 
 
+_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+_INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
+
+
+def _format_ok(value: Any, fmt: str) -> bool:
+    if fmt == "date-time" and isinstance(value, str):
+        return bool(_DATE_TIME.match(value))
+    if fmt in _INT_RANGES and isinstance(value, int):
+        low, high = _INT_RANGES[fmt]
+        return low <= value <= high
+    return True  # other formats are not checked
+
+
 def _validate_scalar(value: Any, schema: Schema, where: str) -> list[FieldError]:
     errors = []
+    if "format" in schema and not _format_ok(value, schema["format"]):
+        errors.append(
+            FieldError(
+                where,
+                f"Invalid value: {_show(value)}: {where} in body must be of type "
+                f"{schema['format']}: {_show(value)}",
+            )
+        )
     if "enum" in schema and value not in schema["enum"]:
         supported = ", ".join(_show(v) for v in schema["enum"])
         errors.append(
