@@ -124,6 +124,8 @@ def _stop(layout: Layout, timeout_s: float) -> list[int]:
                 next_note += 5
         if record.alive():
             print(f"the supervisor did not stop within {timeout_s:.0f}s: SIGKILL", file=sys.stderr)
+            with contextlib.suppress(ProcessLookupError):  # `dev up` in a terminal leads no group of its own
+                os.kill(record.pid, signal.SIGKILL)
             procs.signal_group(record.pid, signal.SIGKILL)
     for pidfile in [*(layout.pidfile(n) for n in COMPONENTS), *layout.pods_dir.glob("*/pids/*.json")]:
         rec = procs.read_pidfile(pidfile)
