@@ -45,3 +45,8 @@ bench: install
 	$(PIP) install -e '.[bench]'
 	$(PY) bench/engine_stream.py $(ENGINE_BENCH_ARGS)
 	$(PY) bench/operator_scale.py $(OPERATOR_BENCH_ARGS)
+
+# Engine soak (bench/soak_engine.py): mixed load, floods and SGLang kills for SOAK_MINUTES (default 5),
+# watching RSS, fds and leftover processes; exits 1 when a promise breaks. Results in bench/results/.
+soak: install
+	$(PY) bench/soak_engine.py --minutes $(or $(SOAK_MINUTES),5) $(SOAK_ARGS)
