@@ -101,7 +101,7 @@ def stream_chat(base: str, model: str, prompt: str) -> None:
     for chunk in client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
                                                 max_tokens=48, stream=True):
         if chunk.choices and chunk.choices[0].delta.content:
-            print(chunk.choices[0].delta.content, end="", flush=True)
+            print(chunk.choices[0].delta.content.replace("\n", "\n    "), end="", flush=True)
     print("\n    (builtin:tiny has random weights: the text is noise; the streaming path is real)")
 
 
