@@ -100,6 +100,11 @@ def _adapters(obs: Observation, serving: list[PodView]) -> tuple[list[dict], boo
     return rows, True, "AllLoaded", f"{len(rows)} adapters loaded on {len(serving)} pods"
 
 
+# AdaptersReady reasons that resolve by themselves (Progressing) and those that need a fix (Degraded).
+_ADAPTERS_IN_FLIGHT = frozenset({"ConfigPending", "AdaptersLoading"})
+_ADAPTERS_BROKEN = frozenset({"AdapterFailed", "ConfigRejected"})
+
+
 def compute_status(obs: Observation, now: str) -> dict[str, Any]:
     """The full status object. `now` (RFC 3339) stamps conditions that change in this call."""
     base: dict[str, Any] = {"selector": labels.selector_string(obs.name),
@@ -133,6 +138,9 @@ def compute_status(obs: Observation, now: str) -> dict[str, Any]:
         progressing = (False, "ProgressDeadlineExceeded", "the rollout did not finish within its deadline")
     elif not all_ready:
         progressing = (True, "RollingOut", f"{len(serving)}/{desired} replicas ready on the current revision")
+    elif a_reason in _ADAPTERS_IN_FLIGHT:
+        # The pods stay; the engines are applying a new config (adapters, generation defaults).
+        progressing = (True, "ApplyingConfig", a_message)
     else:
         progressing = (False, "Complete", "every replica runs the current revision")
 
@@ -147,8 +155,10 @@ def compute_status(obs: Observation, now: str) -> dict[str, Any]:
 
     if ready[0]:
         phase = "Ready"
-    elif (dep is not None and dep.progress_deadline_exceeded) or a_reason == "AdapterFailed" or (
-            rolled and obs.previous.get("phase") in ("Ready", "Degraded") and desired > 0):
+    elif (dep is not None and dep.progress_deadline_exceeded) or a_reason in _ADAPTERS_BROKEN or (
+            rolled and not all_ready and obs.previous.get("phase") in ("Ready", "Degraded") and desired > 0):
+        # Degraded means something broke (a replica lost after being Ready, a failed adapter), not that a
+        # change is being applied: that is Progressing.
         phase = "Degraded"
     elif dep is None or desired == 0:
         phase = "Pending"

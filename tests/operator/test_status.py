@@ -110,3 +110,17 @@ def test_transition_times_are_kept_while_unchanged_so_a_steady_world_writes_noth
     assert cond(degraded, "Ready")["lastTransitionTime"] == T1
     assert cond(degraded, "SpecValid")["lastTransitionTime"] == T0
     assert degraded["phase"] == "Degraded" and status_changed(first, degraded)
+
+
+def test_a_new_adapter_being_applied_is_progress_not_degradation():
+    """Ready pods applying a new config: phase Progressing, Progressing=True (ApplyingConfig), not Degraded."""
+    first = compute_status(observe(), T0)
+    assert first["phase"] == "Ready"
+    stale = {f"p{i}": engine("sql", hash_="an-older-config") for i in range(2)}
+    pending = compute_status(observe(engines=stale, previous=first), T1)
+    loading = compute_status(observe(engines={f"p{i}": engine("sql") for i in range(2)}, previous=first), T1)
+    for status, reason in ((pending, "ConfigPending"), (loading, "AdaptersLoading")):
+        assert cond(status, "AdaptersReady")["reason"] == reason
+        assert cond(status, "Ready")["status"] == "False"
+        assert cond(status, "Progressing")["reason"] == "ApplyingConfig"
+        assert status["phase"] == "Progressing"
