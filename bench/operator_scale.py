@@ -61,7 +61,7 @@ class CountingEmulator(Emulator):
             counts["writes"] += 1
             counts[f"{raw.method} {resource_of(raw.path)}"] += 1
             if len(self.write_samples) < 20:
-                body = (await raw.read())[:300].decode(errors="replace")
+                body = (await raw.read())[:1500].decode(errors="replace")
                 self.write_samples.append(f"{raw.method} {raw.path} {body}")
         elif raw.query.get("watch") in ("true", "1"):
             counts["watches"] += 1

@@ -70,6 +70,10 @@ def test_ratios_and_targets() -> None:
     assert row["engine_over_direct"] == 0.85 and row["engine_over_seed"] == 17.0
     assert row["ttft_p50_added_ms"] == 3.0 and row["itl_p99_added_ms"] == 0.0
     met = {t["target"]: t["met"] for t in check_targets([row])}
+    probe_row = {"mode": "paced", "level": 1, "ttft_p50_added_ms": 5.0}
+    probed = {t["target"]: t["value"] for t in check_targets([probe_row], {"added_p50_ms": 1.5})}
+    assert probed["added TTFT p50 at 1 stream <= 2 ms"] == 1.5
+    assert probe_row["ttft_p50_added_ms"] == 5.0  # the per-run figure is left alone
     assert met["throughput at 64 streams >= 0.9 of direct"] is False
     assert met["engine >= 10x the seed pattern at 64 streams"] is True
     assert met["throughput at 256 streams >= 0.8 of direct"] is None  # not measured
