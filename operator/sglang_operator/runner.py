@@ -32,6 +32,11 @@ def kopf_settings() -> kopf.OperatorSettings:
     settings.posting.level = logging.INFO
     settings.posting.loggers = False
     settings.scanning.disabled = True
+    # After its own PATCH, kopf waits this long for the patched version to come back on the watch before it
+    # treats older queued events as current; the default 5 s is too short when the API server's watch lags
+    # under a burst (seen with 500 models at once), and a stale event re-runs the create handler and
+    # re-writes kopf's last-handled annotation: a write at rest.
+    settings.persistence.consistency_timeout = 30.0
     return settings
 
 
