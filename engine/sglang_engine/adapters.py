@@ -214,6 +214,12 @@ class AdapterController:
         await self.reconcile()
         return True
 
+    async def reload_all(self) -> None:
+        """After a backend restart (a fresh SGLang has no adapters): load every desired adapter again."""
+        async with self._lock:
+            self._status.clear()
+        await self.reconcile()
+
     # --- the reconcile loop
     async def reconcile(self) -> None:
         async with self._lock:

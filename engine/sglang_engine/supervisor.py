@@ -4,8 +4,9 @@
 SGLangBackend cannot be started again). While a restart is pending the engine is alive but not ready
 (`/readyz` 503, `/livez` 200); after `max_restarts` consecutive failed lives, `health().alive` turns False so
 `/livez` fails and the kubelet restarts the pod. A backend that stayed up for `stable_s` has its failure
-count reset, so a crash a day never ends the pod. Adapters loaded before a crash are loaded again into the
-new backend (a fresh SGLang has none); one that fails to reload is logged and dropped from the list.
+count reset, so a crash a day never ends the pod. A fresh SGLang has no adapters: `on_restart` (the
+adapter controller's `reload_all`, wired by `serve`) loads them again before the backend counts as ready,
+through the same code path and per-adapter status as any load.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from sglang_engine.backends.base import (
-    AdapterError,
     Backend,
     BackendError,
     BackendHealth,
@@ -52,7 +52,7 @@ class SupervisedBackend(Backend):
         self._gave_up: str | None = None
         self._stopping = False
         self._monitor: asyncio.Task[None] | None = None
-        self._adapters: dict[str, str] = {}  # loaded by the engine: reloaded into a restarted backend
+        self.on_restart: Callable[[], Awaitable[None]] | None = None  # e.g. reload the adapters
 
     # ----------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -105,18 +105,15 @@ class SupervisedBackend(Backend):
                 continue
             self._up_since = time.monotonic()
             self.restarts += 1
-            self._restarting = None
             log.info("backend restarted (restart %d)", self.restarts)
-            await self._reload_adapters()
+            self._restarting = "reloading adapters after a restart"
+            if self.on_restart is not None:
+                try:
+                    await self.on_restart()
+                except Exception:  # the hook reports per adapter; a bug in it must not stop supervision
+                    log.exception("after-restart hook failed")
+            self._restarting = None
             return True
-
-    async def _reload_adapters(self) -> None:
-        for name, path in list(self._adapters.items()):
-            try:
-                await self.inner.load_adapter(name, path)
-            except AdapterError as exc:
-                log.error("adapter %s could not be reloaded after a backend restart: %s", name, exc)
-                self._adapters.pop(name, None)
 
     def health(self) -> BackendHealth:
         if self._gave_up is not None:
@@ -139,11 +136,9 @@ class SupervisedBackend(Backend):
 
     async def load_adapter(self, name: str, path: str) -> None:
         await self.inner.load_adapter(name, path)
-        self._adapters[name] = path
 
     async def unload_adapter(self, name: str) -> None:
         await self.inner.unload_adapter(name)
-        self._adapters.pop(name, None)
 
     def loaded_adapters(self) -> dict[str, str]:
         return self.inner.loaded_adapters()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from engine_fakes import FakeBackend, make_settings, wait_for
-from sglang_engine.adapters import AdapterController
+from sglang_engine.adapters import AdapterController, AdapterSpec
 from sglang_engine.backends.base import BackendHealth
 from sglang_engine.backends.sglang_backend import SGLangBackend, live_group_members
 from sglang_engine.core import Engine, make_backend
@@ -64,12 +64,16 @@ def test_the_sglang_backend_is_supervised_with_the_settings(engine_cache: Path) 
 
 @pytest.fixture
 def mortal(engine_cache, tiny_templater, monkeypatch):
-    """An app around a supervised MortalBackend; yields (supervisor, client, made backends)."""
+    """An app around a supervised MortalBackend, wired as `serve` wires it; returns (supervisor, client,
+    made backends, adapter controller). `fail_reload` makes backends after the first refuse adapters."""
     monkeypatch.setattr(MortalBackend, "starts_fail", False)
     made: list[MortalBackend] = []
+    fail_reload: dict[str, str] = {}
 
     def factory() -> MortalBackend:
         made.append(MortalBackend())
+        if len(made) > 1:
+            made[-1].fail_adapters.update(fail_reload)
         return made[-1]
 
     async def make(**limits):
@@ -77,33 +81,53 @@ def mortal(engine_cache, tiny_templater, monkeypatch):
         settings = make_settings(engine_cache)
         engine = Engine(settings, supervisor, tiny_templater)
         adapters = AdapterController(settings, supervisor, engine.set_defaults)
+        supervisor.on_restart = adapters.reload_all
         client = TestClient(TestServer(build_app(engine, adapters), host="127.0.0.1"))
         await client.start_server()
         await supervisor.start()
         await adapters.start()
-        return supervisor, client, made
+        return supervisor, client, made, adapters
 
+    make.fail_reload = fail_reload  # type: ignore[attr-defined]
     return make
 
 
 async def test_a_dead_backend_is_restarted_with_its_adapters(mortal) -> None:
-    supervisor, client, made = await mortal(max_restarts=3, backoff_s=0.3)
+    supervisor, client, made, adapters = await mortal(max_restarts=3, backoff_s=0.3)
     try:
-        await supervisor.load_adapter("sql", "/adapters/sql")
+        await adapters.load_manual(AdapterSpec(name="sql", source="/adapters/sql"))
         made[0].dead = True
         died = time.monotonic()
-        await wait_for(lambda: supervisor.restarts == 1, within_s=5)
+        await wait_for(lambda: supervisor.restarts == 1 and supervisor.health().ready, within_s=5)
         assert len(made) == 2 and time.monotonic() - died >= 0.3  # the backoff was waited
         assert made[0].stopped  # the dead one was cleaned up before the new one started
         assert made[1].adapters == {"sql": "/adapters/sql"}  # a fresh backend gets the adapters back
         assert (await client.get("/readyz")).status == 200 and (await client.get("/livez")).status == 200
+        status = await (await client.get("/status")).json()
+        assert [(a["name"], a["state"]) for a in status["adapters"]] == [("sql", "loaded")]
+    finally:
+        await supervisor.stop()
+        await client.close()
+
+
+async def test_an_adapter_that_fails_to_reload_shows_failed_on_status(mortal) -> None:
+    mortal.fail_reload["sql"] = "rank 64 is over the new pool's max rank 16"
+    supervisor, client, made, adapters = await mortal(max_restarts=3, backoff_s=0.05)
+    try:
+        await adapters.load_manual(AdapterSpec(name="sql", source="/adapters/sql"))
+        made[0].dead = True
+        await wait_for(lambda: supervisor.restarts == 1 and supervisor.health().ready, within_s=5)
+        status = await (await client.get("/status")).json()
+        assert status["adapters"] == [{"name": "sql", "source": "/adapters/sql", "state": "failed",
+                                       "message": "rank 64 is over the new pool's max rank 16"}]
+        assert (await client.get("/readyz")).status == 200  # the base model serves on
     finally:
         await supervisor.stop()
         await client.close()
 
 
 async def test_readyz_fails_at_once_and_livez_only_after_repeated_failures(mortal, monkeypatch) -> None:
-    supervisor, client, made = await mortal(max_restarts=2, backoff_s=0.2)
+    supervisor, client, made, _ = await mortal(max_restarts=2, backoff_s=0.2)
     try:
         made[0].dead = True
         monkeypatch.setattr(MortalBackend, "starts_fail", True)
@@ -126,7 +150,7 @@ async def test_readyz_fails_at_once_and_livez_only_after_repeated_failures(morta
 
 
 async def test_a_backend_that_stays_up_long_enough_has_its_failures_forgiven(mortal) -> None:
-    supervisor, client, made = await mortal(max_restarts=1, backoff_s=0.05, stable_s=0.3)
+    supervisor, client, made, _ = await mortal(max_restarts=1, backoff_s=0.05, stable_s=0.3)
     try:
         for life in range(3):  # three deaths, each after a stable life: never gives up
             await asyncio.sleep(0.4)
@@ -166,3 +190,17 @@ async def test_sglang_killed_is_not_ready_within_2s_then_restarted(engine_cache,
     finally:
         await supervisor.stop()
     assert live_group_members(supervisor.inner._pgid) == []  # type: ignore[attr-defined]
+
+
+async def test_stopping_during_a_restart_backoff_starts_nothing_more(mortal) -> None:
+    """SIGTERM while a restart waits out its backoff: stop at once, and no new backend appears."""
+    supervisor, client, made, _ = await mortal(max_restarts=3, backoff_s=5.0)
+    try:
+        made[0].dead = True
+        await wait_for(lambda: supervisor.health().message.startswith("restart 1 of 3"), within_s=5)
+        await asyncio.wait_for(supervisor.stop(), 2)  # does not wait out the 5 s backoff
+        await asyncio.sleep(0.1)
+        assert len(made) == 1 and made[0].stopped
+    finally:
+        await supervisor.stop()
+        await client.close()

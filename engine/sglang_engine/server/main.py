@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -20,6 +21,7 @@ from sglang_engine.adapters import AdapterController
 from sglang_engine.core import Engine
 from sglang_engine.server.app import SERVER_LIMITS, ServerState, build_app
 from sglang_engine.settings import EngineSettings, parse_settings
+from sglang_engine.supervisor import SupervisedBackend
 
 log = logging.getLogger("sglang_engine")
 
@@ -77,6 +79,8 @@ async def run(settings: EngineSettings) -> int:
 
     engine = Engine.from_settings(settings)
     adapters = AdapterController(settings, engine.backend, engine.set_defaults)
+    if isinstance(engine.backend, SupervisedBackend):
+        engine.backend.on_restart = adapters.reload_all
     state = ServerState()
     # Serve /livez and /readyz (503) while the backend starts: a slow start must not look like a dead pod.
     runner = web.AppRunner(build_app(engine, adapters, state=state), handler_cancellation=True,
@@ -94,6 +98,10 @@ async def run(settings: EngineSettings) -> int:
             return 1
         if started and await _unless_stopped(adapters.start(), stop):
             log.info("ready")
+            # Everything loaded so far (transformers, the tokenizer, torch: ~355k objects) lives until exit.
+            # Freeze it out of the cyclic GC: a full collection over it takes ~250 ms here, a pause every
+            # open stream would feel. Objects created while serving are still collected.
+            gc.freeze()
             await stop.wait()
             log.info("shutting down: draining up to %.0fs", settings.shutdown_grace_s)
             state.draining = True
