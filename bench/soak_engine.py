@@ -3,9 +3,10 @@ builtin:tiny) under a long mixed load with faults, watching for leaks.
 
 Load: `--workers` clients loop over full streams, streams dropped mid-way, non-streamed answers and, every
 `--flood-every` s, a burst of twice the concurrency cap (the excess must get 429 + Retry-After; clients back
-off 1 s on 429/503). Faults: every `--kill-every` s SGLang is SIGKILLed; the engine must report not-ready
-within 2 s and serve again after its restart. Sampled every 5 s, and once at rest after the load: the
-engine's RSS, open fds and threads. At the end: SIGTERM, and no stand-in process may remain.
+off 1 s on 429/503; half the requests name the adapter `l7`). Faults: every `--kill-every` s SGLang is
+SIGKILLed; the engine must report not-ready within 2 s and serve again after its restart, with its adapter
+reloaded. Sampled every 5 s, and once at rest after the load: the engine's RSS, open fds and threads. At the
+end: SIGTERM, and no stand-in process may remain.
 
 Exit 1 when a promise breaks: any 500, RSS growth over `--rss-bound-mb`, open fds at rest beyond the
 upstream pool, readiness lost later than 2 s after a kill, no recovery, or a process left behind. Results:
@@ -70,7 +71,8 @@ class Soak:
 
     async def request(self, http: aiohttp.ClientSession, kind: str) -> None:
         stream = kind != "complete"
-        body = {"model": "tiny", "messages": PROMPT, "max_tokens": self.rng.randint(10, 60), "stream": stream}
+        body = {"model": self.rng.choice(["tiny", "tiny:l7"]), "messages": PROMPT,
+                "max_tokens": self.rng.randint(10, 60), "stream": stream}
         try:
             async with http.post(f"{self.base}/v1/chat/completions", json=body) as resp:
                 key = f"{kind}:{resp.status}"
@@ -114,6 +116,11 @@ class Soak:
                 self.problems.append(f"readiness not lost within 2 s of a kill ({down and down - killed})")
             if up is None:
                 self.problems.append("the engine did not serve again after a kill")
+                continue
+            async with http.get(f"{self.base}/status") as resp:
+                states = {a["name"]: a["state"] for a in (await resp.json())["adapters"]}
+            if states != {"l7": "loaded"}:
+                self.problems.append(f"adapters after a restart: {states}")
 
     async def sampler(self) -> None:
         began = time.monotonic()
@@ -196,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                    "--backend", "sglang", "--sglang-module", "sglang_standin",
                    "--sglang-port", str(sglang_port), "--served-model-name", "tiny", "--port", str(port),
                    "--max-concurrent-requests", str(args.cap), "--restart-backoff", "0.5",
-                   "--backend-restarts", "5", "--shutdown-grace", "10"],
+                   "--backend-restarts", "5", "--shutdown-grace", "10",
+                   "--lora-adapter", "l7=builtin:tiny-lora-7"],
                   env=env, log=args.out / "soak_engine.log").start()
     try:
         base = f"http://127.0.0.1:{port}"
