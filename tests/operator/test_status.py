@@ -113,7 +113,8 @@ def test_transition_times_are_kept_while_unchanged_so_a_steady_world_writes_noth
 
 
 def test_a_new_adapter_being_applied_is_progress_not_degradation():
-    """Ready pods applying a new config: phase Progressing, Progressing=True (ApplyingConfig), not Degraded."""
+    """Ready pods applying a new config: phase Progressing, Progressing=True (ApplyingConfig),
+    not Degraded."""
     first = compute_status(observe(), T0)
     assert first["phase"] == "Ready"
     stale = {f"p{i}": engine("sql", hash_="an-older-config") for i in range(2)}
