@@ -216,9 +216,13 @@ class AdapterController:
 
     async def reload_all(self) -> None:
         """After a backend restart (a fresh SGLang has no adapters): load every desired adapter again."""
-        async with self._lock:
-            self._status.clear()
-        await self.reconcile()
+        self.initial_applied = False  # /readyz waits again, as at start
+        try:
+            async with self._lock:
+                self._status.clear()
+            await self.reconcile()
+        finally:
+            self.initial_applied = True
 
     # --- the reconcile loop
     async def reconcile(self) -> None:

@@ -128,6 +128,17 @@ async def test_readyz_waits_for_loading_adapters(harness_factory, config_file: P
         gate.set()
         await starting
         assert (await client.get("/readyz")).status == 200
+        # Added at run time: it loads while the pod keeps serving (readiness stays 200, /status says loading).
+        gate.clear()
+        write_config(config_file, [{"name": "slow", "source": "/x/slow"}, {"name": "late", "source": "/x/l"}])
+        assert h.adapters.poll_config_once()
+        applying = asyncio.create_task(h.adapters.reconcile())
+        await wait_for(lambda: h.adapters.loading() == ["late"])
+        assert (await client.get("/readyz")).status == 200
+        status = await (await client.get("/status")).json()
+        assert {a["name"]: a["state"] for a in status["adapters"]} == {"slow": "loaded", "late": "loading"}
+        gate.set()
+        await applying
 
 
 async def test_the_watcher_applies_a_change_without_restart(

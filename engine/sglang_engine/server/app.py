@@ -273,11 +273,14 @@ class Api:
 
     async def readyz(self, request: web.Request) -> web.Response:
         reason = "shutting down" if self.state.draining else self.engine.not_ready_reason()
-        loading = self.adapters.loading()
-        if reason is None and loading:
-            reason = f"adapters still loading: {', '.join(loading)}"
-        elif reason is None and not self.adapters.initial_applied:
-            reason = "applying the declared adapters"
+        # Adapters hold readiness back only until the declared set is first applied (at start, and after a
+        # backend restart), so a new pod never enters the Service half-configured. An adapter added later
+        # loads while the pod keeps serving: failing readiness then would pull every replica out of the
+        # Service at once. /status (and the CR's AdaptersReady) reports the load's progress instead.
+        if reason is None and not self.adapters.initial_applied:
+            loading = self.adapters.loading()
+            reason = (f"adapters still loading: {', '.join(loading)}" if loading
+                      else "applying the declared adapters")
         if reason:
             return web.json_response({"ready": False, "reason": reason}, status=503,
                                      headers={"Retry-After": RETRY_AFTER_S})
