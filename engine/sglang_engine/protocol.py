@@ -54,6 +54,11 @@ ENGINE_OWNED_FLAGS: frozenset[str] = frozenset({
     "--max-loaded-loras",
     "--max-lora-rank",
     "--lora-target-modules",
+    "--max-loras-per-batch",  # derived from maxLoadedAdapters; a larger value makes SGLang refuse to start
+    # These change what /generate streams (`text` as a delta, or no text at all): the relay reads cumulative
+    # text, so letting extraArgs toggle them would silently corrupt every answer.
+    "--incremental-streaming-output",
+    "--skip-tokenizer-init",
 })
 
 VALID_DTYPES: frozenset[str] = frozenset({"auto", "half", "float16", "bfloat16", "float", "float32"})

@@ -74,3 +74,12 @@ def test_extra_args_abbreviating_an_owned_flag_are_refused():
         parse_spec({"model": "org/m", "engine": {"extraArgs": ["--enable-torch-compile", "--mem-frac=0.5"]}})
     assert err.value.field == "spec.engine.extraArgs[1]"
     assert "--mem-fraction-static" in err.value.message
+
+
+@pytest.mark.parametrize("flag", ["--incremental-streaming-output", "--skip-tokenizer-init",
+                                  "--max-loras-per-batch=16"])
+def test_extra_args_that_change_the_stream_or_the_lora_pool_are_refused(flag):
+    """The relay reads SGLang's cumulative text; these would corrupt answers or stop SGLang from starting."""
+    with pytest.raises(SpecError) as err:
+        parse_spec({"model": "org/m", "engine": {"extraArgs": [flag]}})
+    assert err.value.field == "spec.engine.extraArgs[0]"
