@@ -161,7 +161,6 @@ def build_sglang_argv(settings: EngineSettings, model_path: str, adapters: Mappi
         ("--mem-fraction-static", settings.mem_fraction_static),
         ("--max-running-requests", settings.max_running_requests),
         ("--download-dir", settings.download_dir),
-        ("--chat-template", settings.chat_template),
         ("--random-seed", settings.random_seed),
     ]
     for flag, value in optional:

@@ -138,6 +138,25 @@ def _context_length_of(
     return limit if isinstance(limit, int) and 0 < limit < 10**7 else None
 
 
+def resolve_chat_template(value: str) -> str:
+    """`--chat-template` is a Jinja template, inline or in a file given by an absolute path.
+
+    The engine templates every chat itself (SGLang receives token ids), so SGLang's named templates
+    (`chatml`, ...) would silently not apply: they are refused with a message saying what to give instead.
+    """
+    if "{{" in value or "{%" in value:
+        return value
+    if value.startswith("/"):
+        try:
+            return Path(value).read_text()
+        except OSError as exc:
+            raise ValueError(
+                f"--chat-template {value}: cannot read the template file ({exc.strerror})") from None
+    raise ValueError(
+        f"--chat-template {value[:80]!r} is neither a Jinja template nor an absolute path to one "
+        "(the engine applies the template itself; SGLang's named templates do not apply)")
+
+
 def load_templater(settings: EngineSettings, model_path: str | None = None) -> ChatTemplater:
     """Blocking (file and maybe network I/O): call from a worker thread."""
     from transformers import AutoTokenizer
@@ -151,11 +170,5 @@ def load_templater(settings: EngineSettings, model_path: str | None = None) -> C
     tokenizer = AutoTokenizer.from_pretrained(
         path, revision=revision, trust_remote_code=settings.trust_remote_code)
     if settings.chat_template:
-        template = Path(settings.chat_template)
-        # A file overrides the model's template; SGLang's named templates are not known to transformers.
-        if template.is_file():
-            tokenizer.chat_template = template.read_text()
-        else:
-            log.warning("--chat-template %r is not a file; using the model's own template locally",
-                        settings.chat_template)
+        tokenizer.chat_template = resolve_chat_template(settings.chat_template)
     return ChatTemplater(tokenizer, _context_length_of(path, revision, settings, tokenizer))

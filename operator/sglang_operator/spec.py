@@ -161,6 +161,10 @@ def _problems(spec: ModelSpec) -> list[tuple[str, str]]:
             via = "" if shown == flag else f" (abbreviates {flag})"
             found.append((f"spec.engine.extraArgs[{i}]",
                           f"{shown}{via} is set by the operator; use the matching spec field"))
+    template = spec.engine.chat_template
+    if template and not ("{{" in template or "{%" in template or template.startswith("/")):
+        found.append(("spec.engine.chatTemplate", "must be a Jinja template or an absolute path to one "
+                      "(the engine applies it; SGLang's named templates do not apply)"))
     gen = spec.generation
     if gen is not None:
         if gen.top_k == 0:

@@ -62,3 +62,27 @@ def test_bad_messages_name_the_parameter(raw: object, param: str) -> None:
 
 def test_context_length_comes_from_the_model_config(tiny_templater: ChatTemplater) -> None:
     assert tiny_templater.context_length == 2048  # the tiny model's max_position_embeddings
+
+
+def test_an_inline_or_file_chat_template_overrides_the_models(engine_cache, tmp_path) -> None:
+    """`engine.chatTemplate` reaches the prompt: the engine templates chats itself (SGLang sees token ids)."""
+    from sglang_engine.settings import EngineSettings
+    from sglang_engine.templating import load_templater
+
+    inline = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    msgs = parse_messages([{"role": "user", "content": "hello"}])
+    t = load_templater(EngineSettings(model="builtin:tiny", cache_dir=engine_cache, chat_template=inline))
+    assert decode(t, t.encode_chat(msgs)) == "[user] hello\n"
+    path = tmp_path / "template.jinja"
+    path.write_text("<<{{ messages[0]['content'] }}>>")
+    t = load_templater(EngineSettings(model="builtin:tiny", cache_dir=engine_cache, chat_template=str(path)))
+    assert decode(t, t.encode_chat(msgs)) == "<<hello>>"
+
+
+@pytest.mark.parametrize("value", ["chatml", "/no/such/template.jinja", "x" * 300])
+def test_a_chat_template_that_cannot_apply_is_refused_not_ignored(engine_cache, value) -> None:
+    from sglang_engine.settings import EngineSettings
+    from sglang_engine.templating import load_templater
+
+    with pytest.raises(ValueError, match="--chat-template"):
+        load_templater(EngineSettings(model="builtin:tiny", cache_dir=engine_cache, chat_template=value))

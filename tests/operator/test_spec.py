@@ -83,3 +83,10 @@ def test_extra_args_that_change_the_stream_or_the_lora_pool_are_refused(flag):
     with pytest.raises(SpecError) as err:
         parse_spec({"model": "org/m", "engine": {"extraArgs": [flag]}})
     assert err.value.field == "spec.engine.extraArgs[0]"
+
+
+def test_a_named_chat_template_is_refused_naming_the_field():
+    assert parse_spec({"model": "org/m", "engine": {"chatTemplate": "{{ messages }}"}})
+    with pytest.raises(SpecError) as err:
+        parse_spec({"model": "org/m", "engine": {"chatTemplate": "chatml"}})
+    assert err.value.field == "spec.engine.chatTemplate"
