@@ -49,11 +49,27 @@ async def assert_error(resp, status: int, param: str | None = None, code: str | 
     ({**HELLO, "temperature": float("nan")}, "temperature"),
     ({**HELLO, "top_p": float("inf")}, "top_p"),
     ({**HELLO, "lora_request": {"name": "x"}}, "lora_request"),  # unknown fields are named, not ignored
+    ({**HELLO, "response_format": {"type": "json_object"}}, "response_format"),  # would change the answer
+    ({**HELLO, "logit_bias": {"42": 5}}, "logit_bias"),
+    ({**HELLO, "top_logprobs": 3}, "top_logprobs"),
     ({**HELLO, "messages": [{"role": "user", "content": "word " * 3000}]}, "messages"),  # over the context
 ])
 async def test_bad_input_is_a_400_naming_the_parameter(harness, body: dict, param: str) -> None:
     _, client = harness
     await assert_error(await client.post(CHAT, json=body), 400, param)
+
+
+async def test_documented_openai_parameters_at_neutral_values_are_accepted(harness) -> None:
+    """What SDKs and gateways send routinely must not be a 400 (only parameters that would change the
+    answer are refused, and only at a non-neutral value)."""
+    _, client = harness
+    body = {**HELLO, "n": None, "parallel_tool_calls": False, "metadata": {"team": "a"}, "store": False,
+            "service_tier": "auto", "user": "u1", "logit_bias": {}, "top_logprobs": 0,
+            "response_format": {"type": "text"}, "stream": True,
+            "stream_options": {"include_usage": True, "include_obfuscation": False}}
+    resp = await client.post(CHAT, json=body)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.text()).rstrip().endswith("data: [DONE]")
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"\xff\xfe", b"", b"[" * 100_000 + b"]" * 100_000])

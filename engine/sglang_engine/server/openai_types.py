@@ -15,6 +15,7 @@ class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     include_usage: bool = False
+    include_obfuscation: bool | None = None  # OpenAI's padding against side channels: nothing to pad here
 
 
 class ChatCompletionRequest(BaseModel):
@@ -34,7 +35,7 @@ class ChatCompletionRequest(BaseModel):
     max_new_tokens: int | None = None  # the seed's name
     max_length: int | None = None  # the seed's name: prompt + answer
     stop: str | list[str] | None = None
-    n: int = 1
+    n: int | None = 1
     seed: int | None = None
     skip_special_tokens: bool | None = None
     presence_penalty: float | None = None
@@ -44,6 +45,18 @@ class ChatCompletionRequest(BaseModel):
     tool_choice: Any = None
     user: str | None = None
     system: str | None = None  # the seed API's separate system prompt
+    # Documented OpenAI parameters that SDKs and gateways send. Bookkeeping ones are accepted and ignored
+    # (nothing is stored, there is one service tier, tool calls are returned as text); the ones that would
+    # change the answer are accepted only at their neutral value (see sampling()).
+    parallel_tool_calls: bool | None = None
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
+    logit_bias: dict[str, float] | None = None
+    top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = None
 
     def sampling(self) -> SamplingRequest:
         for name in ("presence_penalty", "frequency_penalty"):
@@ -51,6 +64,13 @@ class ChatCompletionRequest(BaseModel):
                 raise invalid_request(f"{name} is not supported by this engine.", name)
         if self.logprobs:
             raise invalid_request("logprobs is not supported by this engine.", "logprobs")
+        if self.top_logprobs:
+            raise invalid_request("top_logprobs is not supported by this engine.", "top_logprobs")
+        if self.logit_bias:
+            raise invalid_request("logit_bias is not supported by this engine.", "logit_bias")
+        if self.response_format and self.response_format.get("type") != "text":
+            raise invalid_request("response_format: only {\"type\": \"text\"} is supported by this engine.",
+                                  "response_format")
         max_tokens = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
         if max_tokens is None:
             max_tokens = self.max_new_tokens
@@ -58,7 +78,8 @@ class ChatCompletionRequest(BaseModel):
         return SamplingRequest(
             temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
             repetition_penalty=self.repetition_penalty, max_new_tokens=max_tokens, max_length=self.max_length,
-            stop=stop, skip_special_tokens=self.skip_special_tokens, seed=self.seed, n=self.n,
+            stop=stop, skip_special_tokens=self.skip_special_tokens, seed=self.seed,
+            n=1 if self.n is None else self.n,
         )
 
     @property
