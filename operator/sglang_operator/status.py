@@ -58,7 +58,7 @@ def _adapters(obs: Observation, serving: list[PodView]) -> tuple[list[dict], boo
     """(status.adapters, AdaptersReady, reason, message)."""
     assert obs.spec is not None
     want_hash = config_hash(obs.desired_config) if obs.desired_config is not None else None
-    rows, problems, failed = [], [], False
+    rows, problems, failed, failures = [], [], False, []
     stale = [p.name for p in serving if isinstance(obs.engines.get(p.name), EngineStatus)
              and want_hash and obs.engines[p.name].config_hash not in (None, want_hash)]  # type: ignore[union-attr]
     unreachable = [p.name for p in serving if not isinstance(obs.engines.get(p.name), EngineStatus)]
@@ -77,6 +77,8 @@ def _adapters(obs: Observation, serving: list[PodView]) -> tuple[list[dict], boo
             elif state is not None and state.state == "failed":
                 failed = True
                 notes.append(f"{pod.name}: {state.message or 'failed'}")
+                if len(failures) < 3:
+                    failures.append(f"{adapter.name} ({notes[-1]})")
             else:
                 notes.append(f"{pod.name}: {state.state if state else 'not loaded yet'}")
         rows.append({"name": adapter.name, "source": adapter.source, "loaded": loaded,
@@ -92,7 +94,9 @@ def _adapters(obs: Observation, serving: list[PodView]) -> tuple[list[dict], boo
     if stale:
         return rows, False, "ConfigPending", f"config not applied yet on {', '.join(stale[:3])}"
     if failed:
-        return rows, False, "AdapterFailed", f"adapters failed to load: {', '.join(problems)}"
+        # The engine's reason goes into the condition too: `kubectl describe`, `kubectl wait` and Argo CD
+        # show conditions, not status.adapters.
+        return rows, False, "AdapterFailed", f"adapters failed to load: {'; '.join(failures)}"[:500]
     if problems:
         return rows, False, "AdaptersLoading", f"adapters not loaded on every pod: {', '.join(problems)}"
     if not obs.spec.lora_adapters:

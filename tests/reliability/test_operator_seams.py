@@ -98,11 +98,6 @@ WRITTEN = (("apps/v1", "deployments"), ("v1", "services"), ("v1", "configmaps"),
            ("v1", "pods"), ("serving.sglang-operator.io/v1alpha1", "sglangmodels"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "operator/sglang_operator/status.py: the AdapterFailed condition message names only the adapters "
-    "('adapters failed to load: chat'); the engine's reason is only in status.adapters[].message, so "
-    "`kubectl wait`/`kubectl describe`/Argo CD show no reason. Fix: put the failed rows' notes in the "
-    "message, e.g. 'adapters failed to load: chat (p0: rank too big)', cut at 500 characters"))
 def test_the_adapters_ready_condition_carries_the_engines_message() -> None:
     engines = {"p0": engine("sql", failed="chat"), "p1": engine("sql", "chat")}
     status = compute_status(observe(engines=engines), T0)
