@@ -168,7 +168,7 @@ def build_sglang_argv(settings: EngineSettings, model_path: str, adapters: Mappi
             argv += [flag, str(value)]
     if settings.trust_remote_code:
         argv.append("--trust-remote-code")
-    if settings.lora_enabled or adapters:
+    if settings.lora_enabled or (adapters and not settings.disable_lora):
         argv += _lora_argv(settings, adapters)
     argv += settings.sglang_extra_args
     return argv

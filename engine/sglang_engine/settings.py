@@ -41,6 +41,8 @@ class EngineSettings(BaseModel):
     max_lora_rank: int | None = Field(None, ge=1)
     lora_target_modules: tuple[str, ...] = ()
     enable_lora: bool = False  # implied by any adapter, the config file, or the lora flags
+    # Opt out of SGLang's LoRA memory pool (GBs on large models) for a model that will never serve adapters.
+    disable_lora: bool = False
     # The watched JSON file of desired adapters and generation defaults (mounted from the ConfigMap).
     config_file: Path | None = None
     # When set, an absolute-path adapter source must lie inside one of these folders (symlinks resolved).
@@ -78,6 +80,8 @@ class EngineSettings(BaseModel):
 
     @property
     def lora_enabled(self) -> bool:
+        if self.disable_lora:
+            return False
         return bool(self.enable_lora or self.lora_adapters or self.config_file or self.max_lora_rank)
 
 
@@ -115,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--random-seed", type=int)
     a("--lora-adapter", action="append", type=_adapter, default=[], metavar="NAME=SOURCE")
     a("--enable-lora", action="store_true")
+    a("--disable-lora", action="store_true",
+      help="no LoRA memory pool in SGLang (adapters are then refused); saves GPU memory")
     a("--max-loaded-adapters", type=int)
     a("--max-lora-rank", type=int)
     a("--lora-target-modules", nargs="+", default=[])

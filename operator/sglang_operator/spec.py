@@ -57,6 +57,7 @@ class LoraAdapter(_Model):
 
 
 class LoraSpec(_Model):
+    enabled: bool = True
     max_loaded_adapters: int | None = Field(None, ge=1)
     max_rank: int | None = Field(None, ge=1)
     target_modules: tuple[str, ...] = Field((), max_length=32)
@@ -161,6 +162,8 @@ def _problems(spec: ModelSpec) -> list[tuple[str, str]]:
             via = "" if shown == flag else f" (abbreviates {flag})"
             found.append((f"spec.engine.extraArgs[{i}]",
                           f"{shown}{via} is set by the operator; use the matching spec field"))
+    if spec.lora is not None and not spec.lora.enabled and spec.lora_adapters:
+        found.append(("spec.loraAdapters", "adapters need LoRA: remove them or set lora.enabled to true"))
     template = spec.engine.chat_template
     if template and not ("{{" in template or "{%" in template or template.startswith("/")):
         found.append(("spec.engine.chatTemplate", "must be a Jinja template or an absolute path to one "

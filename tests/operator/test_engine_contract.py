@@ -18,7 +18,7 @@ GENERATION = {"temperature": 0.7, "topP": 0.9, "topK": 40, "repetitionPenalty": 
 
 
 def test_engine_argv_parses_as_the_engines_serve_flags():
-    engine = {**FULL["engine"], "maxRunningRequests": 8, "chatTemplate": "chatml"}
+    engine = {**FULL["engine"], "maxRunningRequests": 8, "chatTemplate": "{{ messages }}"}
     spec = parse_spec({**FULL, "engine": engine})
     args = engine_args(Owner("qwen", "ml", "u"), spec)
     assert args[0] == "serve"
@@ -31,6 +31,18 @@ def test_engine_argv_parses_as_the_engines_serve_flags():
     assert settings.max_loaded_adapters == 4 and settings.max_lora_rank == 16
     assert settings.lora_target_modules == ("q_proj", "v_proj") and settings.revision == "main"
     assert settings.startup_timeout_s == 600 and settings.sglang_extra_args == ("--schedule-policy", "lpm")
+
+
+def test_lora_off_reaches_sglang_as_no_lora_pool():
+    """lora.enabled=false: the engine gets --disable-lora, and SGLang's argv carries no LoRA flags at all."""
+    from sglang_engine.protocol import build_sglang_argv
+
+    on = parse_settings(engine_args(Owner("m", "ns", "u"), parse_spec({"model": "org/m"}))[1:])
+    off_spec = parse_spec({"model": "org/m", "lora": {"enabled": False, "maxRank": 8}})
+    off = parse_settings(engine_args(Owner("m", "ns", "u"), off_spec)[1:])
+    assert on.lora_enabled and "--enable-lora" in build_sglang_argv(on, "/m", {})
+    assert not off.lora_enabled
+    assert not [a for a in build_sglang_argv(off, "/m", {}) if "lora" in a]
 
 
 def test_config_json_parses_as_the_engines_config():

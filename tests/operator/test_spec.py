@@ -90,3 +90,11 @@ def test_a_named_chat_template_is_refused_naming_the_field():
     with pytest.raises(SpecError) as err:
         parse_spec({"model": "org/m", "engine": {"chatTemplate": "chatml"}})
     assert err.value.field == "spec.engine.chatTemplate"
+
+
+def test_adapters_with_lora_turned_off_are_refused_naming_the_field():
+    assert parse_spec({"model": "org/m", "lora": {"enabled": False}})
+    with pytest.raises(SpecError) as err:
+        parse_spec({"model": "org/m", "lora": {"enabled": False},
+                    "loraAdapters": [{"name": "sql", "source": "org/sql"}]})
+    assert err.value.field == "spec.loraAdapters"

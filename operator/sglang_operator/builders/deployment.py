@@ -45,14 +45,16 @@ def engine_args(owner: Owner, spec: ModelSpec) -> list[str]:
         ("--mem-fraction-static", eng.mem_fraction_static), ("--dtype", eng.dtype),
         ("--max-running-requests", eng.max_running_requests), ("--chat-template", eng.chat_template),
     ]
-    if spec.lora is not None:
-        optional += [("--max-loaded-adapters", spec.lora.max_loaded_adapters),
-                     ("--max-lora-rank", spec.lora.max_rank)]
+    lora = spec.lora if spec.lora is not None and spec.lora.enabled else None
+    if lora is not None:
+        optional += [("--max-loaded-adapters", lora.max_loaded_adapters), ("--max-lora-rank", lora.max_rank)]
     args += [item for flag, value in optional if value is not None for item in (flag, str(value))]
     if eng.trust_remote_code:
         args.append("--trust-remote-code")
-    if spec.lora is not None and spec.lora.target_modules:
-        args += ["--lora-target-modules", *spec.lora.target_modules]
+    if lora is not None and lora.target_modules:
+        args += ["--lora-target-modules", *lora.target_modules]
+    if spec.lora is not None and not spec.lora.enabled:
+        args.append("--disable-lora")  # no LoRA memory pool on the GPUs; the CR declares no adapters
     if eng.extra_args:
         args += ["--", *eng.extra_args]
     return args
