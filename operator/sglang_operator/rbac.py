@@ -24,7 +24,7 @@ class Rule(NamedTuple):
 
 RULES: tuple[Rule, ...] = (
     Rule("serving.sglang-operator.io", ("sglangmodels",), ("get", "list", "watch", "patch")),
-    Rule("serving.sglang-operator.io", ("sglangmodels/status",), ("get", "patch")),
+    Rule("serving.sglang-operator.io", ("sglangmodels/status",), ("patch",)),
     Rule("apps", ("deployments",), ("get", "list", "watch", "create", "update")),
     Rule("", ("services", "configmaps"), ("get", "list", "watch", "create", "update")),
     Rule("policy", ("poddisruptionbudgets",), ("get", "list", "watch", "create", "update", "delete")),

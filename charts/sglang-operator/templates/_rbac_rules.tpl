@@ -12,7 +12,7 @@ scanning (no CRD or Namespace access) and runs kopf standalone (no peering objec
 # Status is written with a merge patch, from the observed children.
 - apiGroups: [serving.sglang-operator.io]
   resources: [sglangmodels/status]
-  verbs: [get, patch]
+  verbs: [patch]
 # Children: read, watched by kopf, created, and replaced (PUT) when an owned field differs.
 - apiGroups: [apps]
   resources: [deployments]
