@@ -13,6 +13,7 @@ import ssl
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -37,16 +38,12 @@ class ApiError(Exception):
         self.status = status
 
 
-def _as_file(data: str | bytes, suffix: str) -> str:
+def _decoded(data: str | bytes) -> bytes:
     raw = data.encode() if isinstance(data, str) else data
     try:  # kubeconfig *-data fields are base64; kopf may hand them over decoded or not
-        raw = base64.b64decode(raw, validate=True)
+        return base64.b64decode(raw, validate=True)
     except ValueError:
-        pass
-    fd, path = tempfile.mkstemp(suffix=suffix)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(raw)
-    return path
+        return raw
 
 
 def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
@@ -54,13 +51,21 @@ def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
         return False
     if info.insecure:
         return False
-    ctx = ssl.create_default_context(cafile=os.fsdecode(info.ca_path) if info.ca_path else None)
-    if info.ca_data:
-        ctx.load_verify_locations(cafile=_as_file(info.ca_data, ".crt"))
-    cert = info.certificate_path or (info.certificate_data and _as_file(info.certificate_data, ".crt"))
-    key = info.private_key_path or (info.private_key_data and _as_file(info.private_key_data, ".key"))
-    if cert:
-        ctx.load_cert_chain(os.fsdecode(cert), os.fsdecode(key) if key else None)
+    ctx = ssl.create_default_context(
+        cafile=os.fsdecode(info.ca_path) if info.ca_path else None,
+        cadata=_decoded(info.ca_data).decode() if info.ca_data else None)
+    cert, key = info.certificate_path, info.private_key_path
+    if cert or info.certificate_data:
+        # ssl reads a client certificate and key only from files: write inline ones to a private temporary
+        # folder just for the load, so no key material is left on disk.
+        with tempfile.TemporaryDirectory() as tmp:
+            if info.certificate_data:
+                cert = os.path.join(tmp, "client.crt")
+                Path(cert).write_bytes(_decoded(info.certificate_data))
+            if info.private_key_data:
+                key = os.path.join(tmp, "client.key")
+                Path(key).write_bytes(_decoded(info.private_key_data))
+            ctx.load_cert_chain(os.fsdecode(cert), os.fsdecode(key) if key else None)  # type: ignore[arg-type]
     return ctx
 
 
