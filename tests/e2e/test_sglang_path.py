@@ -3,6 +3,7 @@ SGLang stand-in (tests/standin) exactly as it launches SGLang, chosen through th
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import openai
@@ -12,12 +13,17 @@ from e2e_lib import Cluster, http_json, stream_text, until
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
 NAME = "e2e-sglang"
-STANDIN = Path(__file__).resolve().parents[1] / "standin"
+STANDIN = Path(__file__).resolve().parents[1] / "standin" / "sglang_standin"
+# The stand-in's code reaches the pod the way files reach real pods: on a volume (the model-cache claim,
+# mounted at /models), not by a host path, which the kubelet could remap (a checkout under /tmp would fall
+# under the pod's /tmp emptyDir).
+CLAIM = "e2e-standin-code"
 MODEL = {
     "apiVersion": "serving.sglang-operator.io/v1alpha1", "kind": "SGLangModel",
     "metadata": {"name": NAME, "namespace": "default"},
     "spec": {"model": "builtin:tiny", "backend": "sglang", "replicas": 1,
-             "env": [{"name": "PYTHONPATH", "value": str(STANDIN)},
+             "modelCache": {"claimName": CLAIM},
+             "env": [{"name": "PYTHONPATH", "value": "/models/standin"},
                      {"name": "SGLANG_ENGINE_SGLANG_MODULE", "value": "sglang_standin"}],
              # The chat API key reaches the pod by secretKeyRef (the operator never reads the Secret).
              "apiKeySecret": {"name": "e2e-api-key", "key": "key"}},
@@ -33,6 +39,8 @@ def _cmdline(pid: int) -> str:
 
 
 def test_sglang_backend_through_the_standin(cluster: Cluster) -> None:
+    shutil.copytree(STANDIN, cluster.layout.root / "pvcs" / "default" / CLAIM / "standin" / "sglang_standin",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     cluster.kubectl.run("create", "secret", "generic", "e2e-api-key", f"--from-literal=key={API_KEY}")
     cluster.apply(MODEL)
     cluster.wait("Ready", NAME)
