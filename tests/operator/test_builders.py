@@ -71,6 +71,7 @@ def test_volumes_config_directory_shm_cache_and_read_only_pvc_sources():
         mount = mounts[f"/mnt/pvc/{claim}"]
         assert mount["readOnly"] and volumes[mount["name"]]["persistentVolumeClaim"]["readOnly"]
     assert pod["securityContext"]["runAsNonRoot"] and pod["automountServiceAccountToken"] is False
+    assert pod["shareProcessNamespace"] is True  # the pause process reaps orphaned SGLang schedulers
     assert pod["terminationGracePeriodSeconds"] >= 30
 
 

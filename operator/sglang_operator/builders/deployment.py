@@ -167,6 +167,10 @@ def pod_spec(owner: Owner, spec: ModelSpec, settings: OperatorSettings) -> dict[
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "terminationGracePeriodSeconds": TERMINATION_GRACE,
         "automountServiceAccountToken": False,  # the engine never talks to the API server
+        # Otherwise the engine is PID 1, which reaps no orphans: SGLang scheduler processes left by a crash
+        # would stay zombies. Sharing the pod's process namespace makes the pause process PID 1, which
+        # reaps them; the pod has one container, so nothing else becomes visible.
+        "shareProcessNamespace": True,
         "enableServiceLinks": False,
         **_placement(spec, settings),
     }
