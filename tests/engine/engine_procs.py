@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from openai import OpenAI
+
 READY_WITHIN_S = 180.0  # generous: imports of torch/transformers on 2 busy cores
 STOP_WITHIN_S = 15.0
 
@@ -74,3 +76,8 @@ def running_engine(args: list[str], env: dict[str, str]) -> Iterator[tuple[subpr
         yield proc, base
     finally:
         stop_engine(proc)
+
+
+def openai_client(base: str) -> OpenAI:
+    """The official client against an engine at `base`, failing fast (no retries) so tests see real errors."""
+    return OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=60)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from engine_procs import engine_env, free_port, running_engine
+from engine_procs import engine_env, free_port, openai_client, running_engine
 from openai import OpenAI
 
 pytestmark = pytest.mark.e2e
@@ -35,7 +35,7 @@ class Chain:
     standin: str
 
     def openai(self) -> OpenAI:
-        return OpenAI(base_url=f"{self.base}/v1", api_key="unused", max_retries=0, timeout=60)
+        return openai_client(self.base)
 
     def received(self) -> dict:
         with urllib.request.urlopen(f"{self.standin}/_standin/requests", timeout=5) as resp:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from engine_procs import READY_WITHIN_S, engine_env, get_json, poll_until, running_engine
+from engine_procs import READY_WITHIN_S, engine_env, get_json, openai_client, poll_until, running_engine
 from openai import OpenAI
 
 pytestmark = pytest.mark.e2e
@@ -30,7 +30,7 @@ class Served:
     config: Path
 
     def openai(self) -> OpenAI:
-        return OpenAI(base_url=f"{self.base}/v1", api_key="unused", max_retries=0, timeout=60)
+        return openai_client(self.base)
 
 
 @pytest.fixture(scope="module")
