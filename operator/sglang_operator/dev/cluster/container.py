@@ -159,7 +159,7 @@ class ContainerRunner:
             probes.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await probes
-        self._reap_leftovers()
+        await self._reap_leftovers()
         reason = self._kill_reason or ("Completed" if code == 0 else "Error")
         terminated = {"terminated": {"exitCode": code if code >= 0 else 128 - code, "reason": reason,
                                      "startedAt": self.state.state.get("running", {}).get("startedAt"),
@@ -225,7 +225,7 @@ class ContainerRunner:
         """SIGTERM the process group, wait the grace period, SIGKILL the group and any marked leftovers."""
         proc = self.proc
         if proc is None or proc.returncode is not None:
-            self._reap_leftovers()
+            await self._reap_leftovers()
             return
         procs.signal_group(proc.pid, signal.SIGTERM)
         try:
@@ -237,12 +237,14 @@ class ContainerRunner:
         procs.signal_group(proc.pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             await proc.wait()
-        self._reap_leftovers()
+        await self._reap_leftovers()
 
-    def _reap_leftovers(self) -> None:
+    async def _reap_leftovers(self) -> None:
         marker = self.plan.env.get(procs.CONTAINER_MARKER)
         if marker:
-            found = procs.kill_marked(procs.CONTAINER_MARKER, marker)
+            # In a thread: it scans every process's environment in /proc and waits for the kills to land,
+            # which must not stall the other pods' probes on this loop.
+            found = await asyncio.to_thread(procs.kill_marked, procs.CONTAINER_MARKER, marker)
             if found:
                 log.info("container %s: killed %d leftover process(es) %s", self.plan.name, len(found), found)
 
