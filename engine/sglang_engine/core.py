@@ -105,10 +105,6 @@ class Engine:
         return None if health.ready else f"backend not ready: {health.message or 'starting'}"
 
     # --- generation defaults (swapped whole by the config watcher; readers see old or new, never half)
-    @property
-    def defaults(self) -> GenerationDefaults:
-        return self._defaults
-
     def set_defaults(self, defaults: GenerationDefaults) -> None:
         self._defaults = defaults
 

@@ -16,10 +16,10 @@ from pydantic.alias_generators import to_camel
 
 from sglang_engine.backends.base import SamplingParams
 from sglang_engine.errors import invalid_request
+from sglang_engine.protocol import MAX_STOP_STRINGS  # SGLang refuses more
 
 # SGLang's own default when a request sends no max_new_tokens; we keep it so both backends agree.
 NEUTRAL_MAX_NEW_TOKENS = 128
-MAX_STOP_STRINGS = 32  # SGLang refuses more
 
 
 class GenerationDefaults(BaseModel):
@@ -118,6 +118,9 @@ def merge_sampling(
 ) -> SamplingParams:
     """Request > model defaults > neutral. Stop strings are the union (request's first)."""
     stop = dict.fromkeys(request.stop + (defaults.stop or ()))
+    if len(stop) > MAX_STOP_STRINGS:  # with the model's defaults joined in: every backend refuses alike
+        raise invalid_request(f"At most {MAX_STOP_STRINGS} stop strings are allowed, including the model's "
+                              f"{len(defaults.stop or ())} default ones.", "stop")
     return SamplingParams(
         max_new_tokens=_max_new_tokens(defaults, request, prompt_length),
         temperature=_first(request.temperature, defaults.temperature, 1.0),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--tp-size", type=int, default=1)
     a("--context-length", type=int)
     a("--mem-fraction-static", type=float)
-    a("--dtype", default="auto")
+    a("--dtype", default="auto", choices=get_args(DType))
     a("--max-running-requests", type=int)
     a("--trust-remote-code", action="store_true")
     a("--chat-template")

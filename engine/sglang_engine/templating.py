@@ -113,9 +113,6 @@ class ChatTemplater:
             raise invalid_request(f"The chat template refused these messages: {exc}", "messages") from None
         return list(ids)
 
-    def count(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
-
 
 def _context_length_of(
     model_path: str, revision: str | None, settings: EngineSettings, tokenizer: Any,
@@ -157,13 +154,13 @@ def resolve_chat_template(value: str) -> str:
         "(the engine applies the template itself; SGLang's named templates do not apply)")
 
 
-def load_templater(settings: EngineSettings, model_path: str | None = None) -> ChatTemplater:
+def load_templater(settings: EngineSettings) -> ChatTemplater:
     """Blocking (file and maybe network I/O): call from a worker thread."""
     from transformers import AutoTokenizer
 
     from sglang_engine.tiny import resolve_model_path
 
-    path = model_path or resolve_model_path(settings)
+    path = resolve_model_path(settings)
     if path.startswith("/") and not Path(path).is_dir():
         raise FileNotFoundError(f"model path {path} does not exist (or is not a folder)")
     revision = None if path != settings.model else settings.revision

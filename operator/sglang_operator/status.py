@@ -58,7 +58,8 @@ def _adapters(obs: Observation, serving: list[PodView]) -> tuple[list[dict], boo
     """(status.adapters, AdaptersReady, reason, message)."""
     assert obs.spec is not None
     want_hash = config_hash(obs.desired_config) if obs.desired_config is not None else None
-    rows, problems, failed, failures = [], [], False, []
+    rows, problems, failed = [], [], False
+    failures: list[str] = []  # 'adapter (pod: reason)', for the condition's message
     stale = [p.name for p in serving if isinstance(obs.engines.get(p.name), EngineStatus)
              and want_hash and obs.engines[p.name].config_hash not in (None, want_hash)]  # type: ignore[union-attr]
     unreachable = [p.name for p in serving if not isinstance(obs.engines.get(p.name), EngineStatus)]

@@ -41,6 +41,14 @@ def test_stop_strings_are_merged_request_first_without_duplicates() -> None:
     assert params.stop == ("END", "</s>")
 
 
+def test_the_stop_limit_counts_the_models_default_stops_too() -> None:
+    defaults = parse_defaults({"stop": [f"d{i}" for i in range(20)]})
+    merge_sampling(defaults, SamplingRequest(stop=tuple(f"r{i}" for i in range(12))), 10)  # 32: fine
+    with pytest.raises(BackendError) as err:
+        merge_sampling(defaults, SamplingRequest(stop=tuple(f"r{i}" for i in range(13))), 10)
+    assert err.value.status == 400 and err.value.param == "stop"
+
+
 @pytest.mark.parametrize(("defaults", "request_", "prompt", "expected"), [
     ({"maxNewTokens": 64, "maxLength": 100}, {}, 10, 64),  # max_new_tokens wins over max_length
     ({"maxLength": 100}, {}, 10, 90),  # max_length minus the prompt

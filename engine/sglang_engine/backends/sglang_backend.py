@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -51,19 +51,14 @@ class SGLangStartError(RuntimeError):
     """SGLang did not become healthy: it exited, or the startup budget ran out."""
 
 
-def resolve_model_path(settings: EngineSettings) -> str:
-    """`builtin:tiny` -> the built folder (built on first use); else the model string (repo id or path)."""
-    from sglang_engine.tiny import resolve_model_path as resolve
-
-    return resolve(settings)
-
-
-def launch_argv(settings: EngineSettings, initial_adapters: Mapping[str, str] | None = None) -> list[str]:
+def launch_argv(settings: EngineSettings) -> list[str]:
     """The SGLang argv `start()` launches. Adapters from `--lora-adapter` and the config file are loaded at
     run time through /load_lora_adapter by the engine's adapter controller (one code path, per-adapter
     status, and one bad adapter cannot stop SGLang from starting), so by default there are no initial
     `--lora-paths`; LoRA is enabled with an explicit pool shape instead."""
-    return protocol.build_sglang_argv(settings, resolve_model_path(settings), dict(initial_adapters or {}))
+    from sglang_engine.tiny import resolve_model_path  # builds builtin:tiny on first use
+
+    return protocol.build_sglang_argv(settings, resolve_model_path(settings), {})
 
 
 def print_argv(settings: EngineSettings) -> int:
@@ -112,12 +107,9 @@ def port_taken(port: int) -> bool:
 
 
 class SGLangBackend(Backend):
-    def __init__(
-        self, settings: EngineSettings, *, initial_adapters: Mapping[str, str] | None = None,
-    ) -> None:
+    def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
         self.base_url = f"http://{protocol.SGLANG_HOST}:{settings.sglang_port}"
-        self._initial_adapters = dict(initial_adapters or {})
         self._proc: asyncio.subprocess.Process | None = None
         self._pgid: int | None = None
         # Streams and control calls use separate pools: a full stream pool must never delay a health
@@ -139,12 +131,12 @@ class SGLangBackend(Backend):
             self.base_url = f"http://{protocol.SGLANG_HOST}:{self.settings.sglang_port}"
         settings = self.settings
         # Building builtin:tiny takes seconds: keep it off the event loop.
-        argv = await asyncio.to_thread(launch_argv, settings, self._initial_adapters)
+        argv = await asyncio.to_thread(launch_argv, settings)
         if port_taken(settings.sglang_port):
             # Else /health could answer from a leftover SGLang while ours fails to bind.
             raise SGLangStartError(f"sglang_port {settings.sglang_port} on {protocol.SGLANG_HOST} is already "
                                    "in use (a leftover SGLang?)")
-        self._adapters = dict(self._initial_adapters)
+        self._adapters = {}
         log.info("starting SGLang: %s", protocol.argv_for_display(argv))
         self._streams = aiohttp.ClientSession(
             self.base_url, timeout=STREAM_TIMEOUT,
@@ -336,7 +328,7 @@ class SGLangBackend(Backend):
     # -------------------------------------------------------------------------------------- adapters
     async def load_adapter(self, name: str, path: str) -> None:
         if self._adapters.get(name) == path:
-            return  # already there from the same path (e.g. an initial --lora-paths adapter)
+            return  # already loaded from the same path: loading is idempotent
         await self._adapter_call(protocol.LOAD_LORA_PATH,
                                  {"lora_name": name, "lora_path": path, "pinned": False}, name)
 
