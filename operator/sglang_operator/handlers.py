@@ -55,7 +55,8 @@ class State:
     ctx_login: kopf.ConnectionInfo | None = None  # the login state.ctx.api was made from
     closing: set[asyncio.Task] = field(default_factory=set)  # old clients being closed
     known: dict[tuple[str, str], tuple[float, bool]] = field(default_factory=dict)  # -> (last run, settled)
-    queued: set[tuple[str, str]] = field(default_factory=set)
+    # A model whose reconcile is waiting for its lock -> that waiter's token (see _run_quietly).
+    queued: dict[tuple[str, str], object] = field(default_factory=dict)
     resync: asyncio.Task | None = None
 
 
@@ -91,7 +92,7 @@ async def _run(state: State, key: tuple[str, str], permanent: bool) -> None:
     ctx = _context(state)
     namespace, name = key
     async with ctx.lock(namespace, name):
-        state.queued.discard(key)
+        state.queued.pop(key, None)  # from here on, a new trigger must queue another run
         body = await ctx.api.get(KIND, namespace, name)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             state.known.pop(key, None)
@@ -119,13 +120,16 @@ async def _run_quietly(state: State, key: tuple[str, str]) -> None:
     """For child events and resync: errors are logged, the next trigger retries."""
     if key in state.queued:  # a reconcile that has not started yet will see this change too
         return
-    state.queued.add(key)
+    token = state.queued[key] = object()
     try:
         await _run(state, key, permanent=False)
     except (kopf.TemporaryError, kopf.PermanentError, aiohttp.ClientError, TimeoutError) as exc:
         logger.warning("reconcile %s/%s: %s", key[0], key[1], exc)
     finally:
-        state.queued.discard(key)
+        # Only if this run never reached the lock (cancelled, failed early): once it did, the entry (if any)
+        # is the next waiter's, and removing it would let a burst queue several runs instead of one.
+        if state.queued.get(key) is token:
+            del state.queued[key]
 
 
 async def _resync_loop(state: State) -> None:
