@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 PYTEST_ARGS ?=
 
-.PHONY: install sglang-parser demo serve-tiny test lint bench
+.PHONY: install sglang-parser demo serve-tiny test lint bench soak
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -36,7 +36,7 @@ test: install sglang-parser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check engine operator tests
+	$(VENV)/bin/ruff check engine operator tests scripts bench
 	$(VENV)/bin/mypy
 
 # Benchmarks (docs/benchmarks.md): engine streaming overhead, then operator scale; about 10 minutes on

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Serve builtin:tiny on 127.0.0.1 and stream one chat completion to the terminal (what `make demo` runs).
+"""Serve builtin:tiny on 127.0.0.1 and stream one chat completion to the terminal (`make serve-tiny`).
 
 Starts `sglang-engine serve --model builtin:tiny --backend transformers` on a free port, waits for /readyz
 (showing progress), streams a chat completion with the official `openai` client, then stops the server,

@@ -8,7 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${1:-.cache/sglang-parser-venv}"
-SGLANG_VERSION="0.5.23"   # keep in step with sglang_engine.protocol.SGLANG_VERSION
+# The version the engine targets, read from its one definition.
+SGLANG_VERSION="$(sed -n 's/^SGLANG_VERSION = "\(.*\)"$/\1/p' engine/sglang_engine/protocol.py)"
+[ -n "$SGLANG_VERSION" ] || { echo "SGLANG_VERSION not found in engine/sglang_engine/protocol.py" >&2; exit 1; }
 PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 
 if [ -f "$VENV/.ready-$SGLANG_VERSION" ]; then

@@ -10,12 +10,10 @@ defaults, other controllers' annotations) are kept and never compared.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sglang_operator.builders.common import API_GROUP
+from sglang_operator.builders.common import API_GROUP, content_hash
 from sglang_operator.kube import ApiError, KubeApi
 
 APPLIED_ANNOTATION = f"{API_GROUP}/applied"
@@ -34,7 +32,7 @@ class Outcome:
 
 
 def desired_hash(obj: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+    return content_hash(obj)
 
 
 def _same_scalar(live: Any, want: Any) -> bool:

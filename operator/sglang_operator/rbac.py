@@ -6,7 +6,7 @@ Namespaced rules (a Role per watched namespace, or a ClusterRole when cluster-wi
 - children: get (reconcile), list/watch (kopf's child watches), create, update (PUT when an owned field
   differs); PodDisruptionBudgets also delete (removed when replicas drops to 1).
 - pods: list only (readiness, revision and IP for the engine /status read); never watched.
-- events: create (lifecycle events through kopf.event).
+- events: create (lifecycle events, posted by the operator's API client).
 The operator never reads Secrets: the engine gets them by secretKeyRef.
 Cluster scanning is disabled in kopf's settings (runner.py), so no CRD or Namespace access is needed.
 """

@@ -3,8 +3,8 @@
 kopf settings: handler progress and the diff base live in annotations under our own prefix
 (serving.sglang-operator.io/...), never in `.status` (status is ours, written from observation); standalone
 (no peering: the chart runs one replica with the Recreate strategy); no cluster scanning (CRD and namespace
-observation would need extra RBAC; the CRD is installed before the operator starts); only explicit events are
-posted (kopf.event at INFO and above), not log lines.
+observation would need extra RBAC; the CRD is installed before the operator starts); kopf posts no events of
+its own (lifecycle events are posted by the operator's API client, see reconcile.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ def kopf_settings() -> kopf.OperatorSettings:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=API_GROUP, key="last-handled-configuration")
     settings.persistence.finalizer = f"{API_GROUP}/kopf-finalizer"
-    settings.posting.level = logging.INFO
     settings.posting.loggers = False
     settings.scanning.disabled = True
     # After its own PATCH, kopf waits this long for the patched version to come back on the watch before it

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,3 +46,8 @@ def metadata(owner: Owner, name: str, component: str, image: str) -> dict[str, A
         "labels": labels.child_labels(owner.name, component, image),
         "ownerReferences": [owner.reference()],
     }
+
+
+def content_hash(obj: Any) -> str:
+    """A short, stable hash of a JSON-able object (key order does not matter)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]

@@ -10,13 +10,11 @@ ConfigMap), so it changes exactly when a restart is needed; status compares it w
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from typing import Any
 
 from sglang_operator import labels, names
-from sglang_operator.builders.common import API_GROUP, Owner, image_of, metadata
+from sglang_operator.builders.common import API_GROUP, Owner, content_hash, image_of, metadata
 from sglang_operator.builders.sources import engine_path, pvc_claims
 from sglang_operator.settings import OperatorSettings
 from sglang_operator.spec import ModelSpec
@@ -178,7 +176,7 @@ def pod_spec(owner: Owner, spec: ModelSpec, settings: OperatorSettings) -> dict[
 
 def revision(pod: dict[str, Any]) -> str:
     """Hash of the pod spec: the restart-relevant part of the CR (and the operator's defaults) only."""
-    return hashlib.sha256(json.dumps(pod, sort_keys=True).encode()).hexdigest()[:16]
+    return content_hash(pod)
 
 
 def build_deployment(owner: Owner, spec: ModelSpec, settings: OperatorSettings) -> dict[str, Any]:
