@@ -24,7 +24,7 @@ from sglang_operator.kube import KubeApi
 from sglang_operator.observed import DeploymentView, PodView
 from sglang_operator.settings import OperatorSettings
 from sglang_operator.spec import SpecError, parse_spec
-from sglang_operator.status import Observation, compute_status, status_changed
+from sglang_operator.status import Observation, compute_status, serving_pods, status_changed
 
 Emit = Callable[[str, str, str], Awaitable[None]]  # (type Normal|Warning, reason, message)
 logger = logging.getLogger("sglang_operator.reconcile")
@@ -61,7 +61,7 @@ async def _observe_pods(ctx: Context, owner: Owner,
                         desired_revision: str | None) -> tuple[list[PodView], dict]:
     items = await ctx.api.list("Pod", owner.namespace, labels.selector(owner.name))
     pods = [PodView.parse(p) for p in items]
-    serving = [p for p in pods if p.ready and not p.terminating and p.revision == desired_revision]
+    serving = serving_pods(pods, desired_revision)
     engines = await fetch_statuses(ctx.http, serving, ctx.settings.engine_status_timeout, ctx.engine_port)
     return pods, engines
 

@@ -8,6 +8,7 @@ is unchanged, so an unchanged world produces an identical status (and so no writ
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,8 +51,9 @@ def _condition(obs: Observation, now: str, type_: str, status: bool | None, reas
             "lastTransitionTime": since, "observedGeneration": obs.generation}
 
 
-def _serving_pods(obs: Observation) -> list[PodView]:
-    return [p for p in obs.pods if p.ready and not p.terminating and p.revision == obs.desired_revision]
+def serving_pods(pods: Iterable[PodView], desired_revision: str | None) -> list[PodView]:
+    """Pods that count as serving the current spec: the ones whose engine /status is read, and counted."""
+    return [p for p in pods if p.ready and not p.terminating and p.revision == desired_revision]
 
 
 def _adapters(obs: Observation, serving: list[PodView]) -> tuple[list[dict], bool | None, str, str]:
@@ -130,7 +132,7 @@ def compute_status(obs: Observation, now: str) -> dict[str, Any]:
                 "adapters": obs.previous.get("adapters", []), "conditions": conditions}
 
     desired = obs.spec.replicas
-    serving = _serving_pods(obs)
+    serving = serving_pods(obs.pods, obs.desired_revision)
     adapters, adapters_ok, a_reason, a_message = _adapters(obs, serving)
     current = dep is not None and dep.template_revision == obs.desired_revision \
         and dep.observed_generation >= dep.generation
