@@ -123,20 +123,6 @@ def kill_marked(marker: str, value: str, prefix: bool = False, wait_s: float = 1
     return pids
 
 
-def stop_group(pid: int, grace_s: float) -> None:
-    """SIGTERM the group, wait up to `grace_s`, then SIGKILL it (blocking; for CLI and teardown paths)."""
-    if not signal_group(pid, signal.SIGTERM):
-        return
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        if start_time(pid) is None and not group_alive(pid):
-            return
-        time.sleep(0.05)
-    signal_group(pid, signal.SIGKILL)
-
-
 def spawn(argv: list[str], log_path: Path, env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen:
     """Start `argv` in a new session with stdout+stderr appended to `log_path` (argv list, never a shell)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)

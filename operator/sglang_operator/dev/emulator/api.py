@@ -389,7 +389,3 @@ class Api:
     def _after_write(self, rt: ResourceType, obj: Obj, old: Obj | None) -> None:
         if rt.key == crds.CRD_KEY:
             crds.register(self.store, obj, old)
-
-
-def _qualified(rt: ResourceType) -> str:
-    return f"{rt.plural}.{rt.group}" if rt.group else rt.plural
