@@ -6,11 +6,11 @@ PYTEST_ARGS ?=
 
 .PHONY: install sglang-parser demo serve-tiny test lint bench soak
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml dev/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	# torch first and pinned: a floating torch pulls a multi-GB CUDA build.
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[engine,operator,dev]'
+	$(PIP) install -e '.[engine,operator,dev]' -e ./dev
 	$(PY) scripts/install_tools.py
 	touch $@
 
@@ -32,11 +32,11 @@ demo: install
 	$(PY) scripts/demo.py
 
 test: install sglang-parser
-	$(VENV)/bin/ruff check engine operator tests scripts bench
+	$(VENV)/bin/ruff check engine operator dev tests scripts bench
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check engine operator tests scripts bench
+	$(VENV)/bin/ruff check engine operator dev tests scripts bench
 	$(VENV)/bin/mypy
 
 # Benchmarks (docs/benchmarks.md): engine streaming overhead, then operator scale; about 10 minutes on

@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kmock
 from procs import BENCH_DIR, ROOT, VENV_BIN, Proc, free_port, patched_copy, print_log_tails, rss_mb, wait_http
 from report import publish, write_operator_report
+from sglang_dev.emulator import Emulator, crd_documents, install_crds, kubeconfig_text
+from sglang_dev.emulator.api import WriteOptions
+from sglang_dev.emulator.faults import WRITE_METHODS
 from sglang_operator import names as names_
-from sglang_operator.dev.emulator import Emulator, crd_documents, install_crds, kubeconfig_text
-from sglang_operator.dev.emulator.api import WriteOptions
-from sglang_operator.dev.emulator.faults import WRITE_METHODS
 
 GROUP, VERSION, PLURAL = "serving.sglang-operator.io", "v1alpha1", "sglangmodels"
 CHILDREN = (("apps", "v1", "deployments"), ("", "v1", "services"), ("", "v1", "configmaps"))

@@ -23,8 +23,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from sglang_operator.dev.cluster.layout import Layout
-from sglang_operator.dev.cluster.tools import Kubectl, service_url
+from sglang_dev.cluster.layout import Layout
+from sglang_dev.cluster.tools import Kubectl, service_url
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = Layout.at(os.environ.get("STATE_DIR", ROOT / ".state" / "dev"))

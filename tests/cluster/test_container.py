@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from sglang_operator.dev.cluster import procs
-from sglang_operator.dev.cluster.container import Backoff, ContainerRunner
-from sglang_operator.dev.cluster.podplan import ContainerPlan, Probe
+from sglang_dev.cluster import procs
+from sglang_dev.cluster.container import Backoff, ContainerRunner
+from sglang_dev.cluster.podplan import ContainerPlan, Probe
 
 # A server that also starts a grandchild in a new session (like the engine starting SGLang), and that
 # ignores SIGTERM when asked to (so the grace period and SIGKILL are exercised).

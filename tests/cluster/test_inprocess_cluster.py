@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sglang_operator.dev.cluster import procs
-from sglang_operator.dev.cluster.controller import DeploymentController
-from sglang_operator.dev.cluster.kubeapi import (
+from sglang_dev.cluster import procs
+from sglang_dev.cluster.controller import DeploymentController
+from sglang_dev.cluster.kubeapi import (
     CONFIGMAPS,
     DEPLOYMENTS,
     PODS,
@@ -29,11 +29,11 @@ from sglang_operator.dev.cluster.kubeapi import (
     KubeClient,
     cancel_all,
 )
-from sglang_operator.dev.cluster.kubelet import Kubelet
-from sglang_operator.dev.cluster.layout import Layout
-from sglang_operator.dev.cluster.proxy import ServiceProxy
-from sglang_operator.dev.cluster.supervisor import pick_prefix
-from sglang_operator.dev.cluster.tools import service_url
+from sglang_dev.cluster.kubelet import Kubelet
+from sglang_dev.cluster.layout import Layout
+from sglang_dev.cluster.proxy import ServiceProxy
+from sglang_dev.cluster.supervisor import pick_prefix
+from sglang_dev.cluster.tools import service_url
 
 pytestmark = pytest.mark.timeout(90)
 NS = "default"

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
-from sglang_operator.dev.cluster import podplan, volumes
-from sglang_operator.dev.cluster.podplan import PodContext, PodError, VolumePlan, plan_pod
+from sglang_dev.cluster import podplan, volumes
+from sglang_dev.cluster.podplan import PodContext, PodError, VolumePlan, plan_pod
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from sglang_operator.dev.cluster import proxy
-from sglang_operator.dev.cluster.layout import Layout
+from sglang_dev.cluster import proxy
+from sglang_dev.cluster.layout import Layout
 
 SERVICE = {"metadata": {"name": "m", "namespace": "ns", "labels": {"app": "m"}},
            "spec": {"selector": {"app": "m"},

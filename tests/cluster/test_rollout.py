@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sglang_operator.dev.cluster import rollout
-from sglang_operator.dev.cluster.rollout import PodView, Strategy, plan_rollout
+from sglang_dev.cluster import rollout
+from sglang_dev.cluster.rollout import PodView, Strategy, plan_rollout
 
 
 def test_template_hash_is_stable_and_tracks_the_template() -> None:

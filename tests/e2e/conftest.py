@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 from e2e_lib import Cluster, dev
-from sglang_operator.dev.cluster import procs
-from sglang_operator.dev.cluster.layout import ClusterInfo, Layout
-from sglang_operator.dev.cluster.tools import Kubectl
+from sglang_dev.cluster import procs
+from sglang_dev.cluster.layout import ClusterInfo, Layout
+from sglang_dev.cluster.tools import Kubectl
 
 
 @pytest.fixture(scope="session")

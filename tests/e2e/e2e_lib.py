@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sglang_operator.dev.cluster import procs
-from sglang_operator.dev.cluster.layout import ClusterInfo, Layout
-from sglang_operator.dev.cluster.tools import Kubectl, service_url
+from sglang_dev.cluster import procs
+from sglang_dev.cluster.layout import ClusterInfo, Layout
+from sglang_dev.cluster.tools import Kubectl, service_url
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sglang_operator.dev.cluster import procs
-from sglang_operator.dev.cluster.layout import ClusterInfo, Layout
+from sglang_dev.cluster import procs
+from sglang_dev.cluster.layout import ClusterInfo, Layout
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sglang_operator.dev.emulator import Emulator, install_crds
-from sglang_operator.dev.emulator.api import Api, WriteOptions
-from sglang_operator.dev.emulator.resources import ResourceType
+from sglang_dev.emulator import Emulator, install_crds
+from sglang_dev.emulator.api import Api, WriteOptions
+from sglang_dev.emulator.resources import ResourceType
 
 DATA = Path(__file__).parent / "data"
 WIDGETS_CRD = DATA / "widgets-crd.yaml"

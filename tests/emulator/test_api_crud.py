@@ -6,8 +6,8 @@ import json
 
 import pytest
 from helpers import DEFAULT, deployment, fresh_api, merge, rt, widget
-from sglang_operator.dev.emulator.api import WriteOptions
-from sglang_operator.dev.emulator.errors import ApiError
+from sglang_dev.emulator.api import WriteOptions
+from sglang_dev.emulator.errors import ApiError
 
 
 def test_create_stamps_metadata_and_get_returns_it():

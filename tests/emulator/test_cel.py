@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from helpers import DEFAULT, fresh_api, rt, widget
-from sglang_operator.dev.emulator import cel
-from sglang_operator.dev.emulator.errors import ApiError
+from sglang_dev.emulator import cel
+from sglang_dev.emulator.errors import ApiError
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from helpers import WIDGETS_CRD, widget
-from sglang_operator.dev.emulator import paths as api_paths
-from sglang_operator.dev.emulator import table
+from sglang_dev.emulator import paths as api_paths
+from sglang_dev.emulator import table
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 from helpers import DEFAULT, deployment, fresh_api, merge, rt, widget
-from sglang_operator.dev.emulator import patch
-from sglang_operator.dev.emulator.api import WriteOptions
-from sglang_operator.dev.emulator.errors import ApiError
+from sglang_dev.emulator import patch
+from sglang_dev.emulator.api import WriteOptions
+from sglang_dev.emulator.errors import ApiError
 
 
 def test_merge_patch_merges_objects_and_null_deletes():

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from helpers import DEFAULT
-from sglang_operator.dev.emulator import EmulatorThread
+from sglang_dev.emulator import EmulatorThread
 
 KUBECTL = Path(__file__).resolve().parents[2] / ".tools" / "bin" / "kubectl"
 

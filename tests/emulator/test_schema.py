@@ -6,8 +6,8 @@ import json
 
 import pytest
 from helpers import DEFAULT, STRICT, fresh_api, rt, widget
-from sglang_operator.dev.emulator import schema
-from sglang_operator.dev.emulator.errors import ApiError
+from sglang_dev.emulator import schema
+from sglang_dev.emulator.errors import ApiError
 
 
 def refused(spec_overrides, opts=DEFAULT) -> ApiError:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from helpers import DEFAULT, WIDGETS_CRD, rt, widget
-from sglang_operator.dev.emulator import run_emulator
+from sglang_dev.emulator import run_emulator
 
 
 async def test_state_file_round_trip(tmp_path):

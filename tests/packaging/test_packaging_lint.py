@@ -98,7 +98,7 @@ class Refuse:
             raise ImportError("not in the operator image: " + name)
 sys.meta_path.insert(0, Refuse())
 for mod in pkgutil.walk_packages(sglang_operator.__path__, "sglang_operator."):
-    if not mod.name.startswith("sglang_operator.dev"):  # dev tools are not part of the image's job
+    if not mod.name.startswith("sglang_dev"):  # dev tools are not part of the image's job
         importlib.import_module(mod.name)
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sglang_operator.dev.cluster import rollout
-from sglang_operator.dev.cluster.kubeapi import (
+from sglang_dev.cluster import rollout
+from sglang_dev.cluster.kubeapi import (
     DEPLOYMENTS,
     PODS,
     ApiError,

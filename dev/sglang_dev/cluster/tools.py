@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sglang_operator.dev.cluster.layout import Layout
+from sglang_dev.cluster.layout import Layout
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 

@@ -21,7 +21,7 @@ from .api import WriteOptions
 from .errors import ApiError
 from .server import Emulator
 
-logger = logging.getLogger("sglang_operator.dev.emulator")
+logger = logging.getLogger("sglang_dev.emulator")
 DEFAULT_CRD_DIR = Path(__file__).resolve().parents[4] / "crds"
 
 

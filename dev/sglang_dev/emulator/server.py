@@ -28,7 +28,7 @@ from .faults import BODY_KEPT, FAULT_REASONS, WRITE_METHODS, Fault, RequestRecor
 from .store import Store
 from .watch import WatchParams, WatchStream
 
-logger = logging.getLogger("sglang_operator.dev.emulator")
+logger = logging.getLogger("sglang_dev.emulator")
 REQUEST_LOG_LIMIT = 50000
 
 

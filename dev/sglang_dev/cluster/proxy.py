@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sglang_operator.dev.cluster.controller import pod_ready
-from sglang_operator.dev.cluster.kubeapi import (
+from sglang_dev.cluster.controller import pod_ready
+from sglang_dev.cluster.kubeapi import (
     ENDPOINTS,
     PODS,
     SERVICES,
@@ -26,7 +26,7 @@ from sglang_operator.dev.cluster.kubeapi import (
     KubeClient,
     reconcile_loop,
 )
-from sglang_operator.dev.cluster.layout import Layout, write_json_atomic
+from sglang_dev.cluster.layout import Layout, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ controller, kubelet and Service proxy as asyncio tasks. SIGTERM/SIGINT stops eve
 operator, every pod (preStop, SIGTERM, grace, SIGKILL), the proxy, the emulator, then anything left that
 carries the cluster's env marker.
 
-Run as `python -m sglang_operator.dev.cluster.supervisor --state-dir DIR` (what `dev up --detach` does).
+Run as `python -m sglang_dev.cluster.supervisor --state-dir DIR` (what `dev up --detach` does).
 """
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ from pathlib import Path
 
 import aiohttp
 
-from sglang_operator.dev.cluster import procs
-from sglang_operator.dev.cluster.container import Backoff
-from sglang_operator.dev.cluster.controller import DeploymentController
-from sglang_operator.dev.cluster.kubeapi import Credentials, KubeClient, cancel_all
-from sglang_operator.dev.cluster.kubelet import Kubelet, free_port
-from sglang_operator.dev.cluster.layout import ClusterInfo, Layout
-from sglang_operator.dev.cluster.proxy import ServiceProxy
+from sglang_dev.cluster import procs
+from sglang_dev.cluster.container import Backoff
+from sglang_dev.cluster.controller import DeploymentController
+from sglang_dev.cluster.kubeapi import Credentials, KubeClient, cancel_all
+from sglang_dev.cluster.kubelet import Kubelet, free_port
+from sglang_dev.cluster.layout import ClusterInfo, Layout
+from sglang_dev.cluster.proxy import ServiceProxy
 
-log = logging.getLogger("sglang_operator.dev.cluster")
+log = logging.getLogger("sglang_dev.cluster")
 READY_FILE = "ready"
 CHILD_STOP_GRACE_S = 10.0
 
@@ -219,7 +219,7 @@ def configure_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sglang_operator.dev.cluster.supervisor")
+    parser = argparse.ArgumentParser(prog="python -m sglang_dev.cluster.supervisor")
     parser.add_argument("--state-dir", required=True, type=Path)
     parser.add_argument("--operator-arg", action="append", default=[],
                         help="extra argument for `sglang-operator run` (repeats)")

@@ -1,7 +1,7 @@
 """`sglang-operator dev ...`: local development tools. Nothing in the operator imports this package.
 
-  apiserver   the Kubernetes API emulator, standalone      (sglang_operator.dev.emulator.main)
-  up|down|status|logs   the local cluster                  (sglang_operator.dev.cluster.cli)
+  apiserver   the Kubernetes API emulator, standalone      (sglang_dev.emulator.main)
+  up|down|status|logs   the local cluster                  (sglang_dev.cluster.cli)
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import importlib
 import sys
 
 SUBCOMMANDS = {
-    "apiserver": "sglang_operator.dev.emulator.main",
-    "up": "sglang_operator.dev.cluster.cli",
-    "down": "sglang_operator.dev.cluster.cli",
-    "status": "sglang_operator.dev.cluster.cli",
-    "logs": "sglang_operator.dev.cluster.cli",
+    "apiserver": "sglang_dev.emulator.main",
+    "up": "sglang_dev.cluster.cli",
+    "down": "sglang_dev.cluster.cli",
+    "status": "sglang_dev.cluster.cli",
+    "logs": "sglang_dev.cluster.cli",
 }
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sglang_operator.dev.cluster.podplan import PodError, VolumePlan
+from sglang_dev.cluster.podplan import PodError, VolumePlan
 
 DATA_LINK = "..data"
 

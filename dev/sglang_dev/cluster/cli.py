@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sglang_operator.dev.cluster import procs
-from sglang_operator.dev.cluster.kubeapi import PODS, SGLANGMODELS, Credentials, KubeClient
-from sglang_operator.dev.cluster.layout import DEFAULT_STATE_DIR, ClusterInfo, Layout
-from sglang_operator.dev.cluster.supervisor import READY_FILE, ClusterOptions, configure_logging, serve
+from sglang_dev.cluster import procs
+from sglang_dev.cluster.kubeapi import PODS, SGLANGMODELS, Credentials, KubeClient
+from sglang_dev.cluster.layout import DEFAULT_STATE_DIR, ClusterInfo, Layout
+from sglang_dev.cluster.supervisor import READY_FILE, ClusterOptions, configure_logging, serve
 
 COMPONENTS = ("supervisor", "emulator", "operator")
 
@@ -81,7 +81,7 @@ def up(args: argparse.Namespace) -> int:
         return serve(layout, options)
     log_path = layout.log("supervisor")
     offset = log_path.stat().st_size if log_path.exists() else 0
-    argv = [sys.executable, "-m", "sglang_operator.dev.cluster.supervisor", "--state-dir", str(layout.root),
+    argv = [sys.executable, "-m", "sglang_dev.cluster.supervisor", "--state-dir", str(layout.root),
             *(f"--operator-arg={a}" for a in args.operator_arg)]
     if args.probe_period_cap is not None:
         argv += ["--probe-period-cap", str(args.probe_period_cap)]

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sglang_operator.dev.cluster import kubeapi, procs, volumes
-from sglang_operator.dev.cluster.container import Backoff, ContainerRunner
-from sglang_operator.dev.cluster.kubeapi import CONFIGMAPS, PODS, SECRETS, ApiError, Informer, KubeClient
-from sglang_operator.dev.cluster.layout import Layout
-from sglang_operator.dev.cluster.podplan import PodContext, PodError, PodPlan, plan_pod
+from sglang_dev.cluster import kubeapi, procs, volumes
+from sglang_dev.cluster.container import Backoff, ContainerRunner
+from sglang_dev.cluster.kubeapi import CONFIGMAPS, PODS, SECRETS, ApiError, Informer, KubeClient
+from sglang_dev.cluster.layout import Layout
+from sglang_dev.cluster.podplan import PodContext, PodError, PodPlan, plan_pod
 
 log = logging.getLogger(__name__)
 PLAN_RETRY_S = 2.0

@@ -23,9 +23,9 @@ from typing import Any
 
 import aiohttp
 
-from sglang_operator.dev.cluster import procs
-from sglang_operator.dev.cluster.kubeapi import now_iso
-from sglang_operator.dev.cluster.podplan import ContainerPlan, Probe
+from sglang_dev.cluster import procs
+from sglang_dev.cluster.kubeapi import now_iso
+from sglang_dev.cluster.podplan import ContainerPlan, Probe
 
 log = logging.getLogger(__name__)
 
