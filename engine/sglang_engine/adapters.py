@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from sglang_engine.backends.base import AdapterError, Backend
+from sglang_engine.protocol import HUB_ADAPTER_PATTERN
 from sglang_engine.sampling import GenerationDefaults
 from sglang_engine.settings import EngineSettings
 
@@ -35,7 +36,7 @@ PVC_MOUNT_ROOT = Path("/mnt/pvc")
 ADAPTER_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"
 POLL_INTERVAL_S = 2.0
 # A Hugging Face repo id, checked before anything reaches the network.
-HUB_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
+HUB_REPO_ID = re.compile(HUB_ADAPTER_PATTERN.removeprefix("^").removesuffix("$"))  # org/name
 
 
 class AdapterSpec(BaseModel):

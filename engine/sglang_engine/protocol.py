@@ -11,6 +11,7 @@ plumbing that uses them lives in `backends/sglang_backend.py`.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -87,6 +88,47 @@ GENERATE_PATH = "/generate"
 ABORT_PATH = "/abort_request"
 LOAD_LORA_PATH = "/load_lora_adapter"
 UNLOAD_LORA_PATH = "/unload_lora_adapter"
+
+
+# -------------------------------------------------------------------------------------------- sources
+
+# The forms a model or adapter source may take, as anchored patterns in the common subset of Python's `re`
+# and RE2 (CEL's `matches`): the CRD's CEL rules use these exact strings (tests/operator/test_source_rules.py
+# compares), the operator's typed spec and the engine match with them. Anything else (`https://`, `s3://`,
+# `builtin:other`, a relative path) can never load, so it is refused when the CR is applied.
+TINY_MODEL_SOURCE = "builtin:tiny"
+PVC_SOURCE_PATTERN = r"^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+$"
+HUB_ADAPTER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$"  # org/name
+HUB_MODEL_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$"  # or a bare name
+TINY_LORA_PATTERN = r"^builtin:tiny-lora-[0-9]{1,9}$"
+DOTDOT_PATTERN = r"(^|/)\.\.(/|$)"
+MODEL_SOURCE_FORMS = ("a Hugging Face repo id (org/name), pvc://<claim>/<path>, an absolute path or "
+                      "builtin:tiny (URLs such as https:// or s3:// are not supported)")
+ADAPTER_SOURCE_FORMS = ("a Hugging Face repo id (org/name), pvc://<claim>/<path>, an absolute path or "
+                        "builtin:tiny-lora-<integer> (URLs such as https:// or s3:// are not supported)")
+
+
+def source_problem(source: str, *, adapter: bool) -> str | None:
+    """Why `source` can never load as a model (adapter=False) or an adapter, else None.
+
+    The CRD's CEL rules say the same (with the value quoted first); `builtin:tiny-lora-<n>` additionally needs
+    the model `builtin:tiny`, a cross-field rule checked where both are known."""
+    def full(pattern: str) -> bool:  # RE2's `$` is the end of the text; Python's also allows a final newline
+        return re.fullmatch(pattern.removeprefix("^").removesuffix("$"), source) is not None
+
+    if re.search(DOTDOT_PATTERN, source):
+        return "must not contain '..' path segments"
+    if source.startswith("pvc://"):
+        return None if full(PVC_SOURCE_PATTERN) else \
+            "pvc:// sources must be pvc://<claim>/<path> with a valid claim name"
+    if source.startswith("/"):
+        return None
+    if adapter and (full(TINY_LORA_PATTERN) or full(HUB_ADAPTER_PATTERN)):
+        return None
+    if not adapter and (source == TINY_MODEL_SOURCE or full(HUB_MODEL_PATTERN)):
+        return None
+    kind = "an adapter" if adapter else "a model"
+    return f"{source!r} is not {kind} source: use {ADAPTER_SOURCE_FORMS if adapter else MODEL_SOURCE_FORMS}"
 
 
 # ----------------------------------------------------------------------------------------------- argv

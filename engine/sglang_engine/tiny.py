@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sglang_engine.protocol import TINY_MODEL_SOURCE
+
 if TYPE_CHECKING:
     from sglang_engine.settings import EngineSettings
 
@@ -26,7 +28,6 @@ log = logging.getLogger(__name__)
 
 # Bump when anything below changes what gets built: the folder name carries it, so a change rebuilds.
 TINY_VERSION = "v2"
-TINY_MODEL_SOURCE = "builtin:tiny"
 TINY_LORA_PREFIX = "builtin:tiny-lora-"
 
 BOS, EOS, PAD = "<s>", "</s>", "<|pad|>"

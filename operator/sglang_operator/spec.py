@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
-from sglang_engine.protocol import ENGINE_OWNED_FLAGS, owned_flag_of
+from sglang_engine.protocol import ENGINE_OWNED_FLAGS, TINY_MODEL_SOURCE, owned_flag_of, source_problem
 
 # SGLang flags the engine sets itself (SGLANG_PROTOCOL.md): one list, kept with the engine's wire facts
 # (a dependency-free module). The CRD's CEL rule repeats the exact names; the operator also refuses
@@ -21,7 +21,6 @@ from sglang_engine.protocol import ENGINE_OWNED_FLAGS, owned_flag_of
 OWNED_SGLANG_FLAGS = ENGINE_OWNED_FLAGS
 
 _PVC = re.compile(r"^pvc://(?P<claim>[a-z0-9]([-a-z0-9.]*[a-z0-9])?)/(?P<path>.+)$")
-_DOTDOT = re.compile(r"(^|/)\.\.(/|$)")
 
 Quantity = int | str
 
@@ -136,21 +135,17 @@ class ModelSpec(_Model):
         return self
 
 
-def _source_problem(source: str) -> str | None:
-    if _DOTDOT.search(source):
-        return "must not contain '..' path segments"
-    if source.startswith("pvc://") and not _PVC.match(source):
-        return "pvc:// sources must be pvc://<claim>/<path> with a valid claim name"
-    return None
-
-
 def _problems(spec: ModelSpec) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
-    if problem := _source_problem(spec.model):
+    if problem := source_problem(spec.model, adapter=False):
         found.append(("spec.model", problem))
     for i, adapter in enumerate(spec.lora_adapters):
-        if problem := _source_problem(adapter.source):
+        if problem := source_problem(adapter.source, adapter=True):
             found.append((f"spec.loraAdapters[{i}].source", problem))
+    builtin = [a for a in spec.lora_adapters if a.source.startswith("builtin:")]
+    if builtin and spec.model != TINY_MODEL_SOURCE:
+        found.append(("spec.loraAdapters", f"adapter {builtin[0].name!r}: {builtin[0].source} is a LoRA for "
+                      f"the model {TINY_MODEL_SOURCE} only"))
     seen: set[str] = set()
     for i, adapter in enumerate(spec.lora_adapters):
         if adapter.name in seen:

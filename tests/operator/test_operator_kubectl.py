@@ -136,8 +136,9 @@ BAD = [
     ({"engine": {"memFractionStatic": 1.5}}, "spec.engine.memFractionStatic"),
     ({"bogus": 1}, "bogus"),
     ({"servedModelName": "a:b"}, "spec.servedModelName"),
-    ({"loraAdapters": [{"name": "a", "source": "x"}, {"name": "a", "source": "y"}]}, "spec.loraAdapters[1]"),
-    ({"loraAdapters": [{"name": "Bad_Name", "source": "x"}]}, "spec.loraAdapters[0].name"),
+    ({"loraAdapters": [{"name": "a", "source": "o/x"}, {"name": "a", "source": "o/y"}]},
+     "spec.loraAdapters[1]"),
+    ({"loraAdapters": [{"name": "Bad_Name", "source": "o/x"}]}, "spec.loraAdapters[0].name"),
     ({"engine": {"extraArgs": ["--port", "1"]}}, "spec.engine.extraArgs"),
     ({"engine": {"extraArgs": ["--tp-size=2"]}}, "spec.engine.extraArgs"),
     ({"model": "pvc://Bad_Claim/x"}, "spec.model"),
@@ -149,7 +150,8 @@ BAD = [
 ]
 
 
-GOOD = {**TINY, "model": "pvc://weights/qwen/7b", "engine": {"extraArgs": ["--schedule-policy", "lpm"]},
+GOOD = {**TINY, "model": "pvc://weights/qwen/7b", "loraAdapters": [{"name": "sql", "source": "org/sql-lora"}],
+        "engine": {"extraArgs": ["--schedule-policy", "lpm"]},
         "generation": {"maxNewTokens": 10, "maxLength": 100, "topK": -1},
         "resources": {"limits": {"memory": "8Gi"}}}
 

@@ -45,9 +45,10 @@ async def test_children_created_updated_restored_and_collected(emulator):
         await eventually(lambda: _adapters_in_config(api, "tiny", ["sql", "chat"]), what="new adapter")
         assert template_revision(await api.get("Deployment", "default", "tiny")) == revision
 
-        # Changing the model rolls the template.
+        # Changing the model rolls the template (builtin adapters fit builtin:tiny only).
         cr = await api.get("SGLangModel", "default", "tiny")
         cr["spec"]["model"] = "org/other-model"
+        cr["spec"]["loraAdapters"] = [{"name": "sql", "source": "org/sql-lora"}]
         await api.replace(cr)
         dep = await eventually(lambda: _revision_changed(api, "tiny", revision), what="new revision")
         assert dep["spec"]["template"]["spec"]["containers"][0]["args"][2] == "org/other-model"

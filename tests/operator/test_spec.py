@@ -21,8 +21,9 @@ def test_defaults_match_the_architecture():
         ({"model": "x", "bogus": True}, "spec.bogus"),
         ({"model": "x", "engine": {"bogus": True}}, "spec.engine.bogus"),
         ({"model": "x", "servedModelName": "a:b"}, "spec.servedModelName"),
-        ({"model": "x", "loraAdapters": [{"name": "Bad Name", "source": "s"}]}, "spec.loraAdapters[0].name"),
-        ({"model": "x", "loraAdapters": [{"name": "a", "source": "s"}, {"name": "a", "source": "t"}]},
+        ({"model": "x", "loraAdapters": [{"name": "Bad Name", "source": "o/s"}]},
+         "spec.loraAdapters[0].name"),
+        ({"model": "x", "loraAdapters": [{"name": "a", "source": "o/s"}, {"name": "a", "source": "o/t"}]},
          "spec.loraAdapters[1].name"),
         ({"model": "x", "loraAdapters": [{"name": "a", "source": "pvc://c/../etc"}]},
          "spec.loraAdapters[0].source"),
@@ -62,7 +63,7 @@ def test_owned_flags_equal_the_engines():
 
 
 def test_the_crd_cel_rule_names_exactly_the_owned_flags(crd_schema):
-    rule = crd_schema["properties"]["spec"]["properties"]["engine"]["properties"]["extraArgs"][
+    rule = crd_schema["properties"]["spec"]["properties"]["engine"]["properties"]["extraArgs"]["items"][
         "x-kubernetes-validations"][0]["rule"]
     listed = rule.split("^--(", 1)[1].split(")", 1)[0].split("|")
     assert {f"--{flag}" for flag in listed} == OWNED_SGLANG_FLAGS

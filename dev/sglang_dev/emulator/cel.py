@@ -1,10 +1,11 @@
 """A small CEL evaluator for CRD `x-kubernetes-validations` rules.
 
 Covers the expression forms CRDs commonly use: literals, `self` field access and indexing, `has()`, `size()`,
-string methods (startsWith, endsWith, contains, matches), list macros (all, exists, exists_one, filter, map),
-arithmetic, comparisons, `in`, `!`, `&&`, `||` and `?:`. A rule using anything else (or `oldSelf`, whose
-transition rules need the previous object) is skipped rather than guessed at; so is a rule whose evaluation
-errors, so the emulator never refuses what a real apiserver would accept because of this evaluator.
+string methods (startsWith, endsWith, contains, matches, split), list macros (all, exists, exists_one, filter,
+map), arithmetic, comparisons, `in`, `!`, `&&`, `||` and `?:`; `messageExpression` too. A rule using
+anything else (or `oldSelf`, whose transition rules need the previous object) is skipped rather than guessed
+at; so is a rule whose evaluation errors, so the emulator never refuses what a real apiserver would accept
+because of this evaluator.
 """
 
 from __future__ import annotations
@@ -261,6 +262,8 @@ class _Evaluator:
         args = [self.eval(a) for a in arg_nodes]
         if name == "size":
             return _size(target)
+        if isinstance(target, str) and name == "split" and len(args) == 1:  # Kubernetes' ext strings library
+            return target.split(args[0])
         if isinstance(target, str) and name in ("startsWith", "endsWith", "contains", "matches"):
             if name == "matches":
                 return re.search(args[0], target) is not None
@@ -320,8 +323,21 @@ _REASON_PREFIX = {
 }
 
 
-def _failure(path: str, node_schema: dict[str, Any], rule: dict[str, Any]) -> FieldError:
-    message = rule.get("message") or f"failed rule: {rule.get('rule', '').strip()}"
+def _message(rule: dict[str, Any], value: Any) -> str:
+    """The rule's messageExpression evaluated on the value; its static message when that fails (as the
+    apiserver does), or the rule itself when there is neither."""
+    if rule.get("messageExpression"):
+        try:
+            message = evaluate(rule["messageExpression"], value)
+        except (Unsupported, TypeError, ValueError, IndexError, KeyError, re.error, ZeroDivisionError):
+            message = None
+        if isinstance(message, str) and message.strip():
+            return message
+    return rule.get("message") or f"failed rule: {rule.get('rule', '').strip()}"
+
+
+def _failure(path: str, node_schema: dict[str, Any], rule: dict[str, Any], value: Any) -> FieldError:
+    message = _message(rule, value)
     reason = rule.get("reason") or "FieldValueInvalid"
     where = path + (rule.get("fieldPath") or "") if path else (rule.get("fieldPath") or "").lstrip(".")
     if reason in _REASON_PREFIX:
@@ -342,7 +358,7 @@ def validate(value: Any, schema: dict[str, Any] | None, path: str = "") -> list[
         except (Unsupported, TypeError, ValueError, re.error, ZeroDivisionError):
             continue
         if passed is False:
-            errors.append(_failure(path, schema, rule))
+            errors.append(_failure(path, schema, rule, value))
     if isinstance(value, dict):
         props = schema.get("properties") or {}
         extra = schema.get("additionalProperties")
