@@ -52,3 +52,14 @@ def test_failing_rules_refuse_the_object_naming_the_field():
     assert 'spec.flags: Invalid value: "array": flags must not set --size or --mode' in message
     assert 'spec.servedName: Invalid value: "object": servedName must not start with a dash' in message
     assert api.create(widgets, "default", widget(flags=["--verbose"], servedName="x"), DEFAULT).code == 201
+
+
+def test_message_expressions_name_the_value_and_fall_back_to_the_message():
+    schema = {"type": "array", "items": {"type": "string", "x-kubernetes-validations": [
+        {"rule": "!self.startsWith('--size')", "message": "static",
+         "messageExpression": "self.split('=')[0] + ' is not allowed'"},
+        {"rule": "self != '--x'", "message": "static fallback", "messageExpression": "self.nope()"}]}}
+    errors = cel.validate(["--verbose", "--size=3", "--x"], schema, "spec.flags")
+    assert [(e.field, e.message) for e in errors] == [
+        ("spec.flags[1]", 'Invalid value: "string": --size is not allowed'),
+        ("spec.flags[2]", 'Invalid value: "string": static fallback')]
