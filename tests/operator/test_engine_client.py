@@ -1,5 +1,5 @@
-"""Reading engines' GET /status: parsed replies, and unreachable, malformed or hostile ones (endless, oversized,
-redirecting) as error strings."""
+"""Reading engines' GET /status: parsed replies, and unreachable, malformed or hostile ones
+(endless, oversized, redirecting) as error strings."""
 
 from __future__ import annotations
 
@@ -73,11 +73,13 @@ async def test_a_pod_streaming_json_forever_is_cut_off_at_the_read_cap():
 
 async def test_a_declared_oversized_reply_is_refused_without_reading_it():
     async def huge(_request: aiohttp.web.Request) -> aiohttp.web.Response:
-        return aiohttp.web.Response(body=b" " * (STATUS_MAX_BYTES + 1) + b"{}", content_type="application/json")
+        return aiohttp.web.Response(body=b" " * (STATUS_MAX_BYTES + 1) + b"{}",
+                                    content_type="application/json")
 
     async with attacking_pod({"/status": huge}) as port, aiohttp.ClientSession() as session:
         replies = await fetch_statuses(session, [PodView(name="big", ip="127.0.0.1")], 2.0, port)
-    assert replies["big"] == f"GET /status reply is {STATUS_MAX_BYTES + 3} bytes, over the {STATUS_MAX_BYTES} limit"
+    size = STATUS_MAX_BYTES + 3
+    assert replies["big"] == f"GET /status reply is {size} bytes, over the {STATUS_MAX_BYTES} limit"
 
 
 async def test_a_redirect_is_not_followed_to_another_address():
