@@ -64,6 +64,9 @@ class EngineSettings(BaseModel):
     body_timeout_s: float = Field(30.0, gt=0)  # a request body still arriving after this is refused (408)
     # Browser origins allowed to call the API (CORS); none by default: no CORS headers at all.
     cors_allow_origins: tuple[str, ...] = ()
+    # Host names (the Host header without its port) /v1 and /admin answer for; empty: any (DNS rebinding
+    # defence for a port reached through a browser, e.g. a port-forward).
+    allowed_hosts: tuple[str, ...] = ()
     # Secrets: read from files or env, never from argv (argv is visible in `ps`).
     api_key: str | None = Field(None, repr=False)
     admin_token: str | None = Field(None, repr=False)
@@ -142,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="seconds a client may take to send its request body (slow senders get 408)")
     a("--cors-allow-origin", dest="cors_allow_origins", action="append", default=[], metavar="ORIGIN",
       help="allow browser calls from ORIGIN (repeatable; `*` for any); no CORS unless given")
+    a("--allowed-host", dest="allowed_hosts", action="append", default=[], metavar="HOST",
+      help="answer /v1 and /admin only for this Host header (repeatable; default: any)")
     a("--api-key-file", help="file holding the /v1 API key (else env SGLANG_ENGINE_API_KEY)")
     a("--admin-token-file", help="file holding the admin bearer token (else env SGLANG_ENGINE_ADMIN_TOKEN)")
     a("--cache-dir")

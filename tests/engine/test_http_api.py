@@ -94,7 +94,8 @@ async def test_oversized_body_is_a_413(harness_factory: Callable[..., Harness]) 
             yield b'{"messages": [{"role": "user", "content": "'
             yield b"x" * 4096
             yield b'"}]}'
-        await assert_error(await client.post(CHAT, data=chunks()), 413)
+        json_type = {"Content-Type": "application/json"}
+        await assert_error(await client.post(CHAT, data=chunks(), headers=json_type), 413)
 
 
 async def test_backend_not_ready_is_a_503_with_retry_after(harness) -> None:

@@ -41,6 +41,16 @@ def test_a_backend_that_cannot_start_exits_1_with_a_clear_message(
     assert "failed to start" in err and "/nonexistent/model does not exist" in err
 
 
+def test_serving_without_an_api_key_logs_a_security_warning(
+        engine_cache: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(main, "setup_logging", lambda settings: None)
+    argv = ["--model", "/nonexistent/model", "--backend", "transformers", "--port", str(free_port()),
+            "--cache-dir", str(engine_cache)]
+    with caplog.at_level(logging.WARNING):
+        assert serve(argv) == 1  # the warning comes at listen time, before the backend starts
+    assert "SECURITY: no API key: /v1/* answers anyone who can reach port" in caplog.text
+
+
 def test_json_log_lines_are_json_with_the_exception() -> None:
     try:
         raise RuntimeError("boom")

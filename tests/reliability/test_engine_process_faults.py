@@ -103,7 +103,8 @@ async def _slow_sender(base: str, hold_s: float) -> bytes:
     """A connection that sends half a request body and holds it open; returns the status line it got."""
     host, port = base.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 1000\r\n\r\n{")
     await writer.drain()
     await asyncio.sleep(hold_s)
     status = await reader.readline()

@@ -4,6 +4,7 @@ no CORS unless configured, and tokens never reach logs, responses or the SGLang 
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 from collections.abc import Callable
 
@@ -129,3 +130,51 @@ async def test_tokens_never_reach_logs_responses_or_sglangs_argv(
     assert "rank 64 is over" in text  # the failure itself was reported (the capture works)
     for secret in (API_KEY, ADMIN_TOKEN):
         assert secret not in text
+
+
+async def test_a_cross_site_form_post_is_refused_before_it_generates(
+        harness_factory: Callable[..., Harness]) -> None:
+    """A web page may POST text/plain or a form to any address without a CORS preflight (a port-forward on
+    the victim's machine, say): without an API key only the Content-Type check stands between it and the
+    model."""
+    h = harness_factory()
+    body = json.dumps(HELLO)
+    async with h as client:
+        for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+            resp = await client.post(CHAT, data=body, headers={"Content-Type": content_type})
+            assert resp.status == 415, await resp.text()
+            error = (await resp.json())["error"]
+            assert error["type"] == "invalid_request_error" and content_type in error["message"]
+        admin = await client.post("/admin/adapters", data=json.dumps({"name": "a", "source": "/a"}),
+                                  headers={"Content-Type": "text/plain"})
+        assert admin.status in (403, 415)  # the admin API is off here; with a token, see below
+        assert h.backend.requests == []  # nothing reached the model
+        ok = await client.post(CHAT, data=body, headers={"Content-Type": "application/json; charset=utf-8"})
+        assert ok.status == 200, await ok.text()
+    async with harness_factory(admin_token=ADMIN_TOKEN) as client:
+        admin = await client.post("/admin/adapters", data=json.dumps({"name": "a", "source": "/a"}),
+                                  headers={"Content-Type": "text/plain",
+                                           "Authorization": f"Bearer {ADMIN_TOKEN}"})
+        assert admin.status == 415
+
+
+async def test_the_host_allowlist_refuses_other_hosts_on_the_api_only(
+        harness_factory: Callable[..., Harness]) -> None:
+    async with harness_factory(allowed_hosts=("chat.internal",)) as client:
+        rebound = await client.post(CHAT, json=HELLO, headers={"Host": "attacker.example:8000"})
+        assert rebound.status == 421 and "attacker.example" in (await rebound.json())["error"]["message"]
+        assert (await client.get("/v1/models", headers={"Host": "attacker.example"})).status == 421
+        assert (await client.post(CHAT, json=HELLO, headers={"Host": "chat.internal:8000"})).status == 200
+        assert (await client.get("/livez", headers={"Host": "10.0.0.7:8000"})).status == 200  # probes
+    settings = parse_settings(["--model", "m", "--allowed-host", "a", "--allowed-host", "b"])
+    assert settings.allowed_hosts == ("a", "b")
+
+
+async def test_no_api_key_is_announced_on_status_and_in_the_log(
+        harness_factory: Callable[..., Harness]) -> None:
+    async with harness_factory() as client:
+        status = await (await client.get("/status")).json()
+        assert status["apiKeyRequired"] is False and "no API key" in status["warnings"][0]
+    async with harness_factory(api_key=API_KEY) as client:
+        status = await (await client.get("/status")).json()
+        assert status["apiKeyRequired"] is True and status["warnings"] == []

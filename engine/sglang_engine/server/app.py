@@ -28,11 +28,16 @@ from sglang_engine.server.openai_types import (
 )
 from sglang_engine.server.openapi import build_openapi
 from sglang_engine.server.relay import DONE, ChunkEncoder, usage_of
+from sglang_engine.settings import EngineSettings
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CHAT_PATH = "/v1/chat/completions"
+ADMIN_ADAPTERS_PATH = "/admin/adapters"
+# POST routes whose body is JSON. Anything else is a 415: a web page may post `text/plain` or a form to any
+# address without a CORS preflight, and without an API key that would generate on the page's behalf.
+JSON_BODY_PATHS = frozenset({CHAT_PATH, ADMIN_ADAPTERS_PATH})
 RETRY_AFTER_S = "1"
 # Request-line, header and header-count limits (aiohttp's parser answers 400 beyond them, before any
 # handler runs); the body limit is settings.max_body_bytes. Passed to AppRunner/TestServer.
@@ -67,6 +72,14 @@ def _bearer(request: web.Request) -> str | None:
 
 def _matches(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def security_warnings(settings: EngineSettings) -> list[str]:
+    """What an operator of this engine must know is open (logged at start, repeated on /status)."""
+    if settings.api_key:
+        return []
+    return [f"no API key: /v1/* answers anyone who can reach port {settings.port} "
+            "(set the model's apiKeySecret)"]
 
 
 class Api:
@@ -121,8 +134,13 @@ class Api:
 
     @web.middleware
     async def guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Auth, body limit, drain and concurrency limit for the API routes."""
+        """Host allowlist, auth, body limit and type, drain and concurrency limit for the API routes."""
         path = request.path
+        api_route = path.startswith(("/admin/", "/v1/"))
+        allowed_hosts = self.settings.allowed_hosts
+        if api_route and allowed_hosts and request.url.host not in allowed_hosts:
+            # DNS rebinding: a page served from attacker.example resolving to this address sends its own Host.
+            return json_error(421, f"Host {request.host!r} is not served here (--allowed-host).")
         if path.startswith("/admin/"):
             if not self.settings.admin_token:
                 return json_error(403, "admin API disabled (no admin token configured).")
@@ -134,10 +152,13 @@ class Api:
         elif path.startswith("/v1/") and self.settings.api_key and not _matches(
                 _bearer(request), self.settings.api_key):
             return json_error(401, "Invalid or missing API key.", code="invalid_api_key")
+        if request.method == "POST" and path in JSON_BODY_PATHS:
+            if (request.content_length or 0) > self.settings.max_body_bytes:
+                return json_error(413, f"Request body over {self.settings.max_body_bytes} bytes.")
+            if request.content_type != "application/json":
+                return json_error(415, f"Content-Type must be application/json, not {request.content_type}.")
         if path != CHAT_PATH:
             return await handler(request)
-        if (request.content_length or 0) > self.settings.max_body_bytes:
-            return json_error(413, f"Request body over {self.settings.max_body_bytes} bytes.")
         if self.state.draining:
             return json_error(503, "The engine is shutting down.")
         # The body is read before a slot is taken, within a bound: a client sending its body slowly (or
@@ -294,6 +315,8 @@ class Api:
             "configHash": self.adapters.config_hash,
             "configError": self.adapters.config_error,
             "adapters": [s.as_json() for s in self.adapters.statuses()],
+            "apiKeyRequired": bool(self.settings.api_key),
+            "warnings": security_warnings(self.settings),
         })
 
     async def openapi(self, request: web.Request) -> web.Response:
@@ -340,7 +363,7 @@ def build_app(engine: Engine, adapters: AdapterController, metrics: EngineMetric
     app.router.add_get("/status", api.status)
     app.router.add_get("/metrics", api.metrics_page)
     app.router.add_get("/openapi.json", api.openapi)
-    app.router.add_get("/admin/adapters", api.list_adapters)
-    app.router.add_post("/admin/adapters", api.load_adapter)
+    app.router.add_get(ADMIN_ADAPTERS_PATH, api.list_adapters)
+    app.router.add_post(ADMIN_ADAPTERS_PATH, api.load_adapter)
     app.router.add_delete("/admin/adapters/{name}", api.unload_adapter)
     return app

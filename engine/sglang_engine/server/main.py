@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from sglang_engine.adapters import AdapterController
 from sglang_engine.core import Engine
-from sglang_engine.server.app import SERVER_LIMITS, ServerState, build_app
+from sglang_engine.server.app import SERVER_LIMITS, ServerState, build_app, security_warnings
 from sglang_engine.settings import EngineSettings, parse_settings
 from sglang_engine.supervisor import SupervisedBackend
 
@@ -90,6 +90,8 @@ async def run(settings: EngineSettings) -> int:
         await web.TCPSite(runner, settings.host, settings.port).start()
         log.info("listening on http://%s:%d (model %s, backend %s)", settings.host, settings.port,
                  settings.model_name, settings.backend)
+        for warning in security_warnings(settings):
+            log.warning("SECURITY: %s", warning)
         try:
             started = await _unless_stopped(engine.start(), stop)
         except Exception as exc:

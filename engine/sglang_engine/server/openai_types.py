@@ -110,4 +110,5 @@ def error_type_for(status: int) -> str:
     # As OpenAI answers: a bad key is a 401 of type invalid_request_error with code invalid_api_key.
     return {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
             404: "invalid_request_error", 408: "invalid_request_error", 413: "invalid_request_error",
+            415: "invalid_request_error", 421: "invalid_request_error",
             429: "rate_limit_error"}.get(status, "server_error")

@@ -61,7 +61,7 @@ def build_openapi(title: str = "sglang-engine", version: str = "0.1.0") -> dict[
             "summary": "OpenAI chat completions (streamed or not)",
             "security": [{"bearer": []}, {}],
             "requestBody": {"required": True, "content": {"application/json": {"schema": chat}}},
-            "responses": {"200": chat_ok, **_errors(400, 401, 404, 408, 413, 429, 500, 502, 503)},
+            "responses": {"200": chat_ok, **_errors(400, 401, 404, 408, 413, 415, 421, 429, 500, 502, 503)},
         }},
         "/v1/models": {"get": _get("The base model and each loaded adapter", _json(JSON_OBJECT, "A list"),
                                    401)},
@@ -77,7 +77,8 @@ def build_openapi(title: str = "sglang-engine", version: str = "0.1.0") -> dict[
             "get": _get("Every adapter's state", _json(JSON_OBJECT, "Adapters"), 401, 403, secured=True),
             "post": {"summary": "Load an adapter by hand", "security": [{"bearer": []}],
                      "requestBody": {"required": True, "content": {"application/json": {"schema": adapter}}},
-                     "responses": {"200": _json(JSON_OBJECT, "Loaded"), **_errors(400, 401, 403, 413)}},
+                     "responses": {"200": _json(JSON_OBJECT, "Loaded"),
+                                   **_errors(400, 401, 403, 413, 415, 421)}},
         },
         "/admin/adapters/{name}": {"delete": {
             "summary": "Unload an adapter", "security": [{"bearer": []}],
