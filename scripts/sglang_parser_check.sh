@@ -12,8 +12,10 @@ VENV="${1:-.cache/sglang-parser-venv}"
 SGLANG_VERSION="$(sed -n 's/^SGLANG_VERSION = "\(.*\)"$/\1/p' engine/sglang_engine/protocol.py)"
 [ -n "$SGLANG_VERSION" ] || { echo "SGLANG_VERSION not found in engine/sglang_engine/protocol.py" >&2; exit 1; }
 PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
+# Rebuilt when the version or the requirements list changes.
+READY="$VENV/.ready-$SGLANG_VERSION-$(sha256sum scripts/sglang_parser_requirements.txt | cut -c1-12)"
 
-if [ -f "$VENV/.ready-$SGLANG_VERSION" ]; then
+if [ -f "$READY" ]; then
     echo "$VENV ready"; exit 0
 fi
 python3 -m venv "$VENV"
@@ -29,4 +31,4 @@ if ! "$VENV/bin/python" -c 'import triton' 2>/dev/null; then
     cp scripts/triton_standin.py "$SITE/triton/__init__.py"
 fi
 "$VENV/bin/python" -c 'from sglang.srt.server_args import prepare_server_args; print("sglang parser importable")'
-touch "$VENV/.ready-$SGLANG_VERSION"
+touch "$READY"

@@ -60,6 +60,9 @@ ENGINE_OWNED_FLAGS: frozenset[str] = frozenset({
     # text, so letting extraArgs toggle them would silently corrupt every answer.
     "--incremental-streaming-output",
     "--skip-tokenizer-init",
+    # SGLang merges a YAML file's options into argv before parsing: through it, every flag above (api_key,
+    # trust_remote_code, ...) could be set again, and a store_true flag it sets cannot be unset after.
+    "--config",
 })
 
 VALID_DTYPES: frozenset[str] = frozenset({"auto", "half", "float16", "bfloat16", "float", "float32"})

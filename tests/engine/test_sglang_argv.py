@@ -134,7 +134,7 @@ from sglang.srt.server_args import ServerArgs, prepare_server_args
 from sglang.srt.arg_groups.lora_hook import check_lora_server_args
 FIELDS = ("model_path", "tp_size", "context_length", "mem_fraction_static", "dtype", "enable_lora",
           "lora_paths", "max_loaded_loras", "max_lora_rank", "disable_radix_cache", "lora_backend",
-          "host", "port", "enable_metrics")
+          "host", "port", "enable_metrics", "trust_remote_code", "api_key", "incremental_streaming_output")
 results = []
 for argv in json.loads(sys.stdin.read()):
     err = io.StringIO()
@@ -162,16 +162,24 @@ SPEC_CASES = {
 }
 
 
+# What `extraArgs: ["--config", FILE]` would hand SGLang if it were allowed (the file lies on a PVC the CR's
+# author controls): owned flags set behind the engine's back.
+EVIL_CONFIG = "trust-remote-code: true\napi-key: attacker\nincremental-streaming-output: true\n"
+
+
 @pytest.fixture(scope="module")
-def sglang_parser() -> dict[str, object]:
+def sglang_parser(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     if not PARSER_PYTHON.exists():
         pytest.skip(f"SGLang parser venv missing at {PARSER_PYTHON}: run scripts/sglang_parser_check.sh")
-    stdin = json.dumps([argv[3:] for argv in SPEC_CASES.values()])
+    evil = tmp_path_factory.mktemp("config") / "evil.yaml"
+    evil.write_text(EVIL_CONFIG)
+    cases = {**SPEC_CASES, "config-file": [*SPEC_CASES["runtime-adapters"], "--config", str(evil)]}
+    stdin = json.dumps([argv[3:] for argv in cases.values()])
     out = subprocess.run([str(PARSER_PYTHON), "-c", PARSE], input=stdin, capture_output=True, text=True,
                          timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
-    return {"options": set(report["options"]), **dict(zip(SPEC_CASES, report["results"], strict=True))}
+    return {"options": set(report["options"]), **dict(zip(cases, report["results"], strict=True))}
 
 
 @pytest.mark.parametrize("case", ["printed", "two-initial-adapters", "runtime-adapters"])
@@ -191,6 +199,19 @@ def test_sglang_0_5_23_parser_accepts_the_spec_argv(sglang_parser: dict[str, obj
 def test_sglang_parser_rejects_what_we_refuse(sglang_parser: dict[str, object]) -> None:
     refused = sglang_parser["flashinfer"]
     assert isinstance(refused, dict) and refused.get("exit") == 2 and "flashinfer" in refused["stderr"]
+
+
+def test_a_config_file_in_extra_args_would_set_owned_flags_so_it_is_refused(
+    sglang_parser: dict[str, object],
+) -> None:
+    parsed = sglang_parser["config-file"]
+    assert isinstance(parsed, dict) and "exit" not in parsed, parsed
+    # SGLang's own parser merged the file: an API key, remote code and a stream format the relay cannot read.
+    assert parsed["trust_remote_code"] is True and parsed["api_key"] == "attacker"
+    assert parsed["incremental_streaming_output"] is True
+    for spelling in (["--config", "/x.yaml"], ["--config=/x.yaml"], ["--conf", "/x.yaml"]):
+        with pytest.raises(ValueError, match="--config"):
+            protocol.refuse_owned_flags(spelling)
 
 
 def test_owned_flags_exist_in_sglang_and_none_of_its_flags_is_mistaken_for_one(
