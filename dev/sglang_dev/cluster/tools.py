@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sglang_dev.cluster.layout import Layout
 
-REPO_ROOT = Path(__file__).resolve().parents[4]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def kubectl_binary() -> str:

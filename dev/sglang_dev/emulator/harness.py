@@ -22,7 +22,7 @@ from .errors import ApiError
 from .server import Emulator
 
 logger = logging.getLogger("sglang_dev.emulator")
-DEFAULT_CRD_DIR = Path(__file__).resolve().parents[4] / "crds"
+DEFAULT_CRD_DIR = Path(__file__).resolve().parents[3] / "crds"
 
 
 def kubeconfig_text(url: str, namespace: str = "default") -> str:
