@@ -134,6 +134,15 @@ def source_problem(source: str, *, adapter: bool) -> str | None:
     return f"{source!r} is not {kind} source: use {ADAPTER_SOURCE_FORMS if adapter else MODEL_SOURCE_FORMS}"
 
 
+# ------------------------------------------------------------------------------------- last words
+
+# What the engine writes to its termination message file when it stops before serving: the kubelet copies the
+# file into the pod's status (lastState.terminated.message), where the operator reads the leading reason.
+TERMINATION_LOG = "/dev/termination-log"
+EXIT_MODEL_LOAD_FAILED = "ModelLoadFailed"  # the backend could not load the model (download, path, memory)
+EXIT_STARTUP_INTERRUPTED = "StartupInterrupted"  # stopped by a signal while still loading (startup probe)
+
+
 # ----------------------------------------------------------------------------------------------- argv
 
 def owned_flag_of(arg: str) -> str | None:

@@ -13,6 +13,8 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sglang_engine.protocol import TERMINATION_LOG
+
 Backend = Literal["sglang", "transformers"]
 DType = Literal["auto", "half", "float16", "bfloat16", "float", "float32"]
 
@@ -75,6 +77,8 @@ class EngineSettings(BaseModel):
     device: str = "auto"  # transformers backend: auto, cpu, cuda
     log_format: Literal["text", "json"] = "text"
     log_level: str = "info"
+    # Why the engine stopped before serving goes here; Kubernetes shows it in the pod's status.
+    termination_log: Path | None = Path(TERMINATION_LOG)
 
     @property
     def model_name(self) -> str:
@@ -153,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--device", default="auto")
     a("--log-format", choices=["text", "json"], default="text")
     a("--log-level", default="info")
+    a("--termination-log", type=Path, default=Path(TERMINATION_LOG), metavar="FILE",
+      help="where to write why the engine stopped before serving, if FILE exists (Kubernetes creates it)")
     return p
 
 

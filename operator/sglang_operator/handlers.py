@@ -1,7 +1,8 @@
 """kopf handlers: a thin layer that routes every trigger to one reconcile per SGLangModel.
 
 Triggers: create/update/resume of the CR; any change to a child we own (a deleted or hand-edited child is
-restored at once; Deployment status changes as pods become ready, so status follows readiness); and a
+restored at once; Deployment status changes as pods become ready, so status follows readiness); any change to
+one of its pods (a crash, an image pull error, a scheduling failure shows in pod status first); and a
 periodic resync (settings.resync_seconds, or every NOT_SETTLED_POLL seconds while serving pods still load
 adapters, since engine adapter state has no watch). Reconciles of one model are serialized and coalesced.
 
@@ -58,6 +59,14 @@ class State:
     # A model whose reconcile is waiting for its lock -> that waiter's token (see _run_quietly).
     queued: dict[tuple[str, str], object] = field(default_factory=dict)
     resync: asyncio.Task | None = None
+
+    def model_of(self, namespace: str, instance: str | None) -> str | None:
+        """The model whose pods carry this app.kubernetes.io/instance label (pods are owned by ReplicaSets,
+        not by the model; the label is the model's name, cut and hashed when long, so it is matched)."""
+        if not instance:
+            return None
+        return next((name for ns, name in self.known if ns == namespace and names.instance(name) == instance),
+                    None)
 
 
 def make_memo(settings: OperatorSettings, engine_port: int = names.HTTP_PORT) -> kopf.Memo:
@@ -212,5 +221,15 @@ def build_registry(login: Login | None = None) -> kopf.OperatorRegistry:
             if owner and memo.state.connection is not None:
                 namespace = (body.get("metadata") or {}).get("namespace") or "default"
                 await _run_quietly(memo.state, (namespace, owner))
+
+    # kopf filters labels client-side: every pod event of the watched namespaces reaches it, and only the
+    # operator's engine pods (managed-by label) reach this handler.
+    @kopf.on.event("", "v1", "pods", labels=labels.MANAGED_SELECTOR, registry=registry)
+    async def _pod(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        meta = body.get("metadata") or {}
+        namespace = meta.get("namespace") or "default"
+        model = memo.state.model_of(namespace, (meta.get("labels") or {}).get(labels.INSTANCE))
+        if model and memo.state.connection is not None:
+            await _run_quietly(memo.state, (namespace, model))
 
     return registry

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sglang_operator.builders.deployment import REVISION_ANNOTATION
+from sglang_operator.pod_health import PodProblem, diagnose
 
 
 class DeploymentView(BaseModel):
@@ -46,6 +47,7 @@ class PodView(BaseModel):
     ready: bool = False
     revision: str | None = None
     terminating: bool = False
+    problem: PodProblem | None = None  # what keeps it from serving, when pod status says (pod_health.py)
 
     @classmethod
     def parse(cls, obj: dict[str, Any]) -> PodView:
@@ -54,7 +56,7 @@ class PodView(BaseModel):
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
         return cls(name=meta.get("name", ""), ip=status.get("podIP") or None, ready=ready,
                    revision=(meta.get("annotations") or {}).get(REVISION_ANNOTATION),
-                   terminating=bool(meta.get("deletionTimestamp")))
+                   terminating=bool(meta.get("deletionTimestamp")), problem=diagnose(obj))
 
 
 class AdapterState(BaseModel):

@@ -5,7 +5,8 @@ Namespaced rules (a Role per watched namespace, or a ClusterRole when cluster-wi
   reads single objects and writes `/status` with a merge patch.
 - children: get (reconcile), list/watch (kopf's child watches), create, update (PUT when an owned field
   differs); PodDisruptionBudgets also delete (removed when replicas drops to 1).
-- pods: list only (readiness, revision and IP for the engine /status read); never watched.
+- pods: list (readiness, revision and IP for the engine /status read) and watch (kopf's pod event handler:
+  a crash, an image pull error or an unschedulable pod reaches status at once, not at a resync).
 - events: create (lifecycle events, posted by the operator's API client).
 The operator never reads Secrets: the engine gets them by secretKeyRef.
 Cluster scanning is disabled in kopf's settings (runner.py), so no CRD or Namespace access is needed.
@@ -28,7 +29,7 @@ RULES: tuple[Rule, ...] = (
     Rule("apps", ("deployments",), ("get", "list", "watch", "create", "update")),
     Rule("", ("services", "configmaps"), ("get", "list", "watch", "create", "update")),
     Rule("policy", ("poddisruptionbudgets",), ("get", "list", "watch", "create", "update", "delete")),
-    Rule("", ("pods",), ("list",)),
+    Rule("", ("pods",), ("list", "watch")),
     Rule("", ("events",), ("create",)),
 )
 

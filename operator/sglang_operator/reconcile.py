@@ -87,8 +87,29 @@ def _events(actions: dict[str, str], revision_changed: bool, was_ready: bool, re
 
 
 def _is_ready(status: dict[str, Any] | None) -> bool:
-    conditions = (status or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    return _condition(status, "Ready").get("status") == "True"
+
+
+def _condition(status: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    return next((c for c in (status or {}).get("conditions") or [] if c.get("type") == type_), {})
+
+
+def problem_events(previous: dict[str, Any], status: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """One Warning per new or changed failure (Degraded) or scheduling wait, one Normal when the failure is
+    gone: conditions only change when the world does, so a resync of an unchanged world posts nothing."""
+    def said(cond: dict[str, Any]) -> tuple[Any, ...]:
+        return cond.get("status"), cond.get("reason"), cond.get("message")
+
+    out: list[tuple[str, str, str]] = []
+    before, after = _condition(previous, "Degraded"), _condition(status, "Degraded")
+    if after.get("status") == "True" and said(before) != said(after) and after.get("reason") != "SpecInvalid":
+        out.append(("Warning", after["reason"], after["message"]))
+    elif before.get("status") == "True" and after.get("status") == "False":
+        out.append(("Normal", "Recovered", f"no longer {before.get('reason')}"))
+    waiting = _condition(status, "Ready")
+    if waiting.get("reason") == "Unschedulable" and said(_condition(previous, "Ready")) != said(waiting):
+        out.append(("Warning", "Unschedulable", waiting["message"]))
+    return out
 
 
 async def reconcile(ctx: Context, body: dict[str, Any], emit: Emit) -> Result:
@@ -135,7 +156,7 @@ async def reconcile(ctx: Context, body: dict[str, Any], emit: Emit) -> Result:
     status = compute_status(obs, now())
     written = await _write_status(ctx, owner, previous, status)
     for event in _events(actions, revision_changed, _is_ready(previous), _is_ready(status),
-                         first="observedGeneration" not in previous):
+                         first="observedGeneration" not in previous) + problem_events(previous, status):
         await emit(*event)
     return Result(status, actions, written)
 

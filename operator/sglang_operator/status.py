@@ -15,9 +15,10 @@ from typing import Any
 from sglang_operator import labels, names
 from sglang_operator.builders.sources import engine_path
 from sglang_operator.observed import DeploymentView, EngineStatus, PodView
+from sglang_operator.pod_health import PodProblem
 from sglang_operator.spec import ModelSpec, SpecError
 
-CONDITION_TYPES = ("Ready", "Progressing", "AdaptersReady", "SpecValid")
+CONDITION_TYPES = ("Ready", "Progressing", "AdaptersReady", "SpecValid", "Degraded")
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,19 @@ _ADAPTERS_IN_FLIGHT = frozenset({"ConfigPending", "AdaptersLoading"})
 _ADAPTERS_BROKEN = frozenset({"AdapterFailed", "ConfigRejected"})
 
 
+def pod_problem(pods: Iterable[PodView], desired_revision: str | None) -> PodProblem | None:
+    """The problem to report for the model's pods: failures before what may resolve by itself, pods of the
+    current revision first; the message says how many other pods have one too."""
+    found = [p for p in pods if p.problem is not None and not p.terminating]
+    if not found:
+        return None
+    found.sort(key=lambda p: (not p.problem.failure, p.revision != desired_revision, p.name))  # type: ignore
+    first = found[0].problem
+    assert first is not None
+    more = f" (and {len(found) - 1} more pod{'s' * (len(found) > 2)})" if len(found) > 1 else ""
+    return first._replace(message=first.message + more)
+
+
 def compute_status(obs: Observation, now: str) -> dict[str, Any]:
     """The full status object. `now` (RFC 3339) stamps conditions that change in this call."""
     base: dict[str, Any] = {"selector": labels.selector_string(obs.name),
@@ -126,6 +140,7 @@ def compute_status(obs: Observation, now: str) -> dict[str, Any]:
             _condition(obs, now, "Progressing", False, "SpecInvalid", "children are left as they were"),
             _condition(obs, now, "AdaptersReady", None, "SpecInvalid", ""),
             _condition(obs, now, "SpecValid", False, "Invalid", str(error)),
+            _condition(obs, now, "Degraded", True, "SpecInvalid", str(error)),
         ]
         ready_count = obs.previous.get("readyReplicas", 0)
         return {**base, "phase": "Failed", "readyReplicas": ready_count,
@@ -151,21 +166,38 @@ def compute_status(obs: Observation, now: str) -> dict[str, Any]:
     else:
         progressing = (False, "Complete", "every replica runs the current revision")
 
+    problem = pod_problem(obs.pods, obs.desired_revision) if desired > 0 else None
     if desired == 0:
         ready = (False, "ScaledToZero", "replicas is 0")
+    elif not all_ready and problem is not None:
+        # What pod status already says (a crash, an image pull, no node with a free GPU) beats "not ready".
+        ready = (False, problem.reason, problem.message)
     elif not all_ready:
         ready = (False, "ReplicasNotReady", progressing[2])
+    elif a_reason in _ADAPTERS_BROKEN:
+        ready = (False, a_reason, a_message)
     elif adapters_ok is not True:
         ready = (False, "AdaptersNotReady", a_message)
     else:
         ready = (True, "AllReplicasReady", f"{desired} replicas serve the current revision")
 
+    # Degraded means something broke and needs a fix (a crashing or unpullable pod, a failed adapter, a
+    # replica lost after being Ready), not that a change is being applied or waits for capacity: that is
+    # Progressing.
+    if problem is not None and problem.failure:
+        degraded = (True, problem.reason, problem.message)
+    elif a_reason in _ADAPTERS_BROKEN:
+        degraded = (True, a_reason, a_message)
+    elif dep is not None and dep.progress_deadline_exceeded:
+        degraded = (True, "ProgressDeadlineExceeded", progressing[2])
+    elif rolled and not all_ready and obs.previous.get("phase") in ("Ready", "Degraded") and desired > 0:
+        degraded = (True, "ReplicasLost", progressing[2])
+    else:
+        degraded = (False, "NoFailure", "no failure observed")
+
     if ready[0]:
         phase = "Ready"
-    elif (dep is not None and dep.progress_deadline_exceeded) or a_reason in _ADAPTERS_BROKEN or (
-            rolled and not all_ready and obs.previous.get("phase") in ("Ready", "Degraded") and desired > 0):
-        # Degraded means something broke (a replica lost after being Ready, a failed adapter), not that a
-        # change is being applied: that is Progressing.
+    elif degraded[0]:
         phase = "Degraded"
     elif dep is None or desired == 0:
         phase = "Pending"
@@ -177,6 +209,7 @@ def compute_status(obs: Observation, now: str) -> dict[str, Any]:
         _condition(obs, now, "Progressing", *progressing),
         _condition(obs, now, "AdaptersReady", adapters_ok, a_reason, a_message),
         _condition(obs, now, "SpecValid", True, "Valid", "the spec is valid"),
+        _condition(obs, now, "Degraded", *degraded),
     ]
     return {**base, "phase": phase, "readyReplicas": len(serving), "adapters": adapters,
             "conditions": conditions}

@@ -32,13 +32,18 @@ def test_an_unreadable_secret_file_exits_2(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_a_backend_that_cannot_start_exits_1_with_a_clear_message(
-        engine_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        engine_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
     monkeypatch.setattr(main, "setup_logging", lambda settings: None)  # keep pytest's log capture
+    last_words = tmp_path / "termination-log"
+    last_words.touch()  # the kubelet creates the file; the engine only writes into an existing one
     argv = ["--model", "/nonexistent/model", "--backend", "transformers", "--port", str(free_port()),
-            "--cache-dir", str(engine_cache)]
+            "--cache-dir", str(engine_cache), "--termination-log", str(last_words)]
     assert serve(argv) == 1
     err = capsys.readouterr().err
     assert "failed to start" in err and "/nonexistent/model does not exist" in err
+    said = last_words.read_text()
+    assert said.startswith("ModelLoadFailed: ") and "/nonexistent/model does not exist" in said
 
 
 def test_serving_without_an_api_key_logs_a_security_warning(

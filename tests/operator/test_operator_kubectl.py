@@ -35,8 +35,9 @@ async def test_kubectl_apply_get_scale(emulator, kubectl):
         assert listed.returncode == 0, listed.stderr
         assert listed.stdout.split() == ["sglangmodel.serving.sglang-operator.io/tiny"]
         table = await kubectl_async(kubectl, "get", "sgm")
-        assert table.stdout.split()[:6] == ["NAME", "MODEL", "TP", "READY", "PHASE", "AGE"], table.stdout
-        assert table.stdout.split()[6:9] == ["tiny", "builtin:tiny", "1"], table.stdout
+        assert table.stdout.split()[:7] == ["NAME", "MODEL", "TP", "READY", "PHASE", "REASON", "AGE"], \
+            table.stdout
+        assert table.stdout.split()[7:10] == ["tiny", "builtin:tiny", "1"], table.stdout
         scaled = await kubectl_async(kubectl, "scale", "sgm/tiny", "--replicas=2")
         assert scaled.returncode == 0, scaled.stderr
         await eventually(lambda: _replicas(api, "tiny", 2), what="Deployment scaled")
@@ -227,3 +228,62 @@ def test_rendered_config_matches_what_the_operator_applies():
     doc = engine_config(parse_spec(TINY))
     assert json.loads(json.dumps(doc)) == {"loraAdapters": [{"name": "sql", "source": "builtin:tiny-lora-1",
                                                              "revision": None}], "generation": {}}
+
+
+CRASHING = {"containerStatuses": [{
+    "name": "engine", "image": "x", "ready": False, "restartCount": 2,
+    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s restarting the container"}},
+    "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": "ValueError: no such model"}}}],
+    "phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]}
+
+
+async def test_a_crash_looping_pod_reaches_status_kubectl_and_one_event_by_the_pod_watch(emulator, kubectl):
+    """No resync in this test (an hour): only the operator's pod watch can bring the crash to status."""
+    spec = {"model": "builtin:tiny", "backend": "transformers"}
+    async with FakeEngine().serve() as engine, \
+            running_operator(emulator.url, engine.port, resync_seconds=3600), client(emulator.url) as api:
+        await api.create(model("tiny", spec))
+        dep = await eventually(lambda: api.get("Deployment", "default", "tiny"), what="Deployment")
+        template = dep["spec"]["template"]["metadata"]
+        await api.create({"apiVersion": "v1", "kind": "Pod", "metadata": {
+            "name": "tiny-abc", "namespace": "default", "labels": template["labels"],
+            "annotations": {REVISION_ANNOTATION: template["annotations"][REVISION_ANNOTATION]}},
+            "spec": {"containers": [{"name": "engine", "image": "x"}]}})
+        await api.patch_status("Pod", "default", "tiny-abc", CRASHING)
+        cr = await eventually(lambda: _reason(api, "tiny", "EngineCrashed"), within=10, what="the crash")
+        assert "ValueError: no such model" in _cond(cr, "Ready")["message"]
+        assert _cond(cr, "Degraded")["status"] == "True" and cr["status"]["phase"] == "Degraded"
+        table = await kubectl_async(kubectl, "get", "sgm", "tiny")
+        assert "EngineCrashed" in table.stdout.split(), table.stdout
+        wide = await kubectl_async(kubectl, "get", "sgm", "tiny", "-o", "wide")
+        assert "ValueError: no such model" in wide.stdout, wide.stdout
+
+        # The same crash seen again (another pod event) posts no second event.
+        await api.patch_status("Pod", "default", "tiny-abc", {"hostIP": "10.0.0.1"})
+        await asyncio.sleep(1.5)
+        assert _warnings(emulator, "EngineCrashed") == 1
+
+        # Recovery clears it (and says so once).
+        await api.patch_status("Deployment", "default", "tiny", {
+            "observedGeneration": dep["metadata"]["generation"], "replicas": 1, "updatedReplicas": 1,
+            "readyReplicas": 1, "availableReplicas": 1})
+        await api.patch_status("Pod", "default", "tiny-abc", {
+            "podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [{**CRASHING["containerStatuses"][0], "ready": True,
+                                   "state": {"running": {}}}]})
+        cr = await eventually(lambda: _reason(api, "tiny", "AllReplicasReady"), within=10, what="recovery")
+        assert _cond(cr, "Degraded")["status"] == "False"
+        assert await eventually(lambda: _recovered(emulator), within=5, what="Recovered event")
+
+
+async def _reason(api, name, reason):
+    cr = await api.get("SGLangModel", "default", name)
+    return cr if _cond(cr, "Ready").get("reason") == reason else None
+
+
+def _warnings(emulator, reason):
+    return sum(1 for e in emulator.list("v1", "events", "default") or [] if e.get("reason") == reason)
+
+
+async def _recovered(emulator):
+    return _warnings(emulator, "Recovered") == 1

@@ -125,3 +125,49 @@ def test_a_new_adapter_being_applied_is_progress_not_degradation():
         assert cond(status, "Ready")["status"] == "False"
         assert cond(status, "Progressing")["reason"] == "ApplyingConfig"
         assert status["phase"] == "Progressing"
+
+
+def _crashing(name: str = "p1") -> PodView:
+    from sglang_operator.pod_health import PodProblem
+
+    return PodView(name=name, revision=REV, problem=PodProblem("EngineCrashed", f"pod {name}: exit 1", True))
+
+
+def test_a_crashing_pod_sets_ready_false_with_its_reason_and_degrades():
+    base = observe(pods=1, ready=1, updated=2, replicas=2)
+    obs = Observation(**{**base.__dict__, "pods": (*base.pods, _crashing())})
+    status = compute_status(obs, T0)
+    assert (cond(status, "Ready")["reason"], cond(status, "Ready")["message"]) == ("EngineCrashed",
+                                                                                   "pod p1: exit 1")
+    assert cond(status, "Degraded")["status"] == "True" and status["phase"] == "Degraded"
+    recovered = compute_status(observe(previous=status), T1)
+    assert cond(recovered, "Degraded")["status"] == "False" and recovered["phase"] == "Ready"
+
+
+def test_an_unschedulable_pod_waits_without_degrading():
+    from sglang_operator.pod_health import PodProblem
+
+    waiting = PodView(name="p1", revision=REV, problem=PodProblem("Unschedulable", "pod p1: no GPU", False))
+    base = observe(pods=1, ready=1, updated=2, replicas=2)
+    status = compute_status(Observation(**{**base.__dict__, "pods": (*base.pods, waiting)}), T0)
+    assert cond(status, "Ready")["reason"] == "Unschedulable"
+    assert cond(status, "Degraded")["status"] == "False" and status["phase"] == "Progressing"
+
+
+def test_a_failed_adapter_is_the_ready_reason():
+    engines = {"p0": engine("sql", failed="chat"), "p1": engine("sql", "chat")}
+    status = compute_status(observe(engines=engines), T0)
+    assert cond(status, "Ready")["reason"] == "AdapterFailed"
+    assert "rank too big" in cond(status, "Ready")["message"]
+    assert cond(status, "Degraded")["reason"] == "AdapterFailed"
+
+
+def test_one_event_per_change_of_failure_and_one_on_recovery():
+    from sglang_operator.reconcile import problem_events
+
+    base = observe(pods=1, ready=1, updated=2, replicas=2)
+    broken = compute_status(Observation(**{**base.__dict__, "pods": (*base.pods, _crashing())}), T0)
+    assert problem_events({}, broken) == [("Warning", "EngineCrashed", "pod p1: exit 1")]
+    assert problem_events(broken, broken) == []  # a resync of the same world
+    fine = compute_status(observe(previous=broken), T1)
+    assert problem_events(broken, fine) == [("Normal", "Recovered", "no longer EngineCrashed")]

@@ -82,3 +82,33 @@ def test_documented_metrics_are_the_engines():
     documented = dict(re.findall(r"^\| `(sglang_engine_\w+)` \| (\w+) \|", text, re.MULTILINE))
     assert documented == exported
     assert set(re.findall(r"\bsglang_engine_\w+", text)) <= set(exported)
+
+
+def test_argocd_health_reports_pod_failures_as_the_operator_computes_them():
+    """Statuses from the operator's own compute_status: a crash is Degraded with its message, a pod waiting
+    for a GPU is Progressing with the scheduler's message."""
+    from sglang_operator.observed import DeploymentView, PodView
+    from sglang_operator.pod_health import diagnose
+    from sglang_operator.spec import parse_spec
+    from sglang_operator.status import Observation, compute_status
+
+    def status_for(pod_status: dict, previous: dict | None = None) -> dict:
+        pod = PodView.parse({"metadata": {"name": "m-1", "annotations": {}}, "status": pod_status})
+        assert pod.problem == diagnose({"metadata": {"name": "m-1"}, "status": pod_status})
+        obs = Observation("m", "ns", 2, parse_spec({"model": "builtin:tiny"}), desired_revision=None,
+                          desired_config="{}", deployment=DeploymentView(generation=1, observed_generation=1,
+                                                                         replicas=1, updated_replicas=1),
+                          pods=(pod,), previous=previous or {})
+        return compute_status(obs, "2026-01-01T00:00:00Z")
+
+    crash = status_for({"containerStatuses": [{
+        "name": "engine", "ready": False, "restartCount": 4,
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": "ValueError: boom"}}}]})
+    health = _health(_model(status=crash))
+    assert health[0] == "Degraded" and "ValueError: boom" in health[1]
+    unschedulable = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                     "message": "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."}
+    waiting = status_for({"conditions": [unschedulable]})
+    assert _health(_model(status=waiting)) == (
+        "Progressing", "pod m-1: 0/2 nodes are available: 2 Insufficient nvidia.com/gpu.")

@@ -24,10 +24,11 @@ scanning (no CRD or Namespace access) and runs kopf standalone (no peering objec
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [get, list, watch, create, update, delete]
-# Engine pods are listed (readiness, revision, IP for the engine's /status); never watched.
+# Engine pods are listed (readiness, revision, IP for the engine's /status) and watched, so a crash, an
+# image pull error or an unschedulable pod reaches the model's status at once.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, watch]
 # Lifecycle events on the models.
 - apiGroups: [""]
   resources: [events]

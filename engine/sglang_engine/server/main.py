@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from sglang_engine.adapters import AdapterController
 from sglang_engine.core import Engine
+from sglang_engine.protocol import EXIT_MODEL_LOAD_FAILED, EXIT_STARTUP_INTERRUPTED
 from sglang_engine.server.app import SERVER_LIMITS, ServerState, build_app, security_warnings
 from sglang_engine.settings import EngineSettings, parse_settings
 from sglang_engine.supervisor import SupervisedBackend
@@ -71,8 +72,21 @@ async def _unless_stopped(work: Awaitable[None], stop: asyncio.Event) -> bool:
     return True
 
 
+def last_words(settings: EngineSettings, reason: str, message: str) -> None:
+    """Leave `reason: message` in the termination message file, where the kubelet (which creates the file)
+    copies it into the pod's status for the operator to report. Outside a pod there is no file: nothing."""
+    path = settings.termination_log
+    if path is None or not path.exists():
+        return
+    try:
+        path.write_text(f"{reason}: {message}"[:4000])  # the kubelet keeps at most 4 KiB
+    except OSError as exc:
+        log.warning("cannot write %s: %s", path, exc)
+
+
 async def run(settings: EngineSettings) -> int:
     loop = asyncio.get_running_loop()
+    began = time.monotonic()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -97,6 +111,8 @@ async def run(settings: EngineSettings) -> int:
         except Exception as exc:
             log.error("the %s backend failed to start: %s", settings.backend, exc)
             print(f"sglang-engine: the {settings.backend} backend failed to start: {exc}", file=sys.stderr)
+            last_words(settings, EXIT_MODEL_LOAD_FAILED, f"the {settings.backend} backend failed to start "
+                       f"{settings.model}: {exc}")
             return 1
         if started and await _unless_stopped(adapters.start(), stop):
             log.info("ready")
@@ -110,6 +126,9 @@ async def run(settings: EngineSettings) -> int:
             await _wait_drained(state, settings.shutdown_grace_s)
         else:
             log.info("signal received during startup; stopping")
+            elapsed = time.monotonic() - began
+            last_words(settings, EXIT_STARTUP_INTERRUPTED,
+                       f"stopped by a signal {elapsed:.0f}s after start, while loading {settings.model}")
         return 0
     finally:
         await adapters.stop()

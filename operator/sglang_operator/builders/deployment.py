@@ -152,6 +152,9 @@ def pod_spec(owner: Owner, spec: ModelSpec, settings: OperatorSettings) -> dict[
         "readinessProbe": _probe("/readyz", 3, period=5),
         "livenessProbe": _probe("/livez", 3),
         "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
+        # The engine writes why it stopped before serving; otherwise a crash keeps the log's last lines.
+        # Either way the operator reports them from the pod's status (pod_health.py).
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
