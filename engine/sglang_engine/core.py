@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sglang_engine.backends.base import Backend, FinishReason, GenerationChunk, GenerationRequest
-from sglang_engine.errors import invalid_request, model_not_found, not_ready
+from sglang_engine.errors import context_exceeded, invalid_request, model_not_found, not_ready
 from sglang_engine.sampling import GenerationDefaults, SamplingRequest, merge_sampling, sampling_from_kwargs
 from sglang_engine.settings import EngineSettings
 from sglang_engine.templating import ChatTemplater, load_templater, parse_messages
@@ -136,9 +136,14 @@ class Engine:
         context = self.templater.context_length
         if context is not None:
             if prompt_length >= context:
-                raise invalid_request(
-                    f"The prompt is {prompt_length} tokens; the context length is {context}.", "messages")
-            if prompt_length + params.max_new_tokens > context:  # answer as much as fits (finish "length")
+                raise context_exceeded(context, prompt_length, None, "messages")
+            if prompt_length + params.max_new_tokens > context:
+                # A length the client asked for is refused (as SGLang and vLLM do); a default it did not
+                # choose (the model's generation defaults) is cut to what fits: finish reason "length".
+                if sampling.max_new_tokens is not None:
+                    raise context_exceeded(context, prompt_length, params.max_new_tokens, "max_tokens")
+                if sampling.max_length is not None:
+                    raise context_exceeded(context, prompt_length, params.max_new_tokens, "max_length")
                 params = dataclasses.replace(params, max_new_tokens=context - prompt_length)
         request = GenerationRequest(
             request_id=uuid.uuid4().hex, input_ids=input_ids, sampling=params, adapter=adapter,

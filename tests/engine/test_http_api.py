@@ -59,6 +59,17 @@ async def test_bad_input_is_a_400_naming_the_parameter(harness, body: dict, para
     await assert_error(await client.post(CHAT, json=body), 400, param)
 
 
+async def test_max_tokens_past_the_context_is_a_400_naming_the_limit(harness) -> None:
+    h, client = harness
+    context = h.engine.templater.context_length
+    assert context is not None
+    err = await assert_error(await client.post(CHAT, json={**HELLO, "max_tokens": 100_000_000}), 400,
+                             "max_tokens", "context_length_exceeded")
+    assert err["type"] == "invalid_request_error"
+    assert f"maximum context length is {context} tokens" in err["message"], err
+    assert "100000000 in the completion" in err["message"]
+
+
 async def test_documented_openai_parameters_at_neutral_values_are_accepted(harness) -> None:
     """What SDKs and gateways send routinely must not be a 400 (only parameters that would change the
     answer are refused, and only at a non-neutral value)."""
@@ -142,6 +153,17 @@ async def test_api_key_guards_v1_only(harness_factory: Callable[..., Harness]) -
         assert ok.status == 200
         assert (await client.get("/livez")).status == 200
         assert (await client.get("/metrics")).status == 200
+
+
+async def test_models_never_show_filesystem_paths(harness_factory: Callable[..., Harness], tmp_path) -> None:
+    adapter = tmp_path / "adapters" / "sql"
+    h = harness_factory(model=str(tmp_path / "weights" / "llama"))
+    async with h as client:
+        await h.backend.load_adapter("sql", str(adapter))
+        models = await (await client.get("/v1/models")).json()
+    assert [(m["id"], m["root"], m["parent"]) for m in models["data"]] == [("tiny", "tiny", None),
+                                                                            ("sql", "sql", "tiny")]
+    assert str(tmp_path) not in str(models)
 
 
 async def test_admin_api_is_disabled_without_a_token(harness) -> None:

@@ -279,11 +279,14 @@ class Api:
     async def models(self, request: web.Request) -> web.Response:
         created = int(self.engine.started_at)
         served = self.settings.model_name
+        # `root` names what is served, never where it lies on disk: a repo id or builtin:tiny as given, a
+        # path (an image folder, a mounted claim, a download cache) as the served name.
+        model = self.settings.model
         data = [{"id": served, "object": "model", "created": created, "owned_by": "sglang-operator",
-                 "root": self.settings.model, "parent": None}]
+                 "root": served if model.startswith("/") else model, "parent": None}]
         adapters = self.engine.backend.loaded_adapters()
         data += [{"id": name, "object": "model", "created": created, "owned_by": "sglang-operator",
-                  "root": path, "parent": served} for name, path in adapters.items()]
+                  "root": name, "parent": served} for name in adapters]
         return web.json_response({"object": "list", "data": data})
 
     async def livez(self, request: web.Request) -> web.Response:
