@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 PYTEST_ARGS ?=
 
-.PHONY: install sglang-parser demo serve-tiny test lint bench soak
+.PHONY: install sglang-parser cluster-bins demo serve-tiny test lint bench soak
 
 $(VENV)/.installed: pyproject.toml dev/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,6 +20,12 @@ install: $(VENV)/.installed
 # SGLang argv with SGLang's parser. About a minute the first time; idempotent.
 sglang-parser:
 	scripts/sglang_parser_check.sh
+
+# The real control plane's binaries, built from Go modules pinned in cluster/*/go.mod (kube-apiserver,
+# controller-manager, scheduler and kubectl in one binary; etcd) into ~/.cache/sglang-operator/cluster-bins/.
+# Cold: tens of minutes on 2 cores, with progress; a no-op when built. Needs Go 1.26+ and the Go module proxy.
+cluster-bins:
+	python3 scripts/build_cluster_bins.py
 
 # Serve builtin:tiny on 127.0.0.1 and stream one chat completion to the terminal.
 serve-tiny: install
