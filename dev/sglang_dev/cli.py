@@ -1,8 +1,4 @@
-"""`sglang-operator dev ...`: local development tools. Nothing in the operator imports this package.
-
-  apiserver   the Kubernetes API emulator, standalone      (sglang_dev.emulator.main)
-  up|down|status|logs   the local cluster                  (sglang_dev.cluster.cli)
-"""
+"""`sglang-operator dev ...`: local development tools. Nothing in the operator imports this package."""
 
 from __future__ import annotations
 
@@ -10,18 +6,28 @@ import importlib
 import sys
 
 SUBCOMMANDS = {
-    "apiserver": "sglang_dev.emulator.main",
-    "up": "sglang_dev.cluster.cli",
-    "down": "sglang_dev.cluster.cli",
-    "status": "sglang_dev.cluster.cli",
-    "logs": "sglang_dev.cluster.cli",
+    "apiserver": ("sglang_dev.emulator.main", "the Kubernetes API emulator, standalone"),
+    "up": ("sglang_dev.cluster.cli", "start the local cluster"),
+    "down": ("sglang_dev.cluster.cli", "stop the local cluster and everything it started"),
+    "status": ("sglang_dev.cluster.cli", "the local cluster's processes, models, pods and services"),
+    "logs": ("sglang_dev.cluster.cli", "a pod's log or events, or a cluster component's log"),
 }
+USAGE = "\n".join([
+    "usage: sglang-operator dev [-h] VERB [ARGS...]", "",
+    "Development tools: a local cluster that runs engine pods as processes, and the API emulator.", "",
+    "verbs:", *(f"  {verb:<11}{help_}" for verb, (_, help_) in SUBCOMMANDS.items()), "",
+    "`sglang-operator dev VERB --help` describes each verb's flags.",
+])
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
     if not argv or argv[0] not in SUBCOMMANDS:
-        print(__doc__.strip(), file=sys.stderr)
+        said = f"sglang-operator dev: unknown verb {argv[0]!r}\n" if argv else ""
+        print(f"{said}{USAGE}", file=sys.stderr)
         return 2
-    module = importlib.import_module(SUBCOMMANDS[argv[0]])
+    module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
     # apiserver takes its own flags; the cluster CLI needs to know which verb it serves.
     return int(module.main(argv[1:] if argv[0] == "apiserver" else argv) or 0)

@@ -105,59 +105,85 @@ def _adapter(value: str) -> tuple[str, str]:
     return name, source
 
 
+def _default(field: str) -> object:
+    """A flag's default is the settings field's: one place for each."""
+    return EngineSettings.model_fields[field].default
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sglang-engine serve", description="Serve a model with SGLang behind "
-                                "an OpenAI-compatible API. Arguments after a bare `--` go to SGLang.")
-    a = p.add_argument
-    a("--model", required=True, help="HF repo id, local path, or builtin:tiny")
-    a("--backend", choices=["sglang", "transformers"], default="sglang")
-    a("--revision")
-    a("--served-model-name")
-    a("--host", default="127.0.0.1")
-    a("--port", type=int, default=8000)
-    a("--tp-size", type=int, default=1)
-    a("--context-length", type=int)
-    a("--mem-fraction-static", type=float)
-    a("--dtype", default="auto", choices=get_args(DType))
-    a("--max-running-requests", type=int)
-    a("--trust-remote-code", action="store_true")
-    a("--chat-template")
-    a("--download-dir")
-    a("--random-seed", type=int)
-    a("--lora-adapter", action="append", type=_adapter, default=[], metavar="NAME=SOURCE")
-    a("--enable-lora", action="store_true")
+    p = argparse.ArgumentParser(prog="sglang-engine serve", description="Serve a model with SGLang (or "
+                                "transformers) behind an OpenAI-compatible streaming API. Arguments after a "
+                                "bare `--` go to SGLang.")
+    d = _default
+
+    def a(flag: str, *, dest: str | None = None, help: str, **kw: object) -> None:
+        field = dest or flag.lstrip("-").replace("-", "_")
+        known = EngineSettings.model_fields.get(field)
+        if "default" not in kw and kw.get("action") not in ("append", "store_true") and known is not None \
+                and not known.is_required() and known.default is not None:
+            kw["default"] = d(field)
+            help += " (default: %(default)s)"
+        p.add_argument(flag, dest=field, help=help, **kw)  # type: ignore[arg-type]
+
+    a("--model", required=True, help="the model: a Hugging Face repo id, a local path, or builtin:tiny")
+    a("--backend", choices=get_args(Backend), help="sglang (GPU serving) or transformers (in-process, CPU)")
+    a("--revision", help="the model's Hugging Face revision (branch, tag or commit)")
+    a("--served-model-name", help="the name clients pass as `model` (default: --model)")
+    a("--host", help="listen address")
+    a("--port", type=int, help="listen port")
+    a("--tp-size", type=int, help="tensor parallel size (GPUs)")
+    a("--context-length", type=int, help="maximum context length (default: the model's)")
+    a("--mem-fraction-static", type=float, help="GPU memory fraction for weights and KV cache (SGLang)")
+    a("--dtype", choices=get_args(DType), help="weight and activation dtype")
+    a("--max-running-requests", type=int, help="concurrently running requests in SGLang")
+    a("--trust-remote-code", action="store_true", help="allow custom model code from the model repository")
+    a("--chat-template", help="a Jinja chat template, inline or a file path (default: the tokenizer's)")
+    a("--download-dir", help="where model downloads go (default: the Hugging Face cache)")
+    a("--random-seed", type=int, help="SGLang's random seed")
+    a("--lora-adapter", action="append", type=_adapter, default=[], metavar="NAME=SOURCE",
+      help="an adapter to load at start (repeatable); SOURCE as in the config file")
+    a("--enable-lora", action="store_true", help="reserve LoRA capacity even with no adapter at start")
     a("--disable-lora", action="store_true",
       help="no LoRA memory pool in SGLang (adapters are then refused); saves GPU memory")
-    a("--max-loaded-adapters", type=int)
-    a("--max-lora-rank", type=int)
-    a("--lora-target-modules", nargs="+", default=[])
+    a("--max-loaded-adapters", type=int, help="adapters kept loaded at once (SGLang --max-loaded-loras)")
+    a("--max-lora-rank", type=int, help="largest LoRA rank to reserve memory for")
+    a("--lora-target-modules", nargs="+", default=[], metavar="MODULE",
+      help="modules adapters may target, e.g. q_proj v_proj (default: all)")
     a("--source-root", dest="source_roots", action="append", default=[], metavar="DIR",
       help="allow absolute-path adapter sources only inside DIR (repeatable; default: anywhere)")
-    a("--config", dest="config_file", help="watched JSON file of desired adapters and generation defaults")
+    a("--config", dest="config_file", metavar="FILE",
+      help="watched JSON file of desired adapters and generation defaults")
     # The env default lets a pod (or a test) point the real launch path at a stand-in without new flags.
-    a("--sglang-module", default=os.environ.get("SGLANG_ENGINE_SGLANG_MODULE", "sglang.launch_server"))
-    a("--sglang-port", type=int, default=30000)
-    a("--startup-timeout", dest="startup_timeout_s", type=float, default=1800.0)
-    a("--shutdown-grace", dest="shutdown_grace_s", type=float, default=30.0)
-    a("--backend-restarts", type=int, default=3, help="restarts in a row before /livez fails")
-    a("--restart-backoff", dest="restart_backoff_s", type=float, default=1.0,
+    a("--sglang-module", default=os.environ.get("SGLANG_ENGINE_SGLANG_MODULE", d("sglang_module")),
+      help="the Python module that launches SGLang (env SGLANG_ENGINE_SGLANG_MODULE; default: %(default)s)")
+    a("--sglang-port", type=int, help="SGLang's loopback port inside the pod")
+    a("--startup-timeout", dest="startup_timeout_s", type=float, metavar="SECONDS",
+      help="how long the backend may take to load the model")
+    a("--shutdown-grace", dest="shutdown_grace_s", type=float, metavar="SECONDS",
+      help="how long in-flight streams may finish after SIGTERM")
+    a("--backend-restarts", type=int, help="restarts in a row before /livez fails")
+    a("--restart-backoff", dest="restart_backoff_s", type=float, metavar="SECONDS",
       help="seconds before the first restart of a dead backend; doubles per failure (max 30)")
-    a("--print-sglang-argv", action="store_true")
-    a("--max-concurrent-requests", type=int, default=256)
-    a("--max-body-bytes", type=int, default=4 * 1024 * 1024)
-    a("--body-timeout", dest="body_timeout_s", type=float, default=30.0,
+    a("--print-sglang-argv", action="store_true", help="print SGLang's command line as JSON and exit")
+    a("--max-concurrent-requests", type=int, help="requests served at once; more get 429")
+    a("--max-body-bytes", type=int, help="largest request body; larger ones get 413")
+    a("--body-timeout", dest="body_timeout_s", type=float, metavar="SECONDS",
       help="seconds a client may take to send its request body (slow senders get 408)")
     a("--cors-allow-origin", dest="cors_allow_origins", action="append", default=[], metavar="ORIGIN",
       help="allow browser calls from ORIGIN (repeatable; `*` for any); no CORS unless given")
     a("--allowed-host", dest="allowed_hosts", action="append", default=[], metavar="HOST",
       help="answer /v1 and /admin only for this Host header (repeatable; default: any)")
-    a("--api-key-file", help="file holding the /v1 API key (else env SGLANG_ENGINE_API_KEY)")
-    a("--admin-token-file", help="file holding the admin bearer token (else env SGLANG_ENGINE_ADMIN_TOKEN)")
-    a("--cache-dir")
-    a("--device", default="auto")
-    a("--log-format", choices=["text", "json"], default="text")
-    a("--log-level", default="info")
-    a("--termination-log", type=Path, default=Path(TERMINATION_LOG), metavar="FILE",
+    a("--api-key-file", metavar="FILE", help="file holding the /v1 API key (else env SGLANG_ENGINE_API_KEY)")
+    a("--admin-token-file", metavar="FILE",
+      help="file holding the admin bearer token (else env SGLANG_ENGINE_ADMIN_TOKEN)")
+    a("--cache-dir", default=None, metavar="DIR",
+      help="where builtin:tiny and its adapters are built (env SGLANG_ENGINE_CACHE; default: "
+           "~/.cache/sglang-engine)")
+    a("--device", help="transformers backend: auto, cpu or cuda")
+    a("--log-format", choices=get_args(EngineSettings.model_fields["log_format"].annotation),
+      help="text or json lines")
+    a("--log-level", help="debug, info, warning or error")
+    a("--termination-log", type=Path, metavar="FILE",
       help="where to write why the engine stopped before serving, if FILE exists (Kubernetes creates it)")
     return p
 

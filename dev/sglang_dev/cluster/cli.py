@@ -25,10 +25,16 @@ from sglang_dev.cluster.layout import DEFAULT_STATE_DIR, ClusterInfo, Layout
 from sglang_dev.cluster.supervisor import READY_FILE, ClusterOptions, configure_logging, serve
 
 COMPONENTS = ("supervisor", "emulator", "operator")
+VERB_HELP = {
+    "up": "Start the local cluster (API emulator, operator, kubelet for processes) and print how to use it.",
+    "down": "Stop the local cluster and every process it started.",
+    "status": "Show the local cluster's processes, models, pods and services.",
+    "logs": "Print a pod's log (or its events), or the log of the operator, the emulator or the supervisor.",
+}
 
 
 def _parser(verb: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"sglang-operator dev {verb}")
+    p = argparse.ArgumentParser(prog=f"sglang-operator dev {verb}", description=VERB_HELP[verb])
     p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
                    help="kubeconfig, logs, pid files and volumes live here (default .state/dev)")
     if verb == "up":
@@ -41,13 +47,13 @@ def _parser(verb: str) -> argparse.ArgumentParser:
     elif verb == "down":
         p.add_argument("--timeout", type=float, default=120, help="seconds before everything is SIGKILLed")
     elif verb == "status":
-        p.add_argument("--json", action="store_true")
+        p.add_argument("--json", action="store_true", help="print the status as JSON")
     elif verb == "logs":
         p.add_argument("pod", help="a pod name, or operator, emulator, supervisor")
-        p.add_argument("-n", "--namespace")
-        p.add_argument("-c", "--container", default=None)
+        p.add_argument("-n", "--namespace", help="the pod's namespace (default: any)")
+        p.add_argument("-c", "--container", default=None, help="the container (default: the first logged)")
         p.add_argument("--events", action="store_true", help="the pod's events instead of its log")
-        p.add_argument("-f", "--follow", action="store_true")
+        p.add_argument("-f", "--follow", action="store_true", help="keep printing as the log grows")
     return p
 
 
