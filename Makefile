@@ -6,13 +6,19 @@ PYTEST_ARGS ?=
 
 .PHONY: install sglang-parser cluster-bins demo serve-tiny test lint bench soak
 
+# Each step says what it does, and how long it took: pip itself stays quiet (-q) but for errors.
 $(VENV)/.installed: pyproject.toml dev/pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
-	# torch first and pinned: a floating torch pulls a multi-GB CUDA build.
-	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[engine,operator,dev]' -e ./dev
-	$(PY) scripts/install_tools.py
-	touch $@
+	@echo "install [1/4]: virtualenv $(VENV)"
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@# torch first and pinned: a floating torch pulls a multi-GB CUDA build.
+	@echo "install [2/4]: torch 2.13.0, CPU build (the largest download, once) ..."
+	@t=$$(date +%s); $(PIP) install torch==2.13.0 && echo "install [2/4]: torch ready ($$(( $$(date +%s) - t )) s)"
+	@echo "install [3/4]: the engine, the operator, the dev tools and their dependencies, editable ..."
+	@t=$$(date +%s); $(PIP) install -e '.[engine,operator,dev]' -e ./dev && \
+		echo "install [3/4]: packages ready ($$(( $$(date +%s) - t )) s)"
+	@echo "install [4/4]: kubectl and helm into .tools/bin"
+	@$(PY) scripts/install_tools.py
+	@touch $@
 
 install: $(VENV)/.installed
 

@@ -112,3 +112,20 @@ def test_argocd_health_reports_pod_failures_as_the_operator_computes_them():
     waiting = status_for({"conditions": [unschedulable]})
     assert _health(_model(status=waiting)) == (
         "Progressing", "pod m-1: 0/2 nodes are available: 2 Insufficient nvidia.com/gpu.")
+
+
+def test_readme_and_docs_are_self_contained():
+    """Every link in README.md and docs/ leads to a file of this repository: no web links, nothing outside."""
+    chart = ROOT / "charts" / "sglang-operator"
+    pages = [ROOT / "README.md", chart / "README.md", *(ROOT / "docs").glob("*.md")]
+    for page in pages:
+        text = page.read_text()
+        # Markdown links outside code spans (docs/reference.md shows regexes like `[a-z]([-a-z]*)`).
+        prose = re.sub(r"`[^`\n]*`", "", re.sub(r"```.*?```", "", text, flags=re.DOTALL))
+        for target in re.findall(r"\]\(([^)\s]+)\)", prose):
+            path = target.split("#", 1)[0]
+            assert not re.match(r"^[a-z]+://", target), f"{page.name}: web link {target}"
+            if path:
+                resolved = (page.parent / path).resolve()
+                assert resolved.is_relative_to(ROOT) and resolved.exists(), f"{page.name}: {target}"
+        assert "../shared/" not in text, f"{page.name} points outside the repository"
