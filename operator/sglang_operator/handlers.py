@@ -77,7 +77,9 @@ def _context(state: State) -> Context:
     """The shared Context; its API client follows kopf's latest login (e.g. a rotated token)."""
     assert state.connection is not None, "no login yet"
     if state.ctx is None:
-        state.ctx = Context(api=KubeApi.connect(state.connection), http=aiohttp.ClientSession(),
+        # The engine-status session honours HTTP_PROXY/NO_PROXY like any Go client: a pod network reached
+        # through a proxy (the local cluster's pod gateway) works; without those variables, nothing changes.
+        state.ctx = Context(api=KubeApi.connect(state.connection), http=aiohttp.ClientSession(trust_env=True),
                             settings=state.settings, engine_port=state.engine_port)
         state.ctx_login = state.connection
     elif state.ctx_login is not state.connection:

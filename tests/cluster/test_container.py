@@ -43,8 +43,9 @@ def _runner(tmp_path: Path, marker: str, ignore_term: bool = False) -> Container
     plan = ContainerPlan("engine", (sys.executable, "-c", SERVER, "127.0.0.1", str(port)), env, tmp_path, (),
                          startup=startup, readiness=probe, liveness=probe)
     events: list[tuple[str, str, str]] = []
-    runner = ContainerRunner(plan, "img", tmp_path / "engine.log", tmp_path / "engine.pid.json", "Always",
-                             lambda: None, lambda *e: events.append(e), Backoff(base_s=0.2, cap_s=1))
+    runner = ContainerRunner(plan, "img", tmp_path / "engine.log", tmp_path / "engine.previous.log",
+                             tmp_path / "engine.pid.json", "Always", lambda: None,
+                             lambda *e: events.append(e), Backoff(base_s=0.2, cap_s=1))
     runner.events = events  # type: ignore[attr-defined]
     return runner
 
@@ -71,6 +72,8 @@ async def test_probes_restart_and_clean_stop(tmp_path: Path) -> None:
         status = runner.status()
         assert status["lastState"]["terminated"]["exitCode"] == 137
         assert runner.state.pid != first_pid
+        # The ended instance's log moved aside (`kubectl logs --previous`); the new one writes a fresh file.
+        assert (tmp_path / "engine.previous.log").exists() and (tmp_path / "engine.log").exists()
         assert any(e[1] == "BackOff" for e in runner.events)  # type: ignore[attr-defined]
         # The first run's grandchild (own session) was reaped by its env marker when the container died.
         pid = runner.state.pid
@@ -108,8 +111,9 @@ async def test_a_command_that_cannot_start_is_a_container_error(tmp_path: Path) 
     missing = str(tmp_path / "missing-sglang-engine")
     plan = ContainerPlan("engine", (missing,), {"PATH": "/usr/bin"}, tmp_path, ())
     events: list[tuple[str, str, str]] = []
-    runner = ContainerRunner(plan, "img", tmp_path / "engine.log", tmp_path / "pid.json", "Always",
-                             lambda: None, lambda *e: events.append(e), Backoff(base_s=0.05, cap_s=0.1))
+    runner = ContainerRunner(plan, "img", tmp_path / "engine.log", tmp_path / "engine.previous.log",
+                             tmp_path / "pid.json", "Always", lambda: None, lambda *e: events.append(e),
+                             Backoff(base_s=0.05, cap_s=0.1))
     task = asyncio.create_task(runner.run())
     try:
         await _until(lambda: runner.state.restart_count >= 2)

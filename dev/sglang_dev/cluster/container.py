@@ -72,12 +72,13 @@ class ContainerState:
 
 
 class ContainerRunner:
-    def __init__(self, plan: ContainerPlan, image: str, log_path: Path, pidfile: Path, restart_policy: str,
-                 on_change: Callable[[], None], on_event: Callable[[str, str, str], None],
-                 backoff: Backoff | None = None) -> None:
+    def __init__(self, plan: ContainerPlan, image: str, log_path: Path, previous_log_path: Path,
+                 pidfile: Path, restart_policy: str, on_change: Callable[[], None],
+                 on_event: Callable[[str, str, str], None], backoff: Backoff | None = None) -> None:
         self.plan = plan
         self.image = image
         self.log_path = log_path
+        self.previous_log_path = previous_log_path  # a restart moves the log here (`kubectl logs --previous`)
         self.pidfile = pidfile
         self.restart_policy = restart_policy
         self.on_change = on_change
@@ -130,6 +131,9 @@ class ContainerRunner:
     async def _run_once(self) -> int:
         plan = self.plan
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.state.last_state:  # a restart: the log of the instance that ended becomes the previous one
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self.log_path, self.previous_log_path)
         if plan.env.get("TMPDIR"):
             os.makedirs(plan.env["TMPDIR"], exist_ok=True)
         logfd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

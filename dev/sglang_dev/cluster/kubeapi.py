@@ -6,10 +6,13 @@ Only what the local cluster needs: get, list, create, merge-patch (also on /stat
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
 import secrets
+import ssl
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,6 +54,9 @@ CONFIGMAPS = Resource("", "v1", "configmaps")
 SECRETS = Resource("", "v1", "secrets")
 EVENTS = Resource("", "v1", "events")
 DEPLOYMENTS = Resource("apps", "v1", "deployments")
+NODES = Resource("", "v1", "nodes")
+LEASES = Resource("coordination.k8s.io", "v1", "leases")
+ENDPOINTSLICES = Resource("discovery.k8s.io", "v1", "endpointslices")
 SGLANGMODELS = Resource("serving.sglang-operator.io", "v1alpha1", "sglangmodels")
 
 
@@ -62,32 +68,66 @@ class ApiError(Exception):
 
 @dataclass(frozen=True)
 class Credentials:
+    """Where the API is and who we are: a bearer token and/or a client certificate, over TLS or plain HTTP."""
+
     server: str
     token: str | None = None
+    ca_pem: bytes | None = None
+    cert_pem: bytes | None = None
+    key_pem: bytes | None = None
+    insecure: bool = False
 
     @classmethod
     def from_kubeconfig(cls, path: Path) -> Credentials:
-        """The current context's server and bearer token (all the emulator's kubeconfig holds)."""
-        cfg = yaml.safe_load(Path(path).read_text()) or {}
+        """The current context's server, CA, bearer token and client certificate (`*-data` or files)."""
+        path = Path(path)
+        cfg = yaml.safe_load(path.read_text()) or {}
 
         def named(section: str, key: str, name: Any) -> dict[str, Any]:
             entries = {e.get("name"): e.get(key) or {} for e in cfg.get(section) or []}
             return entries.get(name) or next(iter(entries.values()), {})
 
+        def pem(entry: dict[str, Any], key: str) -> bytes | None:
+            if entry.get(f"{key}-data"):
+                return base64.b64decode(entry[f"{key}-data"])
+            if entry.get(key):
+                return (path.parent / entry[key]).read_bytes()
+            return None
+
         context = named("contexts", "context", cfg.get("current-context"))
         cluster = named("clusters", "cluster", context.get("cluster"))
-        users = {u.get("name"): u.get("user") or {} for u in cfg.get("users") or []}
-        user = users.get(context.get("user")) or {}
+        user = named("users", "user", context.get("user"))
         if not cluster.get("server"):
             raise ValueError(f"{path}: no clusters[].cluster.server in the kubeconfig")
-        return cls(cluster["server"].rstrip("/"), user.get("token"))
+        return cls(cluster["server"].rstrip("/"), user.get("token"), pem(cluster, "certificate-authority"),
+                   pem(user, "client-certificate"), pem(user, "client-key"),
+                   bool(cluster.get("insecure-skip-tls-verify")))
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        """TLS settings for aiohttp (True: the system's defaults); the client key touches disk only for the
+        load, in a private temporary folder (ssl can load a key only from a file)."""
+        if not self.server.startswith("https://"):
+            return True
+        ctx = ssl.create_default_context(cadata=self.ca_pem.decode() if self.ca_pem else None)
+        if self.insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if self.cert_pem:
+            with tempfile.TemporaryDirectory() as tmp:
+                cert, key = Path(tmp) / "client.crt", Path(tmp) / "client.key"
+                cert.write_bytes(self.cert_pem)
+                if self.key_pem:
+                    key.write_bytes(self.key_pem)
+                ctx.load_cert_chain(cert, key if self.key_pem else None)
+        return ctx
 
 
 class KubeClient:
     def __init__(self, creds: Credentials) -> None:
         self.creds = creds
         headers = {"Authorization": f"Bearer {creds.token}"} if creds.token else {}
-        self.session = aiohttp.ClientSession(headers=headers)
+        self.session = aiohttp.ClientSession(headers=headers,
+                                             connector=aiohttp.TCPConnector(ssl=creds.ssl_context()))
 
     async def close(self) -> None:
         await self.session.close()
@@ -114,6 +154,9 @@ class KubeClient:
     async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._request("POST", path, body) or {}
 
+    async def put(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._request("PUT", path, body) or {}
+
     async def patch(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
         return await self._request("PATCH", path, body, content_type=MERGE_PATCH)
 
@@ -125,10 +168,10 @@ class KubeClient:
                                                    "gracePeriodSeconds": grace_seconds}
         return await self._request("DELETE", path, body)
 
-    async def watch(self, path: str, resource_version: str, timeout_s: int = 60
-                    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        params = {"watch": "true", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
-                  "timeoutSeconds": str(timeout_s)}
+    async def watch(self, path: str, resource_version: str, timeout_s: int = 60,
+                    extra: dict[str, str] | None = None) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        params = {**(extra or {}), "watch": "true", "resourceVersion": resource_version,
+                  "allowWatchBookmarks": "true", "timeoutSeconds": str(timeout_s)}
         async with self.session.get(self.creds.server + path, params=params,
                                     timeout=aiohttp.ClientTimeout(total=timeout_s + 30,
                                                                   sock_read=timeout_s + 30)) as resp:
@@ -146,14 +189,19 @@ def key_of(obj: dict[str, Any]) -> tuple[str, str]:
 
 
 class Informer:
-    """A list+watch cache of one resource (all namespaces); calls `on_change` after every change it sees."""
+    """A list+watch cache of one resource (all namespaces); calls `on_change` after every change it sees.
+
+    `field_selector` is applied by the server (e.g. `spec.nodeName=local`); `label_selector` on the list by
+    the server and on watch events here.
+    """
 
     def __init__(self, client: KubeClient, resource: Resource, on_change: Callable[[], None],
-                 label_selector: str | None = None) -> None:
+                 label_selector: str | None = None, field_selector: str | None = None) -> None:
         self.client = client
         self.resource = resource
         self.on_change = on_change
         self.label_selector = label_selector
+        self.field_selector = field_selector
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.synced = asyncio.Event()
 
@@ -162,7 +210,8 @@ class Informer:
 
     async def run(self) -> None:
         path = self.resource.path()
-        params = {"labelSelector": self.label_selector} if self.label_selector else None
+        fields = {"fieldSelector": self.field_selector} if self.field_selector else {}
+        params = {**fields, **({"labelSelector": self.label_selector} if self.label_selector else {})}
         while True:
             try:
                 listing = await self.client.list(path, params)
@@ -171,7 +220,7 @@ class Informer:
                 self.synced.set()
                 self.on_change()
                 while True:
-                    rv = await self._watch_once(path, rv)
+                    rv = await self._watch_once(path, rv, fields)
             except asyncio.CancelledError:
                 raise
             except _Relist:
@@ -180,8 +229,8 @@ class Informer:
                 log.debug("watch %s: %s; relisting", self.resource.plural, exc)
                 await asyncio.sleep(0.5)
 
-    async def _watch_once(self, path: str, rv: str) -> str:
-        async for kind, obj in self.client.watch(path, rv):
+    async def _watch_once(self, path: str, rv: str, params: dict[str, str]) -> str:
+        async for kind, obj in self.client.watch(path, rv, extra=params):
             if kind == "ERROR":
                 raise _Relist()
             new_rv = (obj.get("metadata") or {}).get("resourceVersion")

@@ -1,7 +1,12 @@
 """The local kubelet: runs every pod's containers as local processes and reports pod status.
 
-Each pod gets a unique loopback IP (127.<prefix>.1.1, .1.2, ...; never reused while the cluster runs) as
-`status.podIP`; see podplan.py for how a pod maps to processes and container.py for how one runs.
+Each pod gets a unique loopback IP (127.<prefix>.1.1, .1.2, ...; never reused while the cluster runs) to
+listen on. With the emulator that is also its `status.podIP`; on a real control plane (a node name is
+given) the kubelet runs only the pods bound to its node (`fieldSelector=spec.nodeName=<node>`) and reports
+the address's routable-looking twin 10.<prefix>.x.x, which EndpointSlices accept (see podnet.py). It also
+writes the table the kubelet API process reads (`<state>/kubelet/pods.json`: pod -> uid, loopback address,
+log files).
+See podplan.py for how a pod maps to processes and container.py for how one runs.
 Ignored here, and said so in the pod's events: GPU requests, securityContext (the engine runs as the
 current user), readOnly mounts and read-only root filesystems (not enforced), resource limits.
 """
@@ -21,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sglang_dev.cluster import kubeapi, procs, volumes
+from sglang_dev.cluster import kubeapi, podnet, procs, volumes
 from sglang_dev.cluster.container import Backoff, ContainerRunner
 from sglang_dev.cluster.kubeapi import CONFIGMAPS, PODS, SECRETS, ApiError, Informer, KubeClient
-from sglang_dev.cluster.layout import Layout
+from sglang_dev.cluster.layout import Layout, write_json_atomic
 from sglang_dev.cluster.podplan import PodContext, PodError, PodPlan, plan_pod
 
 log = logging.getLogger(__name__)
@@ -101,6 +106,7 @@ class PodWorker:
         self._last_status: dict[str, Any] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._config_changed = asyncio.Event()
+        self.token: str | None = None
 
     # --- events and status -------------------------------------------------------------------------------
     def event(self, kind: str, reason: str, message: str) -> None:
@@ -120,9 +126,10 @@ class PodWorker:
                         for c in (self.pod.get("spec") or {}).get("containers") or []]
         ready = bool(self.runners) and all(r.state.ready for r in self.runners)
         self._conditions = merge_pod_conditions(self._conditions, ready, kubeapi.now_iso())
+        ip = self.kubelet.status_ip(self.pod_ip)
         return {"phase": self._phase(), "conditions": self._conditions, "hostIP": "127.0.0.1",
-                "podIP": self.pod_ip, "podIPs": [{"ip": self.pod_ip}], "startTime": self.started_at,
-                "containerStatuses": statuses}
+                "hostIPs": [{"ip": "127.0.0.1"}], "podIP": ip, "podIPs": [{"ip": ip}],
+                "startTime": self.started_at, "containerStatuses": statuses}
 
     def _phase(self) -> str:
         # Pending until every container has run at least once (a crash-looping pod is Running, as in k8s).
@@ -142,9 +149,9 @@ class PodWorker:
             status = self.status()
             if status == self._last_status:
                 continue
-            try:
-                await self.kubelet.client.json_patch(PODS.path(self.namespace, self.name, "status"),
-                                                     [{"op": "add", "path": "/status", "value": status}])
+            try:  # a merge patch: fields others own (qosClass, the scheduler's conditions' peers) stay
+                await self.kubelet.client.patch(PODS.path(self.namespace, self.name, "status"),
+                                                {"status": status})
                 self._last_status = status
             except ApiError as exc:
                 if exc.status == 404:
@@ -162,7 +169,29 @@ class PodWorker:
             host_env=os.environ, config_maps=k.data(CONFIGMAPS, self.namespace),
             secrets=k.data(SECRETS, self.namespace),
             markers={procs.CLUSTER_MARKER: k.cluster_id, procs.CONTAINER_MARKER: marker},
-            probe_period_cap=k.probe_period_cap, sglang_port=self.sglang_port)
+            probe_period_cap=k.probe_period_cap, sglang_port=self.sglang_port,
+            service_account_token=self.token)
+
+    def _wants_token(self) -> bool:
+        volumes = (self.pod.get("spec") or {}).get("volumes") or []
+        return any("serviceAccountToken" in source for vol in volumes
+                   for source in (vol.get("projected") or {}).get("sources") or [])
+
+    async def _request_token(self) -> None:
+        """A token of the pod's ServiceAccount bound to the pod (TokenRequest), as the kubelet mounts it.
+        Not refreshed (the engine does not call the API); it stops working when the pod is deleted."""
+        spec = self.pod.get("spec") or {}
+        account = spec.get("serviceAccountName") or "default"
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"expirationSeconds": 3607,
+                         "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": self.name,
+                                            "uid": self.uid}}}
+        try:
+            reply = await self.kubelet.client.create(
+                f"/api/v1/namespaces/{self.namespace}/serviceaccounts/{account}/token", body)
+            self.token = (reply.get("status") or {}).get("token")
+        except ApiError as exc:
+            log.warning("pod %s/%s: token for serviceaccount %s: %s", self.namespace, self.name, account, exc)
 
     async def run(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -177,6 +206,7 @@ class PodWorker:
         self.runners = [
             ContainerRunner(c, images.get(c.name, ""),
                             k.layout.container_log(self.namespace, self.name, c.name),
+                            k.layout.container_log(self.namespace, self.name, c.name, previous=True),
                             k.layout.container_pidfile(self.namespace, self.name, c.name),
                             self.plan.restart_policy, self.dirty.set, self.event, k.backoff)
             for c in self.plan.containers]
@@ -187,6 +217,8 @@ class PodWorker:
 
     async def _plan_until_valid(self) -> None:
         while True:
+            if self.token is None and self._wants_token():
+                await self._request_token()
             try:
                 plan = plan_pod(self.pod, self.context())
                 self._refresh_volumes(plan)
@@ -221,7 +253,8 @@ class PodWorker:
     async def stop(self) -> None:
         """preStop, then SIGTERM/grace/SIGKILL every container; volumes removed, logs kept."""
         spec = self.pod.get("spec") or {}
-        grace = float(spec.get("terminationGracePeriodSeconds", 30))
+        grace = float(self.pod["metadata"].get("deletionGracePeriodSeconds",
+                                               spec.get("terminationGracePeriodSeconds", 30)))
         pre_stop = max(pre_stop_sleep(c) for c in spec.get("containers") or [{}])
         if pre_stop and any("running" in r.state.state for r in self.runners):
             self.event("Normal", "Killing", f"Stopping pod: preStop sleep {pre_stop}s, then SIGTERM "
@@ -236,9 +269,14 @@ class PodWorker:
 
 
 class Kubelet:
+    """`node`: run only the pods bound to this node and report 10.x pod IPs (real control plane); None:
+    run every pod and report the loopback address (the emulator has no scheduler)."""
+
     def __init__(self, client: KubeClient, layout: Layout, cluster_id: str, prefix: int,
-                 backoff: Backoff | None = None, probe_period_cap: float | None = None) -> None:
+                 backoff: Backoff | None = None, probe_period_cap: float | None = None,
+                 node: str | None = None) -> None:
         self.client = client
+        self.node = node
         self.layout = layout
         self.cluster_id = cluster_id
         self.engine_path = engine_executable()
@@ -246,12 +284,32 @@ class Kubelet:
         self.probe_period_cap = probe_period_cap
         self.ips = IpAllocator(prefix)
         self.wake = asyncio.Event()
-        self.pods = Informer(client, PODS, self.wake.set)
+        self.pods = Informer(client, PODS, self.wake.set,
+                             field_selector=f"spec.nodeName={node}" if node else None)
         self.config_maps = Informer(client, CONFIGMAPS, self._config_changed)
         self.secrets = Informer(client, SECRETS, self._config_changed)
         self.workers: dict[str, tuple[PodWorker, asyncio.Task[Any]]] = {}  # by pod uid
         self.stopping: dict[str, asyncio.Task[Any]] = {}
         self.closing = False  # `dev down`: start nothing new, leave pod objects alone
+        self._pod_table: dict[str, Any] | None = None
+
+    def status_ip(self, local: str) -> str:
+        return podnet.reported_ip(local) if self.node else local
+
+    def write_pod_table(self) -> None:
+        """What the kubelet API process needs per pod: uid, loopback address, current and previous logs."""
+        table = {}
+        for worker, _ in self.workers.values():
+            containers = [c.get("name", "") for c in (worker.pod.get("spec") or {}).get("containers") or []]
+            table[f"{worker.namespace}/{worker.name}"] = {
+                "uid": worker.uid, "ip": worker.pod_ip,
+                "containers": {c: {"log": str(self.layout.container_log(worker.namespace, worker.name, c)),
+                                   "previous": str(self.layout.container_log(worker.namespace, worker.name, c,
+                                                                             previous=True))}
+                               for c in containers}}
+        if table != self._pod_table:
+            write_json_atomic(self.layout.kubelet_pods_file, table)
+            self._pod_table = table
 
     def data(self, resource: Any, namespace: str) -> dict[str, dict[str, str]]:
         informer = {CONFIGMAPS: self.config_maps, SECRETS: self.secrets}[resource]
@@ -291,6 +349,7 @@ class Kubelet:
         for uid in [u for u in self.workers if u not in live]:
             worker, task = self.workers.pop(uid)
             self.stopping[uid] = asyncio.create_task(self._stop_worker(worker, task))
+        self.write_pod_table()
 
     async def _run_worker(self, worker: PodWorker) -> None:
         try:

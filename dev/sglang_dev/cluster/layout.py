@@ -5,7 +5,9 @@
     <state>/services.json         Service -> loopback address:port (written by the proxy)
     <state>/pids/<name>.json      supervisor, emulator, operator (pid + kernel start time)
     <state>/logs/<name>.log       supervisor, emulator, operator
-    <state>/pods/<ns>_<pod>/      per pod: logs/<container>.log, volumes/<volume>/, pid files, events.log
+    <state>/pods/<ns>_<pod>/      per pod: logs/<container>.log (and .previous.log), volumes/<volume>/,
+                                  pid files, events.log
+    <state>/kubelet/pods.json     pod -> uid, loopback address, log files (read by the kubelet API process)
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_STATE_DIR = Path(".state/dev")
+READY_FILE = "ready"  # <state>/ready exists while the cluster is up (holds the API URL)
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,13 @@ class Layout:
     def pod_dir(self, namespace: str, name: str) -> Path:
         return self.pods_dir / f"{namespace}_{name}"
 
-    def container_log(self, namespace: str, pod: str, container: str) -> Path:
-        return self.pod_dir(namespace, pod) / "logs" / f"{container}.log"
+    def container_log(self, namespace: str, pod: str, container: str, previous: bool = False) -> Path:
+        """The running (or last) instance's log; `previous`: the instance before it (`logs --previous`)."""
+        return self.pod_dir(namespace, pod) / "logs" / f"{container}{'.previous' if previous else ''}.log"
+
+    @property
+    def kubelet_pods_file(self) -> Path:
+        return self.root / "kubelet" / "pods.json"
 
     def container_pidfile(self, namespace: str, pod: str, container: str) -> Path:
         return self.pod_dir(namespace, pod) / "pids" / f"{container}.json"

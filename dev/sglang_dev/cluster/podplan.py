@@ -64,11 +64,12 @@ class Probe:
 @dataclass(frozen=True)
 class VolumePlan:
     name: str
-    kind: str  # emptyDir | configMap | secret | persistentVolumeClaim
+    kind: str  # emptyDir | configMap | secret | persistentVolumeClaim | projected
     host_path: Path
     source: str = ""  # configMap/secret/claim name
     items: tuple[tuple[str, str], ...] = ()  # (key, relative path); empty = every key
     optional: bool = False
+    files: tuple[tuple[str, str], ...] = ()  # projected: (relative path, content), resolved when planned
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class PodContext:
     # tests see readiness within S instead of the spec's 10 s periods. None: the spec's periods exactly.
     probe_period_cap: float | None = None
     sglang_port: int | None = None  # this pod's private SGLang port (see the module docstring)
+    service_account_token: str | None = None  # a TokenRequest token bound to the pod (projected volumes)
 
 
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
@@ -198,7 +200,8 @@ def field_ref(path: str, pod: Mapping[str, Any], pod_ip: str, where: str) -> str
     meta = pod.get("metadata") or {}
     simple = {
         "metadata.name": meta.get("name", ""), "metadata.namespace": meta.get("namespace", ""),
-        "metadata.uid": meta.get("uid", ""), "spec.nodeName": NODE_NAME,
+        "metadata.uid": meta.get("uid", ""),
+        "spec.nodeName": (pod.get("spec") or {}).get("nodeName") or NODE_NAME,
         "spec.serviceAccountName": (pod.get("spec") or {}).get("serviceAccountName", "default"),
         "status.podIP": pod_ip, "status.podIPs": pod_ip, "status.hostIP": "127.0.0.1",
     }
@@ -249,7 +252,56 @@ def resolve_env(container: Mapping[str, Any], pod: Mapping[str, Any], ctx: PodCo
     return env
 
 
-def plan_volumes(spec: Mapping[str, Any], ctx: PodContext, namespace: str) -> tuple[VolumePlan, ...]:
+def _item_path(rel: str, where: str) -> str:
+    if rel.startswith("/") or ".." in rel.split("/"):
+        raise PodError("CreateContainerConfigError", f"{where}: path {rel!r} must be relative without '..'")
+    return rel
+
+
+def projected_files(projected: Mapping[str, Any], pod: Mapping[str, Any], ctx: PodContext,
+                    where: str) -> dict[str, str]:
+    """A projected volume's files: serviceAccountToken, configMap, secret and downwardAPI sources (what the
+    ServiceAccount admission plugin mounts into every pod: token, kube-root-ca.crt, namespace)."""
+    files: dict[str, str] = {}
+    for j, source in enumerate(projected.get("sources") or []):
+        here = f"{where}.projected.sources[{j}]"
+        if "serviceAccountToken" in source:
+            if ctx.service_account_token is None:
+                raise PodError("CreateContainerConfigError", f"{here}.serviceAccountToken: no token for the "
+                               "pod's service account (TokenRequest failed or unavailable)")
+            rel = _item_path(source["serviceAccountToken"].get("path", "token"), here)
+            files[rel] = ctx.service_account_token
+        elif "configMap" in source or "secret" in source:
+            kind = "configMap" if "configMap" in source else "secret"
+            ref = source[kind]
+            store = ctx.config_maps if kind == "configMap" else ctx.secrets
+            data = store.get(ref.get("name", ""))
+            if data is None:
+                if ref.get("optional"):
+                    continue
+                raise PodError("CreateContainerConfigError", f'{here}.{kind}: "{ref.get("name")}" not found')
+            items = [(it["key"], it.get("path", it["key"])) for it in ref.get("items") or []] or \
+                [(k, k) for k in data]
+            for key, rel in items:
+                if key in data:
+                    files[_item_path(rel, here)] = data[key]
+                elif not ref.get("optional"):
+                    raise PodError("CreateContainerConfigError",
+                                   f'{here}.{kind}: key "{key}" not found in "{ref.get("name")}"')
+        elif "downwardAPI" in source:
+            for k, item in enumerate(source["downwardAPI"].get("items") or []):
+                if "fieldRef" not in item:
+                    raise PodError("CreateContainerConfigError",
+                                   f"{here}.downwardAPI.items[{k}]: only fieldRef is supported locally")
+                files[_item_path(item.get("path", ""), here)] = field_ref(
+                    item["fieldRef"].get("fieldPath", ""), pod, ctx.pod_ip, f"{here}.downwardAPI.items[{k}]")
+        else:
+            raise PodError("CreateContainerConfigError", f"{here}: unsupported projection {sorted(source)}")
+    return files
+
+
+def plan_volumes(spec: Mapping[str, Any], ctx: PodContext, namespace: str,
+                 pod: Mapping[str, Any] | None = None) -> tuple[VolumePlan, ...]:
     plans = []
     for i, vol in enumerate(spec.get("volumes") or []):
         name = vol.get("name", "")
@@ -265,11 +317,14 @@ def plan_volumes(spec: Mapping[str, Any], ctx: PodContext, namespace: str) -> tu
         elif "persistentVolumeClaim" in vol:
             claim = vol["persistentVolumeClaim"].get("claimName", "")
             plans.append(VolumePlan(name, "persistentVolumeClaim", ctx.pvc_root / namespace / claim, claim))
+        elif "projected" in vol:
+            files = projected_files(vol["projected"], pod or {}, ctx, f"spec.volumes[{i}] ({name})")
+            plans.append(VolumePlan(name, "projected", local, files=tuple(sorted(files.items()))))
         else:
             kinds = sorted(k for k in vol if k != "name")
             raise PodError("CreateContainerConfigError",
                            f"spec.volumes[{i}] ({name}): unsupported volume type {kinds}; the local kubelet "
-                           "supports emptyDir, configMap, secret and persistentVolumeClaim")
+                           "supports emptyDir, configMap, secret, projected and persistentVolumeClaim")
     return tuple(plans)
 
 
@@ -372,7 +427,7 @@ def plan_pod(pod: Mapping[str, Any], ctx: PodContext) -> PodPlan:
     """Map a pod to local processes; raises PodError (reason + message naming the field) if it cannot run."""
     spec = pod.get("spec") or {}
     namespace = (pod.get("metadata") or {}).get("namespace", "default")
-    volumes = plan_volumes(spec, ctx, namespace)
+    volumes = plan_volumes(spec, ctx, namespace, pod)
     by_name = {v.name: v for v in volumes}
     containers = tuple(plan_container(c, i, pod, ctx, by_name)
                        for i, c in enumerate(spec.get("containers") or []))

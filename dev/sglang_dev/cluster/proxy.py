@@ -1,9 +1,12 @@
 """The Service proxy: each Service gets its own loopback address (127.<prefix>.0.2, .0.3, ...) listening on
 the Service's ports, forwarding raw TCP (so SSE streams flow byte by byte) round-robin to ready endpoints.
 
-It also maintains the Service's `Endpoints` object (ready and not-ready addresses), like the endpoints
-controller, and writes every address to `<state>/services.json` for `dev status` and scripts. A port that
-cannot be bound (below 1024 without privileges, or taken) falls back to a free port; the file says which.
+On a real control plane it follows the EndpointSlices (discovery.k8s.io/v1) the endpointslice controller
+writes, like kube-proxy, and maps their 10.<prefix>.x.x addresses to the pods' loopback addresses (podnet.py).
+With the emulator (no controllers) it computes endpoints from the pods itself and maintains the Service's
+`Endpoints` object (ready and not-ready addresses), like the endpoints controller. Either way it writes every
+address to `<state>/services.json` for `dev status` and scripts. A port that cannot be bound (below 1024
+without privileges, or taken) falls back to a free port; the file says which.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sglang_dev.cluster import podnet
 from sglang_dev.cluster.controller import pod_ready
 from sglang_dev.cluster.kubeapi import (
     ENDPOINTS,
+    ENDPOINTSLICES,
     PODS,
     SERVICES,
     ApiError,
@@ -107,6 +112,28 @@ def ready_backends(endpoints: dict[str, Any], port_name: str) -> list[Backend]:
     return out
 
 
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+def slice_backends(slices: list[dict[str, Any]], port_name: str, prefix: int) -> list[Backend]:
+    """Ready endpoints of a Service's EndpointSlices for one Service port, at their local addresses (pure).
+
+    An address of another network (not this cluster's 10.<prefix>.x.x) cannot be reached here and is left out.
+    """
+    out = set()
+    for es in slices:
+        ports = [p for p in es.get("ports") or [] if (p.get("name") or "") == port_name and p.get("port")]
+        for endpoint in es.get("endpoints") or []:
+            if (endpoint.get("conditions") or {}).get("ready") is False:  # nil means ready (API contract)
+                continue
+            pod = (endpoint.get("targetRef") or {}).get("name", "")
+            for address in endpoint.get("addresses") or []:
+                local = podnet.local_ip(address, prefix)
+                if local is not None:
+                    out.update(Backend(local, int(p["port"]), pod) for p in ports)
+    return sorted(out, key=lambda b: (b.pod, b.ip, b.port))
+
+
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while data := await reader.read(65536):
@@ -136,29 +163,35 @@ class Listener:
 
 
 class ServiceProxy:
-    def __init__(self, client: KubeClient, layout: Layout, prefix: int) -> None:
+    """`slices=True`: follow EndpointSlices (real control plane); False: compute endpoints from pods and
+    write `Endpoints` (the emulator, which runs no endpoint controllers)."""
+
+    def __init__(self, client: KubeClient, layout: Layout, prefix: int, slices: bool = False) -> None:
         self.client = client
         self.layout = layout
         self.prefix = prefix
         self.wake = asyncio.Event()
         self.services = Informer(client, SERVICES, self.wake.set)
-        self.pods = Informer(client, PODS, self.wake.set)
+        self.slices = slices
+        # What backends come from: EndpointSlices, or (emulator) the pods themselves.
+        self.sources = Informer(client, ENDPOINTSLICES if slices else PODS, self.wake.set)
         self.listeners: dict[tuple[str, str], list[Listener]] = {}
         self.addresses: dict[tuple[str, str], str] = {}
         self._next = itertools.count(2)
         self._written: dict[tuple[str, str], dict[str, Any]] = {}
+        self.cluster_ips: dict[tuple[str, str], str] = {}
         self._last_table: dict[str, Any] | None = None
 
     async def run(self) -> None:
         try:
-            await reconcile_loop([self.services, self.pods], self.wake, self.sync)
+            await reconcile_loop([self.services, self.sources], self.wake, self.sync)
         finally:
             for listeners in self.listeners.values():
                 for lst in listeners:
                     lst.server.close()
 
     async def sync(self) -> None:
-        pods = self.pods.items()
+        sources = self.sources.items()
         seen = set()
         for service in self.services.items():
             meta = service["metadata"]
@@ -166,20 +199,40 @@ class ServiceProxy:
             if not (service.get("spec") or {}).get("selector"):
                 continue  # a Service without selector has hand-made Endpoints: not ours to route
             seen.add(key)
-            endpoints = endpoints_for(service, pods)
             await self._ensure_listeners(key, service)
+            if self.slices:
+                mine = [es for es in sources if es["metadata"].get("namespace") == key[0]
+                        and (es["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL) == key[1]]
+                for lst in self.listeners.get(key, []):
+                    lst.backends = slice_backends(mine, lst.port.name, self.prefix)
+                continue
+            endpoints = endpoints_for(service, sources)
             for lst in self.listeners.get(key, []):
                 lst.backends = ready_backends(endpoints, lst.port.name)
             await self._write_endpoints(key, endpoints)
         for key in [k for k in self.listeners if k not in seen]:
             for lst in self.listeners.pop(key):
                 lst.server.close()
-            self._written.pop(key, None)
-            with contextlib.suppress(ApiError):
-                await self.client.delete(ENDPOINTS.path(*key))
+            self.cluster_ips.pop(key, None)
+            if not self.slices:
+                self._written.pop(key, None)
+                with contextlib.suppress(ApiError):
+                    await self.client.delete(ENDPOINTS.path(*key))
         self._write_state()
 
+    def local_address(self, cluster_ip: str, port: int) -> tuple[str, int] | None:
+        """A Service's cluster IP and port -> the listener serving it here (for the pod gateway)."""
+        for key, ip in self.cluster_ips.items():
+            if ip == cluster_ip:
+                for lst in self.listeners.get(key, []):
+                    if lst.port.port == port:
+                        return lst.address, lst.bound_port
+        return None
+
     async def _ensure_listeners(self, key: tuple[str, str], service: dict[str, Any]) -> None:
+        cluster_ip = (service.get("spec") or {}).get("clusterIP")
+        if cluster_ip and cluster_ip != "None":
+            self.cluster_ips[key] = cluster_ip
         ports = service_ports(service)
         current = self.listeners.get(key, [])
         if [lst.port for lst in current] == ports:
@@ -245,6 +298,7 @@ class ServiceProxy:
                 "address": listeners[0].address if listeners else "",
                 "ports": {lst.port.name or str(lst.port.port): lst.bound_port for lst in listeners},
                 "url": f"http://{listeners[0].address}:{listeners[0].bound_port}" if listeners else "",
+                "clusterIP": self.cluster_ips.get((ns, name), ""),
                 "endpoints": sorted({f"{b.pod} {b.ip}:{b.port}" for lst in listeners for b in lst.backends}),
             }
         return out

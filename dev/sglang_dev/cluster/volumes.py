@@ -91,4 +91,6 @@ def prepare(plan: VolumePlan, data: Mapping[str, str] | None = None) -> bool:
     if plan.kind in ("emptyDir", "persistentVolumeClaim"):
         plan.host_path.mkdir(parents=True, exist_ok=True)
         return False
+    if plan.kind == "projected":
+        return write_atomic(plan.host_path, dict(plan.files))
     return write_atomic(plan.host_path, project(plan, data))
