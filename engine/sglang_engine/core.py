@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +23,10 @@ from sglang_engine.errors import context_exceeded, invalid_request, model_not_fo
 from sglang_engine.sampling import GenerationDefaults, SamplingRequest, merge_sampling, sampling_from_kwargs
 from sglang_engine.settings import EngineSettings
 from sglang_engine.templating import ChatTemplater, load_templater, parse_messages
+
+# Prompts up to this many characters are templated on the event loop (at most a few milliseconds); longer
+# ones in a worker thread.
+TEMPLATE_ON_LOOP_CHARS = 8192
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,9 @@ class Engine:
         self._templater = templater  # loaded by start() unless given (tests)
         self._defaults = GenerationDefaults()
         self.started_at = time.time()
+        # One thread: large prompts are templated one at a time, so a burst of them cannot crowd the event
+        # loop out of the GIL (small ones never leave the loop).
+        self._template_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="template")
 
     @classmethod
     def from_settings(cls, settings: EngineSettings) -> Engine:
@@ -86,6 +95,7 @@ class Engine:
         await self.backend.start()
 
     async def stop(self) -> None:
+        self._template_pool.shutdown(wait=False, cancel_futures=True)
         await self.backend.stop()
 
     @property
@@ -122,7 +132,7 @@ class Engine:
             return model[len(prefix):]
         raise model_not_found(model)
 
-    def prepare(
+    async def prepare(
         self, messages: Any, sampling: SamplingRequest, *, system: str | None = None,
         tools: list[dict[str, Any]] | None = None, images: list[Any] | None = None,
         videos: list[Any] | None = None, audios: list[Any] | None = None, model: str | None = None,
@@ -130,7 +140,13 @@ class Engine:
         if not self.ready:
             raise not_ready("The model backend is not ready yet.")
         adapter = self.resolve_adapter(model)
-        input_ids = self.templater.encode_chat(parse_messages(messages), system=system, tools=tools)
+        parsed = parse_messages(messages)
+        templater = self.templater
+        if templater.refuse_oversized(parsed, system) <= TEMPLATE_ON_LOOP_CHARS:
+            input_ids = templater.encode_chat(parsed, system=system, tools=tools)
+        else:  # seconds for megabytes: on the loop it would stall every stream and /livez
+            encode = functools.partial(templater.encode_chat, parsed, system=system, tools=tools)
+            input_ids = await asyncio.get_running_loop().run_in_executor(self._template_pool, encode)
         prompt_length = len(input_ids)
         params = merge_sampling(self._defaults, sampling, prompt_length)
         context = self.templater.context_length
@@ -179,7 +195,7 @@ class Engine:
         return "".join(parts), last
 
     # --- the seed-compatible Python API
-    def _prepare_seed(self, messages: Any, system: str | None, tools: str | list[dict[str, Any]] | None,
+    async def _prepare_seed(self, messages: Any, system: str | None, tools: str | list[dict[str, Any]] | None,
                       media: tuple[list[Any] | None, ...], gen: dict[str, Any]) -> PreparedChat:
         model = gen.pop("model", None)
         if isinstance(tools, str):  # the seed API passes tools as a JSON string
@@ -190,7 +206,7 @@ class Engine:
         if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
             raise invalid_request("tools must be a list of tool definitions (objects).", "tools")
         images, videos, audios = media
-        return self.prepare(messages, sampling_from_kwargs(gen), system=system, tools=tools,
+        return await self.prepare(messages, sampling_from_kwargs(gen), system=system, tools=tools,
                             images=images, videos=videos, audios=audios, model=model)
 
     async def chat(
@@ -199,7 +215,7 @@ class Engine:
         images: list[Any] | None = None, videos: list[Any] | None = None, audios: list[Any] | None = None,
         **gen: Any,
     ) -> list[Response]:
-        prepared = self._prepare_seed(messages, system, tools, (images, videos, audios), gen)
+        prepared = await self._prepare_seed(messages, system, tools, (images, videos, audios), gen)
         text, last = await self.collect(prepared)
         return [Response(
             response_text=text,
@@ -214,7 +230,7 @@ class Engine:
         images: list[Any] | None = None, videos: list[Any] | None = None, audios: list[Any] | None = None,
         **gen: Any,
     ) -> AsyncIterator[str]:
-        prepared = self._prepare_seed(messages, system, tools, (images, videos, audios), gen)
+        prepared = await self._prepare_seed(messages, system, tools, (images, videos, audios), gen)
         async with aclosing(self.generate(prepared)) as stream:
             async for chunk in stream:
                 if chunk.text:

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sglang_engine.protocol import TERMINATION_LOG
 
 Backend = Literal["sglang", "transformers"]
+# 2 MiB holds a 128k-token prompt of ordinary text; more is refused (413) before it is parsed.
+DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
 DType = Literal["auto", "half", "float16", "bfloat16", "float", "float32"]
 
 
@@ -62,7 +64,7 @@ class EngineSettings(BaseModel):
     print_sglang_argv: bool = False
     # Serving limits
     max_concurrent_requests: int = Field(256, ge=1)
-    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024)
     body_timeout_s: float = Field(30.0, gt=0)  # a request body still arriving after this is refused (408)
     # Browser origins allowed to call the API (CORS); none by default: no CORS headers at all.
     cors_allow_origins: tuple[str, ...] = ()

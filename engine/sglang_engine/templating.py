@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
+from sglang_engine.backends.base import BackendError
 from sglang_engine.errors import invalid_request
 from sglang_engine.settings import EngineSettings
 
@@ -88,14 +89,31 @@ def parse_messages(raw: Any) -> list[ChatMessage]:
 
 
 class ChatTemplater:
-    """Wraps one tokenizer. `encode_chat` is synchronous and cheap enough for the event loop (a Jinja
-    render and a fast-tokenizer encode, well under a millisecond for chat-sized prompts)."""
+    """Wraps one tokenizer. `encode_chat` is synchronous: well under a millisecond for chat-sized prompts,
+    seconds for megabytes (the engine runs large ones off the event loop, after `refuse_oversized`)."""
 
     def __init__(self, tokenizer: Any, context_length: int | None) -> None:
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError("The model's tokenizer has no chat template (set --chat-template).")
         self.tokenizer = tokenizer
         self.context_length = context_length
+        # No token covers more characters than the vocabulary's longest entry (byte-level BPE entries are one
+        # character per byte, so also at most that many text characters).
+        self.longest_token_chars = max(map(len, tokenizer.get_vocab()), default=1)
+
+    def refuse_oversized(self, messages: list[ChatMessage], system: str | None = None) -> int:
+        """The prompt's text length in characters; a 400 if it cannot fit the context whatever the tokens
+        (more characters than context_length tokens of the longest entry could hold). Costs a sum, not a
+        tokenization, so a megabyte prompt for a small context is refused at once."""
+        chars = sum(len(m.content) for m in messages) + len(system or "")
+        bound = None if self.context_length is None else self.context_length * self.longest_token_chars
+        if bound is not None and chars > bound:
+            raise BackendError(
+                f"This model's maximum context length is {self.context_length} tokens. However, your messages "
+                f"are {chars} characters, more than that many tokens can hold (at most "
+                f"{self.longest_token_chars} characters each). Please reduce the length of the messages.",
+                status=400, type="invalid_request_error", param="messages", code="context_length_exceeded")
+        return chars
 
     def encode_chat(
         self, messages: list[ChatMessage], system: str | None = None,

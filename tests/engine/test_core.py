@@ -68,21 +68,21 @@ async def test_prompt_longer_than_the_context_is_a_400_naming_messages(
     engine = Engine(make_settings(engine_cache, context_length=16), FakeBackend(), tiny_templater)
     engine._templater = ChatTemplater(tiny_templater.tokenizer, 16)
     with pytest.raises(BackendError) as err:
-        engine.prepare([{"role": "user", "content": "word " * 40}], SamplingRequest())
+        await engine.prepare([{"role": "user", "content": "word " * 40}], SamplingRequest())
     assert (err.value.status, err.value.param, err.value.code) == (400, "messages", "context_length_exceeded")
     assert err.value.message.startswith("This model's maximum context length is 16 tokens. However, your "
                                         "messages resulted in ")
     # A max_tokens the client asked for that does not fit is refused, naming the limit (as SGLang and vLLM).
     with pytest.raises(BackendError) as err:
-        engine.prepare([{"role": "user", "content": "a"}], SamplingRequest(max_new_tokens=500))
+        await engine.prepare([{"role": "user", "content": "a"}], SamplingRequest(max_new_tokens=500))
     assert (err.value.status, err.value.param) == (400, "max_tokens")
     assert "maximum context length is 16 tokens" in err.value.message
     assert "500 in the completion" in err.value.message
     with pytest.raises(BackendError) as err:
-        engine.prepare([{"role": "user", "content": "a"}], SamplingRequest(max_length=100))
+        await engine.prepare([{"role": "user", "content": "a"}], SamplingRequest(max_length=100))
     assert err.value.param == "max_length"
     # A default the client did not choose gets at most what is left of the context.
-    prepared = engine.prepare([{"role": "user", "content": "a"}], SamplingRequest())
+    prepared = await engine.prepare([{"role": "user", "content": "a"}], SamplingRequest())
     assert prepared.prompt_length + prepared.request.sampling.max_new_tokens == 16
 
 

@@ -269,6 +269,7 @@ def test_no_request_body_makes_anything_but_a_4xx(
     engine = harness_factory().engine
     try:
         req = parse_chat_request(body)
-        engine.prepare(req.messages, req.sampling(), system=req.system, tools=req.tools, model=req.model)
+        asyncio.run(engine.prepare(req.messages, req.sampling(), system=req.system, tools=req.tools,
+                                   model=req.model))
     except BackendError as exc:
         assert 400 <= exc.status < 500 and exc.message

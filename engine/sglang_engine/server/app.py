@@ -187,7 +187,7 @@ class Api:
             except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; absurd nesting
                 raise invalid_request("The request body is not valid JSON.", None) from None
             req = parse_chat_request(body)
-            prepared = self.engine.prepare(
+            prepared = await self.engine.prepare(
                 req.messages, req.sampling(), system=req.system, tools=req.tools, model=req.model)
             labels["adapter"] = prepared.adapter or ""
             self.metrics.in_flight.labels(**labels).inc()
