@@ -109,8 +109,8 @@ class ChatTemplater:
         bound = None if self.context_length is None else self.context_length * self.longest_token_chars
         if bound is not None and chars > bound:
             raise BackendError(
-                f"This model's maximum context length is {self.context_length} tokens. However, your messages "
-                f"are {chars} characters, more than that many tokens can hold (at most "
+                f"This model's maximum context length is {self.context_length} tokens. However, your "
+                f"messages are {chars} characters, more than that many tokens can hold (at most "
                 f"{self.longest_token_chars} characters each). Please reduce the length of the messages.",
                 status=400, type="invalid_request_error", param="messages", code="context_length_exceeded")
         return chars

@@ -68,7 +68,7 @@ async def test_prompt_longer_than_the_context_is_a_400_naming_messages(
     engine = Engine(make_settings(engine_cache, context_length=16), FakeBackend(), tiny_templater)
     engine._templater = ChatTemplater(tiny_templater.tokenizer, 16)
     with pytest.raises(BackendError) as err:
-        await engine.prepare([{"role": "user", "content": "word " * 40}], SamplingRequest())
+        await engine.prepare([{"role": "user", "content": "word " * 30}], SamplingRequest())  # < 16 * 12
     assert (err.value.status, err.value.param, err.value.code) == (400, "messages", "context_length_exceeded")
     assert err.value.message.startswith("This model's maximum context length is 16 tokens. However, your "
                                         "messages resulted in ")
