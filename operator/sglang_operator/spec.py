@@ -142,14 +142,15 @@ def _problems(spec: ModelSpec) -> list[tuple[str, str]]:
     for i, adapter in enumerate(spec.lora_adapters):
         if problem := source_problem(adapter.source, adapter=True):
             found.append((f"spec.loraAdapters[{i}].source", problem))
-    builtin = [a for a in spec.lora_adapters if a.source.startswith("builtin:")]
-    if builtin and spec.model != TINY_MODEL_SOURCE:
-        found.append(("spec.loraAdapters", f"adapter {builtin[0].name!r}: {builtin[0].source} is a LoRA for "
-                      f"the model {TINY_MODEL_SOURCE} only"))
+    for i, adapter in enumerate(spec.lora_adapters):
+        if adapter.source.startswith("builtin:") and spec.model != TINY_MODEL_SOURCE:
+            found.append((f"spec.loraAdapters[{i}].source", "builtin:tiny-lora-<integer> adapters are LoRAs "
+                          f"for the model {TINY_MODEL_SOURCE} only, not {spec.model}"))
     seen: set[str] = set()
     for i, adapter in enumerate(spec.lora_adapters):
         if adapter.name in seen:
-            found.append((f"spec.loraAdapters[{i}].name", f"duplicate adapter name {adapter.name!r}"))
+            found.append((f"spec.loraAdapters[{i}].name",
+                          f"adapter names must be unique (each name once): {adapter.name!r} is listed twice"))
         seen.add(adapter.name)
     for i, arg in enumerate(spec.engine.extra_args):
         if (flag := owned_flag_of(arg)) is not None:
