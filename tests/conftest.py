@@ -12,19 +12,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from clitools import cli_runner, tool_path
 from sglang_dev.emulator import EmulatorThread
 
 ROOT = Path(__file__).resolve().parent.parent
-TOOLS_BIN = ROOT / ".tools" / "bin"
 CRD_DIR = ROOT / "crds"
-CLI_TIMEOUT_S = 60
-
-
-def tool_path(name: str) -> Path:
-    path = TOOLS_BIN / name
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"{path} is missing: run `make install` (or `python scripts/install_tools.py`)")
-    return path
 
 
 def crd_sources() -> list[Path]:
@@ -43,25 +35,6 @@ def emulator(tmp_path: Path) -> Iterator[EmulatorThread]:
         tmp_path / "emulator" / "kubeconfig", crds=crd_sources(), bookmark_interval=1.0
     ) as k8s:
         yield k8s
-
-
-def cli_runner(command: list[str], env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """`run(*args, input=None, timeout=60)`: run the command with extra args; never raises on exit code."""
-
-    def run(
-        *args: str, input: str | None = None, timeout: float = CLI_TIMEOUT_S
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*command, *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=timeout,
-            check=False,
-        )
-
-    return run
 
 
 @pytest.fixture
