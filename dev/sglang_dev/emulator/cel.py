@@ -10,6 +10,7 @@ because of this evaluator.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -336,15 +337,25 @@ def _message(rule: dict[str, Any], value: Any) -> str:
     return rule.get("message") or f"failed rule: {rule.get('rule', '').strip()}"
 
 
-def _failure(path: str, node_schema: dict[str, Any], rule: dict[str, Any], value: Any) -> FieldError:
+def _shown(value: Any) -> str:
+    """The bad value as kube-apiserver prints it for a failed rule: a scalar Go-style (strings quoted),
+    nothing for an object or an array (k8s.io/apiextensions-apiserver schema/cel: field.OmitValueType)."""
+    if isinstance(value, bool):
+        return f"Invalid value: {str(value).lower()}: "
+    if isinstance(value, (int, float)):
+        return f"Invalid value: {value}: "
+    if isinstance(value, str):
+        return f"Invalid value: {json.dumps(value, ensure_ascii=False)}: "
+    return "Invalid value: "
+
+
+def _failure(path: str, rule: dict[str, Any], value: Any) -> FieldError:
     message = _message(rule, value)
     reason = rule.get("reason") or "FieldValueInvalid"
     where = path + (rule.get("fieldPath") or "") if path else (rule.get("fieldPath") or "").lstrip(".")
     if reason in _REASON_PREFIX:
         return FieldError(where or "<root>", f"{_REASON_PREFIX[reason]}: {message}", reason)
-    return FieldError(
-        where or "<root>", f'Invalid value: "{node_schema.get("type", "object")}": {message}', reason
-    )
+    return FieldError(where or "<root>", f"{_shown(value)}{message}", reason)
 
 
 def validate(value: Any, schema: dict[str, Any] | None, path: str = "") -> list[FieldError]:
@@ -358,7 +369,7 @@ def validate(value: Any, schema: dict[str, Any] | None, path: str = "") -> list[
         except (Unsupported, TypeError, ValueError, re.error, ZeroDivisionError):
             continue
         if passed is False:
-            errors.append(_failure(path, schema, rule, value))
+            errors.append(_failure(path, rule, value))
     if isinstance(value, dict):
         props = schema.get("properties") or {}
         extra = schema.get("additionalProperties")
