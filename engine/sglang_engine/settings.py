@@ -30,6 +30,12 @@ class EngineSettings(BaseModel):
     served_model_name: str | None = None  # default: derived from model
     host: str = "127.0.0.1"
     port: int = 8000
+    # /livez and /readyz also on a port of their own, so clients flooding `port` cannot starve the probes.
+    probe_port: int | None = None
+    # Connections per port at once (lowered to fit the open-file limit); beyond, new ones are closed.
+    max_connections: int = Field(4096, ge=1)
+    # A connection that has not sent a whole request head within this is closed (slow-header clients).
+    header_timeout_s: float = Field(10.0, gt=0)
     tp_size: int = Field(1, ge=1)
     context_length: int | None = Field(None, ge=1)
     mem_fraction_static: float | None = Field(None, gt=0, lt=1)
@@ -133,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--served-model-name", help="the name clients pass as `model` (default: --model)")
     a("--host", help="listen address")
     a("--port", type=int, help="listen port")
+    a("--probe-port", type=int, help="also serve /livez and /readyz on this port (default: none)")
+    a("--max-connections", type=int, help="open connections per port; more are closed at once")
+    a("--header-timeout", dest="header_timeout_s", type=float, metavar="SECONDS",
+      help="close a connection that has not sent a whole request head within this")
     a("--tp-size", type=int, help="tensor parallel size (GPUs)")
     a("--context-length", type=int, help="maximum context length (default: the model's)")
     a("--mem-fraction-static", type=float, help="GPU memory fraction for weights and KV cache (SGLang)")

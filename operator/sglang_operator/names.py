@@ -14,6 +14,9 @@ MAX_NAME = 63
 CONTAINER = "engine"
 HTTP_PORT = 8000
 HTTP_PORT_NAME = "http"
+# The engine serves /livez and /readyz here too (--probe-port): a flood of API clients cannot starve them.
+PROBE_PORT = 8001
+PROBE_PORT_NAME = "probe"
 CONFIG_DIR = "/etc/sglang-operator"
 CONFIG_FILE = f"{CONFIG_DIR}/config.json"
 CONFIG_KEY = "config.json"

@@ -10,6 +10,7 @@ import argparse
 import http.server
 import os
 import sys
+import threading
 
 
 def main() -> None:
@@ -17,6 +18,7 @@ def main() -> None:
     parser.add_argument("verb")
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--probe-port", type=int)
     parser.add_argument("--config")
     args, _ = parser.parse_known_args()
 
@@ -44,6 +46,9 @@ def main() -> None:
             pass
 
     print(f"fake engine on {args.host}:{args.port} argv={sys.argv[1:]}", flush=True)
+    if args.probe_port is not None:  # the same answers on the probe port, as the engine's /livez and /readyz
+        probes = http.server.ThreadingHTTPServer((args.host, args.probe_port), Handler)
+        threading.Thread(target=probes.serve_forever, daemon=True).start()
     http.server.ThreadingHTTPServer((args.host, args.port), Handler).serve_forever()
 
 

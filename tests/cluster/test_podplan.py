@@ -45,7 +45,7 @@ def test_operator_pod_maps_to_a_local_engine(tmp_path: Path) -> None:
     config = argv[argv.index("--config") + 1]
     assert config == str(tmp_path / "pod" / "volumes" / "config" / "config.json")
     assert engine.env["SGLANG_ENGINE_CACHE"].startswith(str(tmp_path / "pod" / "volumes"))
-    assert engine.readiness is not None and engine.readiness.port == 8000
+    assert engine.readiness is not None and engine.readiness.port == 8001  # the engine's --probe-port
     assert engine.readiness.host == "127.77.1.3" and engine.readiness.path == "/readyz"
     assert engine.startup is not None and engine.liveness is not None
     assert {v.kind for v in plan.volumes} >= {"configMap", "emptyDir"}

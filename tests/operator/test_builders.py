@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sglang_operator import labels, names
 from sglang_operator.builders import Owner, build_children
 from sglang_operator.builders.deployment import REVISION_ANNOTATION
@@ -38,6 +39,17 @@ def test_engine_command_carries_the_spec_flags_and_extra_args_after_the_separato
     assert flags["--max-lora-rank"] == "16" and "--trust-remote-code" in args
     assert args[args.index("--lora-target-modules") + 1:][:2] == ["q_proj", "v_proj"]
     assert args[args.index("--") + 1:] == ["--schedule-policy", "lpm"]
+
+
+def test_probes_use_the_port_the_engine_serves_them_on():
+    """The engine's own parser reads the operator's args: its probe port is the container port probed."""
+    settings = pytest.importorskip("sglang_engine.settings")
+    c = container(FULL)
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    engine = settings.parse_settings(c["args"][1:])
+    assert (engine.port, engine.probe_port) == (ports["http"], ports["probe"])
+    for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[kind]["httpGet"]["port"] == "probe", kind
 
 
 def test_gpus_probes_security_and_secrets():

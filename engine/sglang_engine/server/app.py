@@ -353,6 +353,14 @@ class Api:
 API = web.AppKey("api", Api)
 
 
+def build_probe_app(api: Api) -> web.Application:
+    """/livez and /readyz alone, for the probe port (the same handlers as the API port's)."""
+    app = web.Application(middlewares=[api.errors])
+    app.router.add_get("/livez", api.livez)
+    app.router.add_get("/readyz", api.readyz)
+    return app
+
+
 def build_app(engine: Engine, adapters: AdapterController, metrics: EngineMetrics | None = None,
               state: ServerState | None = None) -> web.Application:
     api = Api(engine, adapters, metrics or EngineMetrics(), state or ServerState())

@@ -14,13 +14,20 @@ import sys
 import time
 from collections.abc import Awaitable
 
-from aiohttp import web
 from pydantic import ValidationError
 
 from sglang_engine.adapters import AdapterController
 from sglang_engine.core import Engine
 from sglang_engine.protocol import EXIT_MODEL_LOAD_FAILED, EXIT_STARTUP_INTERRUPTED
-from sglang_engine.server.app import SERVER_LIMITS, ServerState, build_app, security_warnings
+from sglang_engine.server.app import (
+    API,
+    SERVER_LIMITS,
+    ServerState,
+    build_app,
+    build_probe_app,
+    security_warnings,
+)
+from sglang_engine.server.listen import listen
 from sglang_engine.settings import EngineSettings, parse_settings
 from sglang_engine.supervisor import SupervisedBackend
 
@@ -97,11 +104,10 @@ async def run(settings: EngineSettings) -> int:
         engine.backend.on_restart = adapters.reload_all
     state = ServerState()
     # Serve /livez and /readyz (503) while the backend starts: a slow start must not look like a dead pod.
-    runner = web.AppRunner(build_app(engine, adapters, state=state), handler_cancellation=True,
-                           access_log=None, **SERVER_LIMITS)
-    await runner.setup()
+    app = build_app(engine, adapters, state=state)
+    listening = await listen(settings, app, build_probe_app(app[API]), handler_cancellation=True,
+                             access_log=None, **SERVER_LIMITS)
     try:
-        await web.TCPSite(runner, settings.host, settings.port).start()
         log.info("listening on http://%s:%d (model %s, backend %s)", settings.host, settings.port,
                  settings.model_name, settings.backend)
         for warning in security_warnings(settings):
@@ -132,7 +138,7 @@ async def run(settings: EngineSettings) -> int:
         return 0
     finally:
         await adapters.stop()
-        await runner.cleanup()
+        await listening.close()
         await engine.stop()
         log.info("stopped")
 

@@ -32,7 +32,7 @@ def engine_args(owner: Owner, spec: ModelSpec) -> list[str]:
     """`serve` and its flags (the container's command is `sglang-engine`)."""
     eng = spec.engine
     args = ["serve", "--model", engine_path(spec.model), "--backend", spec.backend,
-            "--host", "0.0.0.0", "--port", str(names.HTTP_PORT),
+            "--host", "0.0.0.0", "--port", str(names.HTTP_PORT), "--probe-port", str(names.PROBE_PORT),
             "--served-model-name", spec.served_model_name or owner.name,
             "--tp-size", str(spec.tensor_parallel_size),
             "--config", names.CONFIG_FILE,
@@ -89,7 +89,7 @@ def _resources(spec: ModelSpec) -> dict[str, Any]:
 
 
 def _probe(path: str, failure_threshold: int, period: int = PROBE_PERIOD) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": names.HTTP_PORT_NAME}, "periodSeconds": period,
+    return {"httpGet": {"path": path, "port": names.PROBE_PORT_NAME}, "periodSeconds": period,
             "timeoutSeconds": 5, "failureThreshold": failure_threshold}
 
 
@@ -144,7 +144,8 @@ def pod_spec(owner: Owner, spec: ModelSpec, settings: OperatorSettings) -> dict[
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["sglang-engine"],
         "args": engine_args(owner, spec),
-        "ports": [{"name": names.HTTP_PORT_NAME, "containerPort": names.HTTP_PORT, "protocol": "TCP"}],
+        "ports": [{"name": names.HTTP_PORT_NAME, "containerPort": names.HTTP_PORT, "protocol": "TCP"},
+                  {"name": names.PROBE_PORT_NAME, "containerPort": names.PROBE_PORT, "protocol": "TCP"}],
         "env": _env(spec),
         "resources": _resources(spec),
         "volumeMounts": mounts,
