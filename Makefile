@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 PYTEST_ARGS ?=
 
-.PHONY: install sglang-parser cluster-bins demo serve-tiny test lint bench soak
+.PHONY: install sglang-sim cluster-bins demo serve-tiny test lint bench soak
 
 # Each step says what it does, and how long it took: pip itself stays quiet (-q) but for errors.
 $(VENV)/.installed: pyproject.toml dev/pyproject.toml
@@ -22,10 +22,11 @@ $(VENV)/.installed: pyproject.toml dev/pyproject.toml
 
 install: $(VENV)/.installed
 
-# A side venv holding SGLang 0.5.23's own argument parser (no GPU stack), so the tests check the engine's
-# SGLang argv with SGLang's parser. About a minute the first time; idempotent.
-sglang-parser:
-	scripts/sglang_parser_check.sh
+# The SGLang side venv (.cache/sglang-venv): SGLang 0.5.23's real HTTP frontend on CPU, with the project's
+# torch. The argv tests use its parser; the SGLang-backend tests run `python -m sglang_dev.sglang_sim` (SGLang's
+# server with a simulated scheduler) under it. A few minutes the first time; idempotent (version stamp).
+sglang-sim:
+	scripts/sglang_venv.sh
 
 # The real control plane's binaries, built from Go modules pinned in cluster/*/go.mod (kube-apiserver,
 # controller-manager, scheduler and kubectl in one binary; etcd) into ~/.cache/sglang-operator/cluster-bins/.
@@ -43,7 +44,7 @@ serve-tiny: install
 demo: install
 	$(PY) scripts/demo.py
 
-test: install sglang-parser
+test: install sglang-sim
 	$(VENV)/bin/ruff check engine operator dev tests scripts bench
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 

@@ -4,7 +4,7 @@ Launched exactly like SGLang (`python -m synthetic_sglang <SGLang argv>`, with `
 `sglang-engine serve --backend sglang --sglang-module synthetic_sglang` runs the engine's real SGLang
 backend path against it. It encodes the protocol itself (imports nothing from sglang_engine):
 
-- `GET /health` 200; `POST /abort_request` 200.
+- `GET /ready` 200 (the engine's readiness), `GET /health` 200; `POST /abort_request` 200.
 - `POST /generate` with `stream: true`: exactly `sampling_params.max_new_tokens` tokens, one event each,
   `data: {"text": <CUMULATIVE text>, "output_ids": <cumulative ids>, "meta_info": {id, finish_reason,
   prompt_tokens, completion_tokens, cached_tokens}}`, the last with `finish_reason {"type": "length"}`,
@@ -108,6 +108,7 @@ def main(argv: list[str]) -> None:
     upstream = Upstream(args.tokens_per_s, args.incremental_streaming_output)
     app = web.Application()
     app.router.add_get("/health", upstream.health)
+    app.router.add_get("/ready", upstream.health)
     app.router.add_post("/generate", upstream.generate)
     app.router.add_post("/abort_request", upstream.abort)
     app.router.add_post("/_bench/pace", upstream.pace)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -86,7 +85,9 @@ DEFAULT_MAX_LORA_RANK = 64
 DEFAULT_LORA_TARGET_MODULES: tuple[str, ...] = ("all",)
 
 # Endpoints (paths on SGLang's loopback server).
-HEALTH_PATH = "/health"
+# Readiness: cheap, 503 until up, while paused and while shutting down. NOT /health: in 0.5.23 that is
+# /health_generate, which submits a one-token generation and answers after at least a second.
+READY_PATH = "/ready"
 GENERATE_PATH = "/generate"
 ABORT_PATH = "/abort_request"
 LOAD_LORA_PATH = "/load_lora_adapter"
@@ -201,7 +202,7 @@ def build_sglang_argv(settings: EngineSettings, model_path: str, adapters: Mappi
             raise ValueError(f"lora adapter name {name!r}: must be non-empty without ':' or '='")
     refuse_owned_flags(settings.sglang_extra_args)
 
-    argv = [sys.executable, "-m", settings.sglang_module,
+    argv = [settings.sglang_python, "-m", settings.sglang_module,
             "--model-path", model_path,
             "--served-model-name", sglang_served_name(settings),
             "--host", SGLANG_HOST, "--port", str(settings.sglang_port),

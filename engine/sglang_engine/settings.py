@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -59,6 +60,8 @@ class EngineSettings(BaseModel):
     source_roots: tuple[Path, ...] = ()
     # SGLang subprocess
     sglang_module: str = "sglang.launch_server"
+    # The interpreter that runs `-m sglang_module`: SGLang may live in another venv than the engine.
+    sglang_python: str = sys.executable
     sglang_port: int = 30000
     sglang_extra_args: tuple[str, ...] = ()
     startup_timeout_s: float = Field(1800.0, gt=0)
@@ -168,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     # The env default lets a pod (or a test) point the real launch path at a stand-in without new flags.
     a("--sglang-module", default=os.environ.get("SGLANG_ENGINE_SGLANG_MODULE", d("sglang_module")),
       help="the Python module that launches SGLang (env SGLANG_ENGINE_SGLANG_MODULE; default: %(default)s)")
+    a("--sglang-python", default=os.environ.get("SGLANG_ENGINE_SGLANG_PYTHON", d("sglang_python")),
+      help="the Python interpreter that runs SGLang's module, which may live in another venv "
+           "(env SGLANG_ENGINE_SGLANG_PYTHON; default: the engine's own)")
     a("--sglang-port", type=int, help="SGLang's loopback port inside the pod")
     a("--startup-timeout", dest="startup_timeout_s", type=float, metavar="SECONDS",
       help="how long the backend may take to load the model")

@@ -1,7 +1,7 @@
-"""The SGLang launch argv: its structure always, and SGLang 0.5.23's own parser when its venv exists.
+"""The SGLang launch argv: its structure, and SGLang 0.5.23's own parser in the SGLang side venv.
 
-The parser venv is built by `scripts/sglang_parser_check.sh` (about 75 s cold here): torch 2.13.0,
-`sglang==0.5.23 --no-deps`, the few packages `sglang.srt.server_args` imports, and an inert triton.
+The side venv is built by `make sglang-sim` (scripts/sglang_venv.sh; `make test` builds it first): torch
+2.13.0, SGLang's frontend imports, `sglang==0.5.23 --no-deps`. A missing venv fails the parser tests.
 """
 
 from __future__ import annotations
@@ -9,15 +9,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from sglang_dev.sglang_sim import SIDE_VENV_PYTHON
 from sglang_engine import protocol
 from sglang_engine.backends.sglang_backend import launch_argv, print_argv
 from sglang_engine.settings import EngineSettings
 
-ROOT = Path(__file__).resolve().parents[2]
-PARSER_PYTHON = ROOT / ".cache" / "sglang-parser-venv" / "bin" / "python"
+PARSER_PYTHON = SIDE_VENV_PYTHON
 ADAPTERS = {"sql": "/adapters/sql lora", "chat": "/adapters/chat"}  # a path with a space stays one item
 
 
@@ -170,7 +169,7 @@ EVIL_CONFIG = "trust-remote-code: true\napi-key: attacker\nincremental-streaming
 @pytest.fixture(scope="module")
 def sglang_parser(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     if not PARSER_PYTHON.exists():
-        pytest.skip(f"SGLang parser venv missing at {PARSER_PYTHON}: run scripts/sglang_parser_check.sh")
+        pytest.fail(f"SGLang side venv missing at {PARSER_PYTHON}: run `make sglang-sim`")
     evil = tmp_path_factory.mktemp("config") / "evil.yaml"
     evil.write_text(EVIL_CONFIG)
     cases = {**SPEC_CASES, "config-file": [*SPEC_CASES["runtime-adapters"], "--config", str(evil)]}

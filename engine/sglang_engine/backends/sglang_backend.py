@@ -2,7 +2,9 @@
 
 Thin I/O around the pure functions of `sglang_engine.protocol` (argv, request body, stream parsing, errors).
 Process lifecycle: `sglang_launcher` (its own session, dies with the engine) -> SGLang; readiness is
-`GET /health` == 200 while the process lives; stop is SIGTERM to the group, SIGKILL after the grace period.
+`GET /ready` == 200 while the process lives (never `/health`, which in 0.5.23 submits a generation per call);
+liveness is the process itself: a dead SGLang is noticed at once, and a wedged scheduler is SGLang's own
+watchdog's to kill (its process then exits). Stop is SIGTERM to the group, SIGKILL after the grace period.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ from sglang_engine.settings import EngineSettings
 log = logging.getLogger(__name__)
 
 LAUNCHER_MODULE = "sglang_engine.backends.sglang_launcher"
-HEALTH_POLL_S = 0.25  # while starting
-MONITOR_POLL_S = 1.0  # once serving
+READY_POLL_S = 0.25  # while starting
+MONITOR_POLL_S = 1.0  # once serving: GET /ready (no generation)
 STARTUP_LOG_EVERY_S = 5.0
 GROUP_GONE_POLLS = 100  # x 50 ms
 HEALTH_TIMEOUT = aiohttp.ClientTimeout(total=5)
@@ -133,7 +135,7 @@ class SGLangBackend(Backend):
         # Building builtin:tiny takes seconds: keep it off the event loop.
         argv = await asyncio.to_thread(launch_argv, settings)
         if port_taken(settings.sglang_port):
-            # Else /health could answer from a leftover SGLang while ours fails to bind.
+            # Else /ready could answer from a leftover SGLang while ours fails to bind.
             raise SGLangStartError(f"sglang_port {settings.sglang_port} on {protocol.SGLANG_HOST} is already "
                                    "in use (a leftover SGLang?)")
         self._adapters = {}
@@ -170,7 +172,7 @@ class SGLangBackend(Backend):
         while True:
             if self._proc.returncode is not None:
                 raise SGLangStartError(f"SGLang exited with code {self._proc.returncode} during startup "
-                                       f"(see its output above; last /health: {last})")
+                                       f"(see its output above; last /ready: {last})")
             last = await self._probe()
             if last == "200":
                 self._healthy, self._message = True, ""
@@ -179,24 +181,24 @@ class SGLangBackend(Backend):
             now = time.monotonic()
             if now >= deadline:
                 raise SGLangStartError(f"SGLang did not become healthy within startup_timeout_s="
-                                       f"{self.settings.startup_timeout_s:g} s (last /health: {last})")
+                                       f"{self.settings.startup_timeout_s:g} s (last /ready: {last})")
             if now >= next_log:
-                log.info("waiting for SGLang /health: %.0f s of %g s (last: %s)",
+                log.info("waiting for SGLang /ready: %.0f s of %g s (last: %s)",
                          now - started, self.settings.startup_timeout_s, last)
                 next_log = now + STARTUP_LOG_EVERY_S
-            await asyncio.sleep(HEALTH_POLL_S)
+            await asyncio.sleep(READY_POLL_S)
 
     async def _probe(self) -> str:
-        """GET /health -> "200", another status, or the connection error."""
+        """GET /ready -> "200", another status, or the connection error."""
         assert self._control is not None
         try:
-            async with self._control.get(protocol.HEALTH_PATH, timeout=HEALTH_TIMEOUT) as resp:
+            async with self._control.get(protocol.READY_PATH, timeout=HEALTH_TIMEOUT) as resp:
                 return str(resp.status)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
     async def _watch(self) -> None:
-        """Death is noticed at once (awaiting the process); /health is polled once a second."""
+        """Death is noticed at once (awaiting the process); /ready is polled once a second."""
         assert self._proc is not None
         exited = asyncio.create_task(self._proc.wait())
         try:
@@ -206,7 +208,7 @@ class SGLangBackend(Backend):
                     break
                 status = await self._probe()
                 self._healthy = status == "200" and self._proc.returncode is None
-                self._message = "" if self._healthy else f"SGLang /health: {status}"
+                self._message = "" if self._healthy else f"SGLang /ready: {status}"
             code = exited.result()
             self._healthy = False
             self._message = f"SGLang exited with code {code}"
@@ -225,7 +227,8 @@ class SGLangBackend(Backend):
         )
 
     async def stop(self) -> None:
-        """SIGTERM the group (SGLang drains), SIGKILL it after shutdown_grace_s. Safe to call twice."""
+        """SIGTERM SGLang (through the launcher: SGLang drains, then stops its children), SIGKILL the whole
+        group after shutdown_grace_s. Safe to call twice."""
         if self._stopped:
             return
         self._stopped = True
@@ -235,7 +238,8 @@ class SGLangBackend(Backend):
             self._monitor.cancel()
         proc = self._proc
         if proc is not None and proc.returncode is None:
-            self._signal_group(signal.SIGTERM)
+            # Not the group: SGLang's scheduler has no SIGTERM handler and would die mid-stream.
+            proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), self.settings.shutdown_grace_s)
             except TimeoutError:

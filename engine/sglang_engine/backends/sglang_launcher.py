@@ -2,13 +2,15 @@
 
 `python -m sglang_engine.backends.sglang_launcher PARENT_PID GRACE_S -- ARGV...` runs ARGV as its child in
 its own process group (the engine starts the launcher with `start_new_session=True`) and asks the kernel
-(`prctl(PR_SET_PDEATHSIG)`) to signal it when the engine dies, even by SIGKILL. It then SIGTERMs the whole
-group (SGLang and its scheduler processes, which are known to outlive their parent), waits GRACE_S and
-SIGKILLs the group. A launcher rather than a `preexec_fn`: `preexec_fn` is unsafe with threads, and
-PDEATHSIG set on SGLang itself would not reach its scheduler children.
+(`prctl(PR_SET_PDEATHSIG)`) to signal it when the engine dies, even by SIGKILL. It then SIGTERMs SGLang,
+waits GRACE_S and SIGKILLs the whole group (SGLang's scheduler processes are known to outlive their parent).
+A launcher rather than a `preexec_fn`: `preexec_fn` is unsafe with threads, and PDEATHSIG set on SGLang
+itself would not reach its scheduler children.
 
-On the engine's own SIGTERM to the group the launcher does nothing: SGLang got the signal too; the
-launcher waits for it and exits with its code. Standard library only; it must start in milliseconds.
+SIGTERM goes to SGLang's main process ONLY (the engine SIGTERMs the launcher, which forwards it): SGLang
+drains in-flight requests on SIGTERM and then stops its own children. A SIGTERM to the whole group would
+kill its scheduler at once (it has no handler), cutting every stream and making SGLang report a crash.
+The launcher waits for SGLang and exits with its code. Standard library only; it must start in milliseconds.
 """
 
 from __future__ import annotations
@@ -32,10 +34,8 @@ def _set_parent_death_signal(sig: int) -> bool:
 
 
 def _kill_group(grace_s: float, child: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(0, signal.SIGTERM)  # our own handler ignores it; SGLang and its children drain
-    except ProcessLookupError:
-        pass
+    if child.poll() is None:
+        child.terminate()  # SGLang drains, then stops its children
     try:
         child.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
@@ -49,13 +49,18 @@ def main(argv: list[str]) -> int:
         print("usage: sglang_launcher PARENT_PID GRACE_S -- ARGV...", file=sys.stderr)
         return 2
     orphaned = False
+    child: subprocess.Popen[bytes] | None = None
 
     def on_orphan(signum: int, frame: object) -> None:
         nonlocal orphaned
         orphaned = True
 
+    def forward(signum: int, frame: object) -> None:
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
     # Python-level handlers (not SIG_IGN) so the child's exec resets them to the defaults.
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, lambda signum, frame: None)
     signal.signal(ORPHAN_SIGNAL, on_orphan)
     _set_parent_death_signal(ORPHAN_SIGNAL)

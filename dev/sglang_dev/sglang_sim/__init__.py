@@ -1,0 +1,23 @@
+"""SGLang 0.5.23's real HTTP server with only the GPU scheduler simulated (dev tooling; never in the engine).
+
+`python -m sglang_dev.sglang_sim <any sglang.launch_server flags>` under the SGLang side venv's python
+(`make sglang-sim` builds .cache/sglang-venv) does what `python -m sglang.launch_server` does: SGLang's own
+`prepare_server_args` parses the flags (a bad flag exits 2 with SGLang's message), then SGLang's
+`launch_server` runs its FastAPI server, TokenizerManager and DetokenizerManager, with
+`run_scheduler_process_func` set to the simulated scheduler (`scheduler.py`; token sources in `tokens.py`).
+
+Knobs (environment): SGLANG_SIM_TOKENS=model|synthetic, SGLANG_SIM_TTFT_S, SGLANG_SIM_PREFILL_S_PER_TOKEN,
+SGLANG_SIM_TOKEN_DELAY_S (see scheduler.SimConfig). It says it is simulated in its logs at start and in
+GET /server_info (`internal_states[0].simulated_scheduler`, which also counts the generations it received).
+
+Only this package's `__init__` is importable without SGLang (it holds constants for the project's side).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MODULE = "sglang_dev.sglang_sim"
+REPO_ROOT = Path(__file__).resolve().parents[3]
+# Built by scripts/sglang_venv.sh (`make sglang-sim`).
+SIDE_VENV_PYTHON = REPO_ROOT / ".cache" / "sglang-venv" / "bin" / "python"
