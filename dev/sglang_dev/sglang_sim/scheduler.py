@@ -227,7 +227,8 @@ class SimScheduler:
             if name is None:  # older forms: "name=path" strings
                 name, _, path = str(ref).partition("=")
                 lora_id = name
-            error = self._load_adapter(lora_id, name, path, pinned=bool(getattr(ref, "pinned", False)))
+            error = self._load_adapter(str(lora_id), str(name), str(path),
+                                       pinned=bool(getattr(ref, "pinned", False)))
             if error:
                 raise RuntimeError(f"initial LoRA adapter {name}: {error}")
 
