@@ -1,12 +1,13 @@
-"""Engine soak: `sglang-engine serve --backend sglang` (real launch path, the SGLang stand-in generating with
-builtin:tiny) under a long mixed load with faults, watching for leaks.
+"""Engine soak: `sglang-engine serve --backend sglang` (real launch path; upstream: SGLang 0.5.23's real
+frontend with a simulated scheduler generating with builtin:tiny, or `--upstream standin`, the hand-written
+stand-in) under a long mixed load with faults, watching for leaks.
 
 Load: `--workers` clients loop over full streams, streams dropped mid-way, non-streamed answers and, every
 `--flood-every` s, a burst of twice the concurrency cap (the excess must get 429 + Retry-After; clients back
 off 1 s on 429/503; half the requests name the adapter `l7`). Faults: every `--kill-every` s SGLang is
 SIGKILLed; the engine must report not-ready within 2 s and serve again after its restart, with its adapter
 reloaded. Sampled every 5 s, and once at rest after the load: the engine's RSS, open fds and threads. At the
-end: SIGTERM, and no stand-in process may remain.
+end: SIGTERM, and no SGLang process may remain.
 
 Exit 1 when a promise breaks: any 500, RSS growth over `--rss-bound-mb`, open fds at rest beyond the
 upstream pool, readiness lost later than 2 s after a kill, no recovery, or a process left behind. Results:
@@ -34,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from procs import ROOT, Proc, find_pid, free_port, machine, rss_mb, wait_http
 
 STANDIN_DIR = ROOT / "tests" / "standin"
+SIDE_VENV_PYTHON = ROOT / ".cache" / "sglang-venv" / "bin" / "python"  # `make sglang-sim`
 PROMPT = [{"role": "user", "content": "Tell me about the sea"}]
 
 
@@ -44,11 +46,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cap", type=int, default=48, help="the engine's --max-concurrent-requests")
     p.add_argument("--kill-every", type=float, default=60.0, help="seconds between SGLang kills (0: none)")
     p.add_argument("--flood-every", type=float, default=30.0)
-    p.add_argument("--token-delay", type=float, default=0.02, help="the stand-in's seconds per token")
+    p.add_argument("--upstream", choices=["sim", "standin"], default="sim",
+                   help="sim: SGLang's real frontend with a simulated scheduler (restarts take 20-45 s); "
+                        "standin: the hand-written stand-in")
+    p.add_argument("--token-delay", type=float, default=0.02, help="the upstream's seconds per token")
     p.add_argument("--rss-bound-mb", type=float, default=200.0)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     p.add_argument("--seed", type=int, default=7)
     return p.parse_args(argv)
+
+
+def upstream_module(args: argparse.Namespace) -> str:
+    return "sglang_standin" if args.upstream == "standin" else "sglang_dev.sglang_sim"
 
 
 def open_fds(pid: int) -> int:
@@ -102,14 +111,14 @@ class Soak:
 
     async def killer(self, http: aiohttp.ClientSession) -> None:
         while self.args.kill_every > 0 and await self._sleep(self.args.kill_every):
-            pid = find_pid("sglang_standin", f"--port {self.sglang_port}")
+            pid = find_pid(upstream_module(self.args), f"--port {self.sglang_port}")
             if pid is None:
                 self.problems.append("no SGLang process to kill")
                 continue
             killed = time.monotonic()
             os.kill(pid, signal.SIGKILL)
             down = await self._until_readyz(http, 503, 10)
-            up = await self._until_readyz(http, 200, 60)
+            up = await self._until_readyz(http, 200, 60 if self.args.upstream == "standin" else 240)
             self.kills.append({"not_ready_after_s": down and down - killed,
                                "serving_after_s": up and up - killed})
             if down is None or down - killed > 2:
@@ -195,27 +204,33 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.time()
     port, sglang_port = free_port(), free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(STANDIN_DIR),
-                                                                     os.environ.get("PYTHONPATH")])),
-           "SGLANG_STANDIN_TOKEN_DELAY": str(args.token_delay), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if args.upstream == "standin":
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(STANDIN_DIR), os.environ.get("PYTHONPATH")]))
+        env["SGLANG_STANDIN_TOKEN_DELAY"] = str(args.token_delay)
+        upstream = ["--sglang-module", "sglang_standin"]
+    else:
+        env["SGLANG_SIM_TOKEN_DELAY_S"] = str(args.token_delay)
+        upstream = ["--sglang-python", str(SIDE_VENV_PYTHON), "--sglang-module", upstream_module(args),
+                    "--startup-timeout", "300"]
     args.out.mkdir(parents=True, exist_ok=True)
     engine = Proc([sys.executable, "-m", "sglang_engine.cli", "serve", "--model", "builtin:tiny",
-                   "--backend", "sglang", "--sglang-module", "sglang_standin",
+                   "--backend", "sglang", *upstream,
                    "--sglang-port", str(sglang_port), "--served-model-name", "tiny", "--port", str(port),
                    "--max-concurrent-requests", str(args.cap), "--restart-backoff", "0.5",
-                   "--backend-restarts", "5", "--shutdown-grace", "10",
+                   "--backend-restarts", "5", "--shutdown-grace", "20",
                    "--lora-adapter", "l7=builtin:tiny-lora-7"],
                   env=env, log=args.out / "soak_engine.log").start()
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_http(f"{base}/readyz", 180, engine)
+        wait_http(f"{base}/readyz", 300, engine)
         soak = Soak(args, engine, base, sglang_port)
         asyncio.run(soak.run())
         exit_code = engine.stop(grace=30)
     finally:
         engine.kill()
     time.sleep(1)
-    leftovers = [pid for pid in [find_pid("sglang_standin", f"--port {sglang_port}")] if pid]
+    leftovers = [pid for pid in [find_pid(upstream_module(args), f"--port {sglang_port}")] if pid]
     config = {k: str(v) for k, v in vars(args).items()}
     result = {"benchmark": "soak_engine", "machine": machine(), "config": config,
               "duration_s": round(time.time() - started, 1), **summarize(soak, leftovers, exit_code)}

@@ -89,6 +89,7 @@ DEFAULT_LORA_TARGET_MODULES: tuple[str, ...] = ("all",)
 # /health_generate, which submits a one-token generation and answers after at least a second.
 READY_PATH = "/ready"
 GENERATE_PATH = "/generate"
+SERVER_INFO_PATH = "/server_info"
 ABORT_PATH = "/abort_request"
 LOAD_LORA_PATH = "/load_lora_adapter"
 UNLOAD_LORA_PATH = "/unload_lora_adapter"

@@ -124,6 +124,7 @@ class SGLangBackend(Backend):
         self._message = "not started"
         self._adapters: dict[str, str] = {}
         self._stopped = False
+        self._simulated: str | None = None  # the note of a simulated scheduler (development only)
 
     # ------------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -177,6 +178,7 @@ class SGLangBackend(Backend):
             if last == "200":
                 self._healthy, self._message = True, ""
                 log.info("SGLang is healthy after %.1f s", time.monotonic() - started)
+                await self._note_simulated_scheduler()
                 return
             now = time.monotonic()
             if now >= deadline:
@@ -187,6 +189,21 @@ class SGLangBackend(Backend):
                          now - started, self.settings.startup_timeout_s, last)
                 next_log = now + STARTUP_LOG_EVERY_S
             await asyncio.sleep(READY_POLL_S)
+
+    async def _note_simulated_scheduler(self) -> None:
+        """A development SGLang whose GPU scheduler is simulated (dev/sglang_dev/sglang_sim) says so in
+        /server_info: say it loudly too, and in health().extra, so nobody takes its output for a model's."""
+        assert self._control is not None
+        try:
+            async with self._control.get(protocol.SERVER_INFO_PATH, timeout=HEALTH_TIMEOUT) as resp:
+                info = await resp.json() if resp.status == 200 else {}
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return
+        states = info.get("internal_states") if isinstance(info, dict) else None
+        simulated = states[0].get("simulated_scheduler") if states and isinstance(states[0], dict) else None
+        if isinstance(simulated, dict):
+            self._simulated = str(simulated.get("note") or "simulated scheduler")
+            log.warning("SGLang's scheduler is SIMULATED: %s", self._simulated)
 
     async def _probe(self) -> str:
         """GET /ready -> "200", another status, or the connection error."""
@@ -223,7 +240,8 @@ class SGLangBackend(Backend):
             ready=self._healthy and alive,
             alive=alive or (self._proc is None and not self._stopped),
             message=self._message,
-            extra={"sglang_url": self.base_url, "sglang_pid": self._proc.pid if self._proc else None},
+            extra={"sglang_url": self.base_url, "sglang_pid": self._proc.pid if self._proc else None,
+                   **({"sglang_scheduler": "simulated"} if self._simulated else {})},
         )
 
     async def stop(self) -> None:
