@@ -331,6 +331,12 @@ def parse_stream_event(line: bytes, state: StreamState) -> GenerationChunk | Non
     if finish is not None:
         # A dict like {"type": "stop", "matched": 2}: compare its type, never the dict to a string.
         kind = finish["type"] if isinstance(finish, dict) else finish
+        if kind == "abort" and isinstance(finish, dict) and isinstance(finish.get("status_code"), int):
+            # SGLang 0.5.23 ends a stream it refuses after the 200 (FINISH_ABORT with a status, e.g. 400 for
+            # bad input, 503 for a queue timeout) with this finish, not an error event: the client gets the
+            # status and SGLang's message, not a generic "aborted".
+            raise error_from_event({"message": finish.get("message") or "aborted by SGLang",
+                                    "code": finish["status_code"]})
         reason = kind if kind in FINISH_TYPES else "abort"
         state.finished = True
     return GenerationChunk(

@@ -77,10 +77,21 @@ def test_events_split_across_chunks_reassemble(piece: int) -> None:
     ({"type": "length", "length": 16}, "length"),
     ({"type": "stop", "matched": "</s>"}, "stop"),
     ({"type": "abort", "message": "aborted"}, "abort"),
+    ({"type": "abort", "message": "Aborted", "status_code": None, "err_type": None}, "abort"),
 ])
 def test_every_finish_type_maps(finish: dict[str, object], expected: str) -> None:
     chunk = protocol.parse_stream_event(event("x", finish), protocol.StreamState())
     assert chunk is not None and chunk.finish_reason == expected
+
+
+@pytest.mark.parametrize(("status", "kind"), [(400, "invalid_request_error"), (503, "server_error")])
+def test_an_abort_with_a_status_is_that_error_with_sglangs_message(status: int, kind: str) -> None:
+    # FINISH_ABORT(message, status_code, err_type).to_json() in SGLang 0.5.23's schedule_batch.py.
+    finish = {"type": "abort", "message": "session id s9 does not exist", "status_code": status,
+              "err_type": "BadRequestError" if status == 400 else None}
+    with pytest.raises(BackendError) as err:
+        protocol.parse_stream_event(event("x", finish), protocol.StreamState())
+    assert (err.value.status, err.value.type, err.value.message) == (status, kind, finish["message"])
 
 
 def test_final_event_without_new_text_still_carries_the_finish() -> None:

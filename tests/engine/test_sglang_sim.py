@@ -7,6 +7,7 @@ HTTP endpoints. The engine's use of it: test_sglang_backend.py.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -175,6 +176,17 @@ def test_sessions_open_and_close(sim: Sim) -> None:
     assert opened.status_code == 200 and opened.json() == "s1"
     assert sim.post("/open_session", {"capacity_of_str_len": 1000, "session_id": "s1"}).status_code != 200
     assert sim.post("/close_session", {"session_id": "s1"}).status_code == 200
+
+
+def test_a_request_for_an_unknown_session_ends_its_stream_with_a_400_abort(sim: Sim) -> None:
+    """What the engine's protocol.parse_stream_event turns into a 400 with SGLang's message."""
+    body = {"input_ids": PROMPT, "stream": True, "session_params": {"id": "no-such-session"},
+            "sampling_params": {"max_new_tokens": 4}}
+    raw = requests.post(f"{sim.base}/generate", json=body, timeout=30).text
+    events = [json.loads(e[6:]) for e in raw.split("\n\n") if e.startswith("data: {")]
+    finish = events[-1]["meta_info"]["finish_reason"]
+    assert finish["type"] == "abort" and finish["status_code"] == 400
+    assert "session id no-such-session does not exist" in finish["message"]
 
 
 def test_a_control_request_it_does_not_simulate_is_refused_at_once(sim: Sim) -> None:

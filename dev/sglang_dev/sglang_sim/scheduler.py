@@ -321,7 +321,7 @@ class SimScheduler:
             r.to_finish = self._abort_reason(f"LoRA adapter {adapter} is not loaded", 400)
         session = req.session_params.id if req.session_params is not None else None
         if session is not None and session not in self.sessions:
-            r.to_finish = self._abort_reason(f"session id {session} does not exist", 400)
+            r.to_finish = self._abort_reason(f"Invalid request: session id {session} does not exist", 400)
         self.prefix_cache.insert(prompt, adapter)
         self.running[r.rid] = r
 
