@@ -73,6 +73,15 @@ func newKey(path string) (crypto.Signer, error) {
 	return key.(crypto.Signer), nil
 }
 
+// writeCert writes one certificate as PEM.
+func writeCert(path string, certificate *x509.Certificate) error {
+	data, err := cert.EncodeCertificates(certificate)
+	if err != nil {
+		return err
+	}
+	return cert.WriteCert(path, data)
+}
+
 func requireFlags(fs *flag.FlagSet, names ...string) error {
 	for _, name := range names {
 		if fs.Lookup(name).Value.String() == "" {
@@ -101,7 +110,7 @@ func certsCA(args []string) error {
 	if err != nil {
 		return err
 	}
-	return cert.WriteCert(*certPath, cert.EncodeCertificates(ca))
+	return writeCert(*certPath, ca)
 }
 
 func certsIssue(args []string) error {
@@ -184,7 +193,7 @@ func certsIssue(args []string) error {
 	if err != nil {
 		return err
 	}
-	return cert.WriteCert(*certPath, cert.EncodeCertificates(issued))
+	return writeCert(*certPath, issued)
 }
 
 func certsKey(args []string) error {
