@@ -44,7 +44,7 @@ serve-tiny: install
 demo: install
 	$(PY) scripts/demo.py
 
-test: install sglang-sim
+test: install sglang-sim cluster-bins
 	$(VENV)/bin/ruff check engine operator dev tests scripts bench
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 

@@ -3,5 +3,15 @@ kube-controller-manager and kube-scheduler built from Go modules (`make cluster-
 child processes. See README.md."""
 
 from .bins import ClusterBins, ClusterBinsMissing, bins_dir, find_bins
+from .pki import CertPair
+from .plane import ControlPlane, ControlPlaneError
 
-__all__ = ["ClusterBins", "ClusterBinsMissing", "bins_dir", "find_bins"]
+__all__ = [
+    "CertPair",
+    "ClusterBins",
+    "ClusterBinsMissing",
+    "ControlPlane",
+    "ControlPlaneError",
+    "bins_dir",
+    "find_bins",
+]
