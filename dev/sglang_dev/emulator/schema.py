@@ -98,8 +98,9 @@ def _show(value: Any) -> str:
 
 
 def _go_map(value: dict[str, Any]) -> str:
-    inner = ", ".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in value.items())
-    return "map[string]interface {}{" + inner + "}"
+    """A map value in a field error as kube-apiserver 1.37 renders it: compact JSON, keys sorted (as Go's
+    encoding/json); older servers printed Go's `map[string]interface {}{...}`."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def validate(value: Any, schema: Schema | None, path: str = "") -> list[FieldError]:
