@@ -101,6 +101,21 @@ def resolve_source(source: str, revision: str | None, settings: EngineSettings) 
     raise ValueError(f"source {source!r}: expected builtin:, pvc://, an absolute path or an org/name repo id")
 
 
+def admin_source_problem(source: str, settings: EngineSettings) -> str | None:
+    """Why the admin API may not load `source`, else None. With --admin-source-root, a local source (pvc:// or
+    an absolute path) must lie inside one of those folders: a token holder cannot learn, from the error,
+    whether any other path of the pod exists. Builtin and Hugging Face sources name no local path."""
+    roots = settings.admin_source_roots
+    if not roots or source.startswith("builtin:") or HUB_REPO_ID.fullmatch(source):
+        return None
+    local = PVC_MOUNT_ROOT / source[len(PVC_PREFIX):] if source.startswith(PVC_PREFIX) else Path(source)
+    if not local.is_absolute() or not any(inside(local, root) for root in roots):
+        allowed = ", ".join(str(r) for r in roots)
+        return (f"source {source!r}: the admin API loads local adapters only from {allowed} "
+                "(--admin-source-root)")
+    return None
+
+
 @dataclass
 class AdapterStatus:
     name: str
@@ -134,6 +149,18 @@ class AdapterController:
     # --- what /status and /readyz read
     def statuses(self) -> list[AdapterStatus]:
         return list(self._status.values())
+
+    def public_statuses(self) -> list[dict[str, Any]]:
+        """For the unauthenticated /status: adapters loaded by hand without their source or error text (a
+        path and whether it exists are the admin's to see, on GET /admin/adapters)."""
+        out = []
+        for status in self._status.values():
+            shown = status.as_json()
+            by_hand = status.name in self._manual and status.name not in {**self._cli, **self._from_file}
+            if by_hand:
+                shown.update(source="", message="loaded by hand; details on GET /admin/adapters")
+            out.append(shown)
+        return out
 
     def loading(self) -> list[str]:
         return [s.name for s in self._status.values() if s.state == "loading"]

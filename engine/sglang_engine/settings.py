@@ -58,6 +58,8 @@ class EngineSettings(BaseModel):
     config_file: Path | None = None
     # When set, an absolute-path adapter source must lie inside one of these folders (symlinks resolved).
     source_roots: tuple[Path, ...] = ()
+    # When set, the admin API loads local adapters (pvc://, absolute paths) only from inside these folders.
+    admin_source_roots: tuple[Path, ...] = ()
     # SGLang subprocess
     sglang_module: str = "sglang.launch_server"
     # The interpreter that runs `-m sglang_module`: SGLang may live in another venv than the engine.
@@ -101,6 +103,17 @@ class EngineSettings(BaseModel):
         if self.disable_lora:
             return False
         return bool(self.enable_lora or self.lora_adapters or self.config_file or self.max_lora_rank)
+
+
+# Where the engine's secrets may come from in the environment (the operator sets the first from apiKeySecret).
+API_KEY_ENV = "SGLANG_ENGINE_API_KEY"
+ADMIN_TOKEN_ENV = "SGLANG_ENGINE_ADMIN_TOKEN"
+
+
+def child_environment() -> dict[str, str]:
+    """The engine's environment without its own secrets: what SGLang (or any child) is started with. SGLang
+    needs neither (it listens on loopback without a key) and its remote-code models could read them."""
+    return {k: v for k, v in os.environ.items() if k not in (API_KEY_ENV, ADMIN_TOKEN_ENV)}
 
 
 def _read_secret(file_arg: str | None, env_name: str) -> str | None:
@@ -166,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
       help="modules adapters may target, e.g. q_proj v_proj (default: all)")
     a("--source-root", dest="source_roots", action="append", default=[], metavar="DIR",
       help="allow absolute-path adapter sources only inside DIR (repeatable; default: anywhere)")
+    a("--admin-source-root", dest="admin_source_roots", action="append", default=[], metavar="DIR",
+      help="the admin API loads pvc:// and absolute-path adapters only inside DIR (repeatable; default: "
+      "anywhere)")
     a("--config", dest="config_file", metavar="FILE",
       help="watched JSON file of desired adapters and generation defaults")
     # The env default lets a pod (or a test) point the real launch path at a stand-in without new flags.
@@ -191,9 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
       help="allow browser calls from ORIGIN (repeatable; `*` for any); no CORS unless given")
     a("--allowed-host", dest="allowed_hosts", action="append", default=[], metavar="HOST",
       help="answer /v1 and /admin only for this Host header (repeatable; default: any)")
-    a("--api-key-file", metavar="FILE", help="file holding the /v1 API key (else env SGLANG_ENGINE_API_KEY)")
+    a("--api-key-file", metavar="FILE", help=f"file holding the /v1 API key (else env {API_KEY_ENV})")
     a("--admin-token-file", metavar="FILE",
-      help="file holding the admin bearer token (else env SGLANG_ENGINE_ADMIN_TOKEN)")
+      help=f"file holding the admin bearer token (else env {ADMIN_TOKEN_ENV})")
     a("--cache-dir", default=None, metavar="DIR",
       help="where builtin:tiny and its adapters are built (env SGLANG_ENGINE_CACHE; default: "
            "~/.cache/sglang-engine)")
@@ -213,8 +229,8 @@ def parse_settings(argv: list[str]) -> EngineSettings:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1:]
     ns = vars(build_parser().parse_args(argv))
-    api_key = _read_secret(ns.pop("api_key_file"), "SGLANG_ENGINE_API_KEY")
-    admin_token = _read_secret(ns.pop("admin_token_file"), "SGLANG_ENGINE_ADMIN_TOKEN")
+    api_key = _read_secret(ns.pop("api_key_file"), API_KEY_ENV)
+    admin_token = _read_secret(ns.pop("admin_token_file"), ADMIN_TOKEN_ENV)
     if ns["cache_dir"] is None:
         ns.pop("cache_dir")
     return EngineSettings(

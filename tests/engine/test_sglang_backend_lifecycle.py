@@ -71,6 +71,10 @@ def cmdline(pid: int) -> bytes:
         return b""
 
 
+def environ_of(pid: int) -> list[bytes]:
+    return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+
+
 def read_pgid(engine: subprocess.Popen[str]) -> int:
     assert engine.stdout is not None
     for line in engine.stdout:  # the stand-in shares this stdout; skip its lines
@@ -99,6 +103,27 @@ async def wait_until(predicate: Any, within: float, step: float = 0.05) -> bool:
 # ------------------------------------------------------------------------------------- lifecycle
 # Process tests need no tokens: the stand-in skips loading the model, so each starts in well under a second.
 NO_MODEL = {"SGLANG_STANDIN_SKIP_MODEL": "1"}
+
+
+async def test_sglang_and_its_children_never_see_the_engines_secrets(engine_cache: Path) -> None:
+    """A remote-code model runs inside SGLang: it must not find the API key or the admin token in its env."""
+    secrets = {"SGLANG_ENGINE_API_KEY": "sk-never-in-sglang",
+               "SGLANG_ENGINE_ADMIN_TOKEN": "adm-never-in-sglang"}
+    with environment(**secrets, HF_TOKEN="hf-sglang-needs-this", **NO_MODEL):
+        backend = SGLangBackend(standin_settings(engine_cache, enable_lora=False))
+        await backend.start()
+    pgid = backend._pgid
+    try:
+        members = live_group_members(pgid) if pgid else []
+        assert len(members) >= 3  # launcher, stand-in, its "scheduler" child
+        for pid in members:
+            environ = environ_of(pid)
+            assert b"HF_TOKEN=hf-sglang-needs-this" in environ, pid  # the read works; what SGLang needs stays
+            for name in secrets:
+                assert not [e for e in environ if e.startswith(name.encode() + b"=")], (pid, name)
+    finally:
+        await backend.stop()
+        kill_group(pgid)
 
 
 async def test_stop_escalates_to_sigkill_and_leaves_no_process(engine_cache: Path) -> None:

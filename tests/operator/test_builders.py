@@ -48,6 +48,7 @@ def test_probes_use_the_port_the_engine_serves_them_on():
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     engine = settings.parse_settings(c["args"][1:])
     assert (engine.port, engine.probe_port) == (ports["http"], ports["probe"])
+    assert [str(root) for root in engine.admin_source_roots] == [names.PVC_MOUNT_ROOT]
     for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[kind]["httpGet"]["port"] == "probe", kind
 

@@ -7,6 +7,7 @@ import hmac
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from engine_fakes import Harness
@@ -178,3 +179,42 @@ async def test_no_api_key_is_announced_on_status_and_in_the_log(
     async with harness_factory(api_key=API_KEY) as client:
         status = await (await client.get("/status")).json()
         assert status["apiKeyRequired"] is True and status["warnings"] == []
+
+
+async def test_the_admin_api_loads_local_adapters_only_from_its_roots(
+        harness_factory: Callable[..., Harness], tmp_path: Path) -> None:
+    """A token holder cannot probe the pod's filesystem: outside the roots every path gets the same refusal,
+    whether it exists or not, before anything touches it."""
+    (tmp_path / "sql").mkdir()
+    h = harness_factory(admin_token=ADMIN_TOKEN, admin_source_roots=(tmp_path,))
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with h as client:
+        answers = {}
+        for source in ("/etc/passwd", "/nonexistent/adapter", "pvc://claim/../../../etc", "relative/../x/y"):
+            resp = await client.post("/admin/adapters", json={"name": "probe", "source": source},
+                                     headers=admin)
+            error = (await resp.json())["error"]
+            assert resp.status == 403 and error["code"] == "source_not_allowed", (source, error)
+            answers[source] = error["message"].replace(repr(source), "SOURCE")
+        assert len(set(answers.values())) == 1, answers  # nothing tells an existing path from a missing one
+        assert h.backend.adapters == {}
+        inside = await client.post("/admin/adapters", json={"name": "sql", "source": str(tmp_path / "sql")},
+                                   headers=admin)
+        assert inside.status == 200, await inside.text()
+    parsed = parse_settings(["--model", "m", "--admin-source-root", "/mnt/pvc"])
+    assert parsed.admin_source_roots == (Path("/mnt/pvc"),)
+
+
+async def test_status_shows_no_source_or_error_of_adapters_loaded_by_hand(
+        harness_factory: Callable[..., Harness]) -> None:
+    h = harness_factory(admin_token=ADMIN_TOKEN)
+    h.backend.fail_adapters["bad"] = "no adapter_config.json in /srv/private/adapters/bad"
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with h as client:
+        body = {"name": "bad", "source": "/srv/private/adapters/bad"}
+        resp = await client.post("/admin/adapters", json=body, headers=admin)
+        assert resp.status == 400 and "/srv/private" in await resp.text()  # the admin sees why
+        public = await (await client.get("/status")).text()
+        assert "bad" in public and "/srv/private" not in public
+        listed = await (await client.get("/admin/adapters", headers=admin)).text()
+        assert "/srv/private/adapters/bad" in listed

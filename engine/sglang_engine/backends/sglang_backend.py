@@ -33,7 +33,7 @@ from sglang_engine.backends.base import (
     GenerationChunk,
     GenerationRequest,
 )
-from sglang_engine.settings import EngineSettings
+from sglang_engine.settings import EngineSettings, child_environment
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,8 @@ class SGLangBackend(Backend):
         launcher = [sys.executable, "-m", LAUNCHER_MODULE,
                     str(os.getpid()), str(settings.shutdown_grace_s), "--"]
         # stdout/stderr inherited: SGLang's own progress shows in the pod's logs.
-        self._proc = await asyncio.create_subprocess_exec(*launcher, *argv, start_new_session=True)
+        self._proc = await asyncio.create_subprocess_exec(*launcher, *argv, start_new_session=True,
+                                                          env=child_environment())
         self._pgid = self._proc.pid  # the session leader's pid names the group
         atexit.register(self._kill_group_now)
         if self._stopped:  # stop() ran while we were building the argv: nothing else will clean up

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sglang_engine.adapters import AdapterController, AdapterSpec
+from sglang_engine.adapters import AdapterController, AdapterSpec, admin_source_problem
 from sglang_engine.backends.base import BackendError, GenerationChunk
 from sglang_engine.core import Engine, PreparedChat
 from sglang_engine.errors import invalid_request
@@ -317,7 +317,7 @@ class Api:
             "ready": self.engine.ready and not self.state.draining,
             "configHash": self.adapters.config_hash,
             "configError": self.adapters.config_error,
-            "adapters": [s.as_json() for s in self.adapters.statuses()],
+            "adapters": self.adapters.public_statuses(),
             "apiKeyRequired": bool(self.settings.api_key),
             "warnings": security_warnings(self.settings),
         })
@@ -337,6 +337,9 @@ class Api:
             spec = AdapterSpec.model_validate_json(await request.read())
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             raise invalid_request(f"Expected {{name, source, revision?}}: {exc}", "name") from None
+        refused = admin_source_problem(spec.source, self.settings)
+        if refused is not None:
+            return json_error(403, refused, param="source", code="source_not_allowed")
         status = await self.adapters.load_manual(spec)
         if status.state != "loaded":  # kept on /status as failed until unloaded by hand
             return json_error(400, f"Adapter {spec.name} failed to load: {status.message}", param="source",

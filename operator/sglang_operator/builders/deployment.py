@@ -36,6 +36,8 @@ def engine_args(owner: Owner, spec: ModelSpec) -> list[str]:
             "--served-model-name", spec.served_model_name or owner.name,
             "--tp-size", str(spec.tensor_parallel_size),
             "--config", names.CONFIG_FILE,
+            # The admin API (if a token is ever mounted) may load local adapters only from the CR's PVCs.
+            "--admin-source-root", names.PVC_MOUNT_ROOT,
             "--startup-timeout", str(eng.startup_timeout_seconds),
             "--shutdown-grace", str(SHUTDOWN_GRACE)]
     optional: list[tuple[str, Any]] = [
