@@ -2,7 +2,7 @@
 # Two images from one file; build from the repository root:
 #   docker build --target operator -t ghcr.io/sglang-operator/sglang-operator:0.1.0 .
 #   docker build --target engine   -t ghcr.io/sglang-operator/sglang-engine:0.1.0 .
-# Pins that must move together (tests/packaging/test_dockerfile.py checks them):
+# Pins that must move together (tests/packaging/test_packaging_lint.py: test_pins_agree_with_the_project):
 #   VERSION      = [project].version in pyproject.toml (and the chart's appVersion)
 #   SGLANG_IMAGE = the official SGLang image of the SGLang version the engine targets (0.5.23).
 ARG VERSION=0.1.0

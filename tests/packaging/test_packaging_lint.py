@@ -35,6 +35,12 @@ def test_yamllint_passes_on_charts_crds_and_examples():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_every_test_file_the_dockerfile_cites_exists():
+    cited = re.findall(r"tests/[\w/]+\.py", DOCKERFILE.read_text())
+    assert cited, "the Dockerfile names the test that checks its pins"
+    assert [c for c in cited if not (ROOT / c).is_file()] == []
+
+
 def test_dockerfile_has_the_two_targets_non_root():
     text = DOCKERFILE.read_text()
     stages = {alias: base for base, alias in re.findall(r"^FROM (\S+) AS (\w+)$", text, re.MULTILINE)}
