@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """`make demo`: the whole system on this machine, end to end, in a few minutes.
 
-1. starts the local cluster (`sglang-operator dev up --detach`: API emulator, operator, Deployment
-   controller, kubelet running engines as local processes, Service proxy; all on loopback);
+1. starts the local cluster (`sglang-operator dev up --detach`: etcd, kube-apiserver, controller-manager
+   and kube-scheduler built from their Go modules, a node agent running the pods the scheduler binds to it as
+   local processes, a Service proxy following EndpointSlices, the operator; all on loopback).
+   EMULATOR=1 uses the API emulator and the project's own Deployment controller instead (no Go build);
 2. applies examples/tiny.yaml (builtin:tiny on the transformers backend) with the real kubectl;
 3. waits with `kubectl wait --for=condition=Ready sgm/tiny`, showing progress while it waits;
 4. streams a chat completion through the Service's local address with the `openai` client;
@@ -32,6 +34,7 @@ EXAMPLE = ROOT / "examples" / "tiny.yaml"
 MODEL = "tiny"
 NEW_ADAPTER = {"name": "tiny-chat", "source": "builtin:tiny-lora-7"}
 READY_TIMEOUT_S = 600
+EMULATOR = os.environ.get("EMULATOR") == "1"
 
 
 def step(text: str) -> None:
@@ -139,11 +142,14 @@ def add_adapter(kubectl: Kubectl, base: str) -> None:
 
 def how_to_continue(base: str) -> None:
     step("Try it yourself")
+    real = "" if EMULATOR else f"""
+    .tools/bin/kubectl logs -l app.kubernetes.io/instance={MODEL} -f   # an engine's log as it comes
+    .tools/bin/kubectl port-forward svc/{MODEL} 8080:8000   # then: curl localhost:8080/v1/models"""
     print(f"""    export KUBECONFIG={STATE.kubeconfig}
     .tools/bin/kubectl get sgm,deploy,pods,svc
     .tools/bin/kubectl scale sgm/{MODEL} --replicas=2
     curl -N {base}/v1/chat/completions -H 'Content-Type: application/json' \\
-         -d '{{"model": "{MODEL}", "stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}'
+         -d '{{"model": "{MODEL}", "stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}'{real}
     .venv/bin/sglang-operator dev status          # processes, models, pods, service addresses
     .venv/bin/sglang-operator dev logs <pod>      # an engine's log (also: operator, emulator)
     .venv/bin/sglang-operator dev down            # stop everything""")
@@ -156,10 +162,15 @@ def main() -> int:
     keep = os.environ.get("KEEP") == "1"
     started_here = False
     try:
-        step("Starting the local cluster (API emulator, operator, controller, kubelet, service proxy)")
+        if EMULATOR:
+            step("Starting the local cluster (API emulator, operator, controller, kubelet, service proxy)")
+        else:
+            step("Starting the local cluster (etcd, kube-apiserver, controller-manager, scheduler, "
+                 "node agent, service proxy, operator)")
         started_here = not (STATE.root / "ready").exists()
-        if dev("up", "--detach") != 0:
-            raise SystemExit("demo: the local cluster did not start")
+        if dev("up", "--detach", *(["--emulator"] if EMULATOR else [])) != 0:
+            raise SystemExit("demo: the local cluster did not start (see the lines above). The real control "
+                             "plane needs `make cluster-bins`; EMULATOR=1 runs the demo on the API emulator")
         kubectl = Kubectl.for_cluster(STATE)
         step(f"Applying {EXAMPLE.relative_to(ROOT)}")
         note(f"$ kubectl apply -f {EXAMPLE.relative_to(ROOT)}")

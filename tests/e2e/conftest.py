@@ -1,5 +1,6 @@
-"""One local cluster per test session (`sglang-operator dev up --detach` in a temporary state folder),
-driven with the real kubectl; torn down with `dev down`, after which no process of it may be left."""
+"""One local cluster per test session (`sglang-operator dev up --detach --emulator` in a temporary state
+folder), driven with the real kubectl; torn down with `dev down`, after which no process of it may be left.
+These run on the API emulator; tests/real runs the same kubectl scenarios on the real control plane."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     layout = Layout.at(state)
     # Probes at least every second: readiness within a second of the engine's, not the spec's 10 s periods
     # (the kubelet's probe semantics themselves are covered in tests/cluster/test_container.py).
-    up = dev("up", state, "--detach", "--timeout", "90", "--probe-period-cap", "1")
+    up = dev("up", state, "--detach", "--emulator", "--timeout", "90", "--probe-period-cap", "1")
     info = ClusterInfo.load(layout.cluster_file)
     try:
         assert up.returncode == 0, f"dev up failed:\n{up.stderr[-3000:]}"

@@ -1,5 +1,6 @@
 """README's first command: `make demo` runs scripts/demo.py. Run it as a newcomer would (its own cluster, in a
-temporary state folder) and check what it tells them, and that it leaves nothing running."""
+temporary state folder) and check what it tells them, and that it leaves nothing running. Here with
+EMULATOR=1 (the API emulator); tests/real/test_demo.py runs it on the real control plane."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_demo_serves_a_model_adds_an_adapter_live_and_cleans_up(tmp_path: Path) -> None:
     state = tmp_path / "demo-state"
-    env = {**os.environ, "STATE_DIR": str(state)}
+    env = {**os.environ, "STATE_DIR": str(state), "EMULATOR": "1"}
     env.pop("KEEP", None)
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py")], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=400)

@@ -1,9 +1,11 @@
 """`sglang-operator dev up|down|status|logs`: the local cluster's command line.
 
-  up      [--state-dir .state/dev] [--detach] [--timeout S] [--operator-arg ARG ...]
+  up      [--state-dir .state/dev] [--detach] [--timeout S] [--operator-arg ARG ...] [--emulator]
+          [--node-gpus N]
   down    [--state-dir ...] [--timeout S]
   status  [--state-dir ...] [--json]
-  logs    POD|operator|emulator|supervisor [-n NS] [-c CONTAINER] [--events] [-f] [--state-dir ...]
+  logs    POD|operator|emulator|kubelet-api|supervisor [-n NS] [-c CONTAINER] [--events] [-f]
+          [--state-dir ...]
 """
 
 from __future__ import annotations
@@ -24,12 +26,15 @@ from sglang_dev.cluster.kubeapi import PODS, SGLANGMODELS, Credentials, KubeClie
 from sglang_dev.cluster.layout import DEFAULT_STATE_DIR, ClusterInfo, Layout
 from sglang_dev.cluster.supervisor import READY_FILE, ClusterOptions, configure_logging, serve
 
-COMPONENTS = ("supervisor", "emulator", "operator")
+COMPONENTS = ("supervisor", "emulator", "kubelet-api", "operator")
 VERB_HELP = {
-    "up": "Start the local cluster (API emulator, operator, kubelet for processes) and print how to use it.",
+    "up": "Start the local cluster (etcd, kube-apiserver, controller-manager, scheduler, a node agent "
+          "running pods as processes, the operator; --emulator: the API emulator instead) and print how to "
+          "use it.",
     "down": "Stop the local cluster and every process it started.",
     "status": "Show the local cluster's processes, models, pods and services.",
-    "logs": "Print a pod's log (or its events), or the log of the operator, the emulator or the supervisor.",
+    "logs": "Print a pod's log (or its events), or the log of the operator, the emulator, the kubelet API or "
+            "the supervisor.",
 }
 
 
@@ -44,12 +49,18 @@ def _parser(verb: str) -> argparse.ArgumentParser:
         p.add_argument("--probe-period-cap", type=float, default=None, metavar="S",
                        help="run every pod probe at least every S seconds (thresholds unchanged); for tests. "
                             "Default: the periods the pod spec says")
+        p.add_argument("--emulator", action="store_true",
+                       help="use the KMock-based API emulator and the project's own Deployment controller "
+                            "instead of the real control plane (starts in 2 s; no RBAC, scheduler, logs or "
+                            "port-forward)")
+        p.add_argument("--node-gpus", type=int, default=8, metavar="N",
+                       help="nvidia.com/gpu capacity of the local node (real control plane; default 8)")
     elif verb == "down":
         p.add_argument("--timeout", type=float, default=120, help="seconds before everything is SIGKILLed")
     elif verb == "status":
         p.add_argument("--json", action="store_true", help="print the status as JSON")
     elif verb == "logs":
-        p.add_argument("pod", help="a pod name, or operator, emulator, supervisor")
+        p.add_argument("pod", help="a pod name, or operator, emulator, kubelet-api, supervisor")
         p.add_argument("-n", "--namespace", help="the pod's namespace (default: any)")
         p.add_argument("-c", "--container", default=None, help="the container (default: the first logged)")
         p.add_argument("--events", action="store_true", help="the pod's events instead of its log")
@@ -81,7 +92,10 @@ def up(args: argparse.Namespace) -> int:
         if left:
             print(f"stopped {len(left)} leftover process(es) of a previous cluster in {layout.root}",
                   file=sys.stderr)
-    options = ClusterOptions(tuple(args.operator_arg), args.probe_period_cap)
+    if args.node_gpus < 0:
+        print(f"--node-gpus must be 0 or more, got {args.node_gpus}", file=sys.stderr)
+        return 2
+    options = ClusterOptions(tuple(args.operator_arg), args.probe_period_cap, args.emulator, args.node_gpus)
     if not args.detach:
         configure_logging()
         return serve(layout, options)
@@ -91,6 +105,7 @@ def up(args: argparse.Namespace) -> int:
             *(f"--operator-arg={a}" for a in args.operator_arg)]
     if args.probe_period_cap is not None:
         argv += ["--probe-period-cap", str(args.probe_period_cap)]
+    argv += ["--node-gpus", str(args.node_gpus), *(["--emulator"] if args.emulator else [])]
     proc = procs.spawn(argv, log_path, env=dict(os.environ))
     deadline = time.monotonic() + args.timeout
     with open(log_path) as log:
@@ -171,6 +186,8 @@ def cluster_status(layout: Layout) -> dict[str, Any]:
     processes = {}
     for name in COMPONENTS:
         rec = procs.read_pidfile(layout.pidfile(name))
+        if rec is None:  # not part of this kind of cluster (the emulator on the real control plane)
+            continue
         processes[name] = {"pid": rec.pid if rec else None, "running": bool(rec and rec.alive())}
     out: dict[str, Any] = {"stateDir": str(layout.root), "kubeconfig": str(layout.kubeconfig),
                            "running": running(layout) is not None, "processes": processes,

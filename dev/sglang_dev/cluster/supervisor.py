@@ -24,16 +24,16 @@ from pathlib import Path
 
 import aiohttp
 
-from sglang_dev.cluster import procs
-from sglang_dev.cluster.container import Backoff
+from sglang_dev.cluster import podnet, procs
+from sglang_dev.cluster.children import Child
 from sglang_dev.cluster.controller import DeploymentController
 from sglang_dev.cluster.kubeapi import Credentials, KubeClient, cancel_all
 from sglang_dev.cluster.kubelet import Kubelet, free_port
-from sglang_dev.cluster.layout import ClusterInfo, Layout
+from sglang_dev.cluster.layout import READY_FILE, ClusterInfo, Layout
 from sglang_dev.cluster.proxy import ServiceProxy
+from sglang_dev.cluster.realcluster import NodeOptions, run_real_cluster
 
 log = logging.getLogger("sglang_dev.cluster")
-READY_FILE = "ready"
 CHILD_STOP_GRACE_S = 10.0
 
 
@@ -45,66 +45,12 @@ def _listening(host: str, port: int) -> bool:
 
 def pick_prefix() -> int:
     """A second octet for this cluster's loopback addresses that no other local cluster seems to use."""
-    candidates = list(range(64, 251))
+    candidates = [p for p in range(64, 251) if p not in podnet.SERVICE_OCTETS]
     random.shuffle(candidates)
     for prefix in candidates:
         if not _listening(f"127.{prefix}.0.2", 8000) and not _listening(f"127.{prefix}.1.1", 8000):
             return prefix
     raise RuntimeError("no free 127.x.0.0/16 range for the local cluster")
-
-
-class Child:
-    """A supervised child process (own session, log file, pid file), restarted with backoff if it dies."""
-
-    def __init__(self, name: str, argv: list[str], layout: Layout, env: dict[str, str]) -> None:
-        self.name, self.argv, self.layout, self.env = name, argv, layout, env
-        self.proc: asyncio.subprocess.Process | None = None
-        self._stopping = False
-
-    async def start(self) -> None:
-        log_path = self.layout.log(self.name)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            self.proc = await asyncio.create_subprocess_exec(
-                *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=fd, stderr=asyncio.subprocess.STDOUT,
-                env=self.env, start_new_session=True)
-        finally:
-            os.close(fd)
-        procs.write_pidfile(self.layout.pidfile(self.name), self.proc.pid, self.argv)
-        log.info("%s started (pid %d), log %s", self.name, self.proc.pid, log_path)
-
-    async def supervise(self) -> None:
-        backoff = Backoff()
-        failures = 0
-        while not self._stopping:
-            assert self.proc is not None
-            started = time.monotonic()
-            code = await self.proc.wait()
-            if self._stopping:
-                return
-            failures = 1 if time.monotonic() - started > backoff.reset_after_s else failures + 1
-            delay = backoff.delay(failures)
-            log.error("%s exited with %s; restarting in %.0fs (see %s)", self.name, code, delay,
-                      self.layout.log(self.name))
-            await asyncio.sleep(delay)
-            if not self._stopping:
-                await self.start()
-
-    async def stop(self) -> None:
-        self._stopping = True
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        procs.signal_group(self.proc.pid, signal.SIGTERM)
-        try:
-            async with asyncio.timeout(CHILD_STOP_GRACE_S):
-                await self.proc.wait()
-        except TimeoutError:
-            procs.signal_group(self.proc.pid, signal.SIGKILL)
-            await self.proc.wait()
-        procs.signal_group(self.proc.pid, signal.SIGKILL)  # stragglers in its group
-        with contextlib.suppress(FileNotFoundError):
-            self.layout.pidfile(self.name).unlink()
 
 
 async def wait_for_api(url: str, child: Child, timeout_s: float = 60) -> None:
@@ -126,6 +72,8 @@ async def wait_for_api(url: str, child: Child, timeout_s: float = 60) -> None:
 class ClusterOptions:
     operator_args: tuple[str, ...] = ()
     probe_period_cap: float | None = None
+    emulator: bool = False  # the KMock-based API emulator and our own Deployment controller (fast, partial)
+    node_gpus: int = 8
 
 
 async def run_cluster(layout: Layout, options: ClusterOptions, stop: asyncio.Event) -> None:
@@ -133,13 +81,36 @@ async def run_cluster(layout: Layout, options: ClusterOptions, stop: asyncio.Eve
     (layout.root / READY_FILE).unlink(missing_ok=True)
     cluster_id = secrets.token_hex(6)
     prefix = pick_prefix()
+    procs.write_pidfile(layout.pidfile("supervisor"), os.getpid(), sys.argv)
+    try:
+        if options.emulator:
+            await run_emulator_cluster(layout, options, stop, cluster_id, prefix)
+        else:
+            # Every process started from here on (the control plane's too) carries the cluster's marker.
+            os.environ[procs.CLUSTER_MARKER] = cluster_id
+            env = {**os.environ}
+            env.pop("KUBECONFIG", None)
+            ClusterInfo(cluster_id, prefix, "").dump(layout.cluster_file)
+            log.info("cluster %s: loopback range 127.%d.0.0/16, state in %s", cluster_id, prefix, layout.root)
+            await run_real_cluster(layout, stop, cluster_id, prefix, env, options.operator_args,
+                                   NodeOptions(gpus=options.node_gpus), options.probe_period_cap)
+    finally:
+        left = procs.kill_marked(procs.CLUSTER_MARKER, cluster_id)
+        if left:
+            log.warning("killed %d leftover process(es): %s", len(left), left)
+        with contextlib.suppress(FileNotFoundError):
+            layout.pidfile("supervisor").unlink()
+        log.info("local cluster stopped; nothing left running")
+
+
+async def run_emulator_cluster(layout: Layout, options: ClusterOptions, stop: asyncio.Event, cluster_id: str,
+                               prefix: int) -> None:
     port = free_port()
     api_url = f"http://127.0.0.1:{port}"
     env = {**os.environ, procs.CLUSTER_MARKER: cluster_id}
     env.pop("KUBECONFIG", None)
     py = sys.executable
     ClusterInfo(cluster_id, prefix, api_url).dump(layout.cluster_file)
-    procs.write_pidfile(layout.pidfile("supervisor"), os.getpid(), sys.argv)
     log.info("cluster %s: loopback range 127.%d.0.0/16, state in %s", cluster_id, prefix, layout.root)
 
     # Graceful pod deletion as in a real cluster: a deleted pod shows Terminating (deletionTimestamp) while
@@ -187,12 +158,6 @@ async def run_cluster(layout: Layout, options: ClusterOptions, stop: asyncio.Eve
         await emulator.stop()
         if client is not None:
             await client.close()
-        left = procs.kill_marked(procs.CLUSTER_MARKER, cluster_id)
-        if left:
-            log.warning("killed %d leftover process(es): %s", len(left), left)
-        with contextlib.suppress(FileNotFoundError):
-            layout.pidfile("supervisor").unlink()
-        log.info("local cluster stopped; nothing left running")
 
 
 def serve(layout: Layout, options: ClusterOptions) -> int:
@@ -224,9 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--operator-arg", action="append", default=[],
                         help="extra argument for `sglang-operator run` (repeats)")
     parser.add_argument("--probe-period-cap", type=float, default=None)
+    parser.add_argument("--emulator", action="store_true")
+    parser.add_argument("--node-gpus", type=int, default=8)
     args = parser.parse_args(argv)
     configure_logging()
-    return serve(Layout.at(args.state_dir), ClusterOptions(tuple(args.operator_arg), args.probe_period_cap))
+    return serve(Layout.at(args.state_dir), ClusterOptions(tuple(args.operator_arg), args.probe_period_cap,
+                                                           args.emulator, args.node_gpus))
 
 
 if __name__ == "__main__":

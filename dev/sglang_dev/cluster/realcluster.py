@@ -1,0 +1,229 @@
+"""`dev up` on the real control plane: etcd, kube-apiserver, controller-manager and scheduler (built from
+their Go modules; started by sglang_dev.controlplane), then the node side and the operator.
+
+What runs (all on loopback, all carrying the cluster's env marker):
+- the control plane (its own processes; certificates and state under `<state>/controlplane/`);
+- the CRDs from `crds/`, applied and Established before anything else;
+- `k8s kubelet-api` (child process): the kubelet's HTTPS API for `kubectl logs` and `port-forward`;
+- the node agent (asyncio tasks here): the Node `local` with its Lease, the kubelet running the pods the
+  scheduler binds to it, the Service proxy following EndpointSlices, and the pod gateway (podnet.py);
+- the operator (`sglang-operator run`, child process) with the kubeconfig in `<state>/operator.kubeconfig`
+  (today the admin's credentials; the one place to switch it to a ServiceAccount token) and HTTP_PROXY
+  set to the pod gateway, so it reaches pod IPs as it would inside a cluster.
+Not used here: the project's own Deployment controller and garbage collector (the real ones run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sglang_dev.cluster.children import Child
+from sglang_dev.cluster.kubeapi import Credentials, KubeClient, cancel_all
+from sglang_dev.cluster.kubelet import Kubelet
+from sglang_dev.cluster.layout import READY_FILE, ClusterInfo, Layout
+from sglang_dev.cluster.node import NODE_IP, NodeAgent, NodeConfig
+from sglang_dev.cluster.podnet import PodGateway
+from sglang_dev.cluster.proxy import ServiceProxy
+
+log = logging.getLogger("sglang_dev.cluster")
+
+NODE_NAME = "local"
+CRDS_DIR = Path(__file__).resolve().parents[3] / "crds"
+CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    gpus: int = 8
+
+
+def crd_documents(folder: Path = CRDS_DIR) -> list[dict[str, Any]]:
+    return [doc for path in sorted(folder.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text())
+            if doc and doc.get("kind") == "CustomResourceDefinition"]
+
+
+async def apply_crds(client: KubeClient, docs: list[dict[str, Any]], timeout_s: float = 60) -> list[str]:
+    """Create (or replace) every CRD, then wait until the API serves each (Established)."""
+    names = []
+    for doc in docs:
+        name = doc["metadata"]["name"]
+        live = await client.get(f"{CRD_PATH}/{name}")
+        if live is None:
+            await client.create(CRD_PATH, doc)
+        else:
+            await client.put(f"{CRD_PATH}/{name}", {**doc, "metadata": {
+                **doc["metadata"], "resourceVersion": live["metadata"]["resourceVersion"]}})
+        names.append(name)
+    deadline = time.monotonic() + timeout_s
+    for name in names:
+        while True:
+            crd = await client.get(f"{CRD_PATH}/{name}") or {}
+            status = crd.get("status") or {}
+            conds = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+            if conds.get("Established") == "True":
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"CRD {name} not Established within {timeout_s:.0f}s: {conds}")
+            await asyncio.sleep(0.2)
+    return names
+
+
+def read_if_exists(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
+async def wait_for_file(path: Path, proc_alive: Any, what: str, timeout_s: float = 30) -> str:
+    """The content of `path` once a child writes it (it writes atomically: rename into place)."""
+    deadline = time.monotonic() + timeout_s
+    while (text := read_if_exists(path)) is None:
+        if not proc_alive():
+            raise RuntimeError(f"{what} exited before it was ready")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not ready within {timeout_s:.0f}s")
+        await asyncio.sleep(0.05)
+    return text
+
+
+@dataclass
+class NodeSide:
+    """The node agent's parts, started in order and stopped in reverse."""
+
+    kubelet: Kubelet
+    node: NodeAgent
+    proxy: ServiceProxy
+    gateway: PodGateway
+    tasks: list[asyncio.Task[Any]]
+
+    async def stop(self) -> None:
+        await self.kubelet.shutdown()
+        await cancel_all(self.tasks)
+        await self.gateway.stop()
+
+
+async def start_node_side(client: KubeClient, layout: Layout, cluster_id: str, prefix: int, kubelet_port: int,
+                          options: NodeOptions, probe_period_cap: float | None) -> NodeSide:
+    node = NodeAgent(client, NodeConfig(NODE_NAME, kubelet_port, gpus=options.gpus))
+    kubelet = Kubelet(client, layout, cluster_id, prefix, probe_period_cap=probe_period_cap, node=NODE_NAME)
+    proxy = ServiceProxy(client, layout, prefix, slices=True)
+    gateway = PodGateway(prefix, proxy.local_address)
+    await gateway.start()
+    tasks = [asyncio.create_task(node.run())]
+    await node.registered.wait()
+    tasks += [asyncio.create_task(kubelet.run()), asyncio.create_task(proxy.run())]
+    log.info("node %s ready: kubelet API on %s:%d, pod gateway %s", NODE_NAME, NODE_IP, kubelet_port,
+             gateway.url)
+    return NodeSide(kubelet, node, proxy, gateway, tasks)
+
+
+def operator_kubeconfig(layout: Layout, admin_kubeconfig: Path) -> Path:
+    """The operator's credentials, in one place: today a copy of the admin kubeconfig."""
+    target = layout.root / "operator.kubeconfig"
+    shutil.copyfile(admin_kubeconfig, target)
+    target.chmod(0o600)
+    return target
+
+
+async def close_client(client: KubeClient | None) -> None:
+    if client is not None:
+        with contextlib.suppress(Exception):
+            await client.close()
+
+
+def admin_client(kubeconfig: Path) -> KubeClient:
+    return KubeClient(Credentials.from_kubeconfig(kubeconfig))
+
+
+# --- the control plane (sglang_dev.controlplane): every use of its API is in this section ---------------
+def start_control_plane(layout: Layout) -> Any:
+    from sglang_dev import controlplane
+
+    return controlplane.ControlPlane(layout.root / "controlplane", controlplane.bins()).start()
+
+
+def kubelet_api_argv(handle: Any, layout: Layout, port_file: Path) -> list[str]:
+    """`k8s kubelet-api` with a serving certificate from the cluster CA for the node's address, trusting the
+    CA that signs the apiserver's kubelet client certificate, and only that certificate's user."""
+    folder = layout.root / "kubelet" / "pki"
+    cert, key = handle.issue_cert(folder, "kubelet-serving", cn=f"system:node:{NODE_NAME}",
+                                  orgs=["system:nodes"], ips=[NODE_IP], server=True)
+    return [str(handle.bins.k8s), "kubelet-api", "--address", NODE_IP, "--port", "0",
+            "--port-file", str(port_file), "--tls-cert-file", str(cert), "--tls-private-key-file", str(key),
+            "--client-ca-file", str(handle.ca_cert), "--pods-file", str(layout.kubelet_pods_file),
+            "--authorized-user", handle.kubelet_client_user]
+
+
+async def run_real_cluster(layout: Layout, stop: asyncio.Event, cluster_id: str, prefix: int,
+                           env: dict[str, str], operator_args: tuple[str, ...], node_options: NodeOptions,
+                           probe_period_cap: float | None) -> None:
+    """Bring everything up, mark the cluster ready, run until `stop`, then take it all down in reverse."""
+    py = sys.executable
+    handle: Any = None
+    client: KubeClient | None = None
+    node_side: NodeSide | None = None
+    port_file = layout.root / "kubelet" / "port"
+    port_file.unlink(missing_ok=True)
+    kubelet_api: Child | None = None
+    operator: Child | None = None
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        started = time.monotonic()
+        log.info("starting the control plane (etcd, kube-apiserver, controller-manager, scheduler) ...")
+        handle = await asyncio.to_thread(start_control_plane, layout)
+        log.info("control plane up at %s in %.1fs", handle.server, time.monotonic() - started)
+        shutil.copyfile(handle.admin_kubeconfig, layout.kubeconfig)
+        layout.kubeconfig.chmod(0o600)
+        ClusterInfo(cluster_id, prefix, handle.server).dump(layout.cluster_file)
+        client = admin_client(layout.kubeconfig)
+        crds = await apply_crds(client, crd_documents())
+        log.info("CRDs established: %s", ", ".join(crds))
+        kubelet_api = Child("kubelet-api", kubelet_api_argv(handle, layout, port_file), layout, env)
+        await kubelet_api.start()
+        kubelet_port = int(await wait_for_file(port_file, lambda: kubelet_api.proc.returncode is None,
+                                               f"kubelet-api (see {layout.log('kubelet-api')})"))
+        tasks.append(asyncio.create_task(kubelet_api.supervise()))
+        node_side = await start_node_side(client, layout, cluster_id, prefix, kubelet_port, node_options,
+                                          probe_period_cap)
+        operator_env = {**env, "HTTP_PROXY": node_side.gateway.url, "http_proxy": node_side.gateway.url,
+                        "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+        operator = Child("operator", [py, "-m", "sglang_operator.cli", "run", "--kubeconfig",
+                                      str(operator_kubeconfig(layout, handle.admin_kubeconfig)),
+                                      *operator_args], layout, operator_env)
+        await operator.start()
+        tasks.append(asyncio.create_task(operator.supervise()))
+        (layout.root / READY_FILE).write_text(handle.server)
+        log.info("local cluster ready in %.1fs: export KUBECONFIG=%s", time.monotonic() - started,
+                 layout.kubeconfig)
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopper, *tasks, *node_side.tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stopper and task.exception() is not None:
+                log.error("a cluster component failed: %r", task.exception())
+        stopper.cancel()
+    finally:
+        log.info("stopping: operator, pods, node agent, kubelet API, control plane ...")
+        (layout.root / READY_FILE).unlink(missing_ok=True)
+        if node_side is not None:
+            node_side.kubelet.closing = True
+        await asyncio.gather(operator.stop() if operator else asyncio.sleep(0),
+                             node_side.kubelet.shutdown() if node_side else asyncio.sleep(0))
+        if node_side is not None:
+            await node_side.stop()
+        await cancel_all(tasks)
+        if kubelet_api is not None:
+            await kubelet_api.stop()
+        await close_client(client)
+        if handle is not None:
+            await asyncio.to_thread(handle.stop)

@@ -1,0 +1,37 @@
+"""`make demo` (scripts/demo.py) on the real control plane: the model's pod scheduled by kube-scheduler
+onto the node agent, a streamed chat completion through the Service, a LoRA adapter added with kubectl
+patch while the same pod keeps running. It runs against the session's cluster (the demo uses a running
+cluster when there is one, and leaves it running); the fixture's `dev down` checks nothing is left."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from e2e_lib import Cluster, until
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
+
+
+def test_the_demo_on_the_real_control_plane(dev_cluster: Cluster) -> None:
+    env = {**os.environ, "STATE_DIR": str(dev_cluster.layout.root)}
+    env.pop("KEEP", None)
+    env.pop("EMULATOR", None)
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=380)
+    out = proc.stdout
+    try:
+        assert proc.returncode == 0, f"demo failed ({proc.returncode}):\n{out[-3000:]}\n{proc.stderr[-3000:]}"
+        assert "condition met" in out
+        assert out.count("POST http://") == 2
+        assert "/v1/models now:" in out and "tiny-chat" in out
+        assert "the same pod kept running (no restart)" in out
+        (pod,) = dev_cluster.pods("tiny")
+        assert pod["spec"]["nodeName"] == "local"
+    finally:
+        dev_cluster.kubectl.run("delete", "sgm", "tiny", "--ignore-not-found", "--timeout=90s", timeout=100)
+        until(lambda: not dev_cluster.pods("tiny"), 90, "the demo's pods gone")

@@ -1,0 +1,188 @@
+"""`sglang-operator dev up` on the real control plane, driven with kubectl: the operator's scenarios with pods
+scheduled by kube-scheduler onto the node agent, the real Deployment/ReplicaSet/EndpointSlice controllers and
+garbage collector, and the kubelet API behind `kubectl logs` and `kubectl port-forward`.
+
+The tests run in file order and share one model (starting engines is the expensive part on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+
+import pytest
+from e2e_lib import Cluster, http_json, stream_text, until
+from sglang_dev.cluster import podnet
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+NAME = "real"
+MODEL = {
+    "apiVersion": "serving.sglang-operator.io/v1alpha1", "kind": "SGLangModel",
+    "metadata": {"name": NAME, "namespace": "default"},
+    "spec": {"model": "builtin:tiny", "backend": "transformers", "replicas": 1,
+             "generation": {"maxNewTokens": 12}},
+}
+
+
+def _pods(cluster: Cluster) -> list[dict]:
+    return [p for p in cluster.pods(NAME) if not p["metadata"].get("deletionTimestamp")]
+
+
+def _ready(pod: dict) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+
+
+def _local(cluster: Cluster, pod: dict) -> str:
+    """Where the pod's processes listen (its podIP is the 10.x twin of this loopback address)."""
+    local = podnet.local_ip(pod["status"]["podIP"], cluster.info.prefix)
+    assert local is not None, pod["status"]["podIP"]
+    return local
+
+
+def test_the_node_is_registered_with_gpus_and_a_lease(dev_cluster: Cluster) -> None:
+    node = dev_cluster.get("node", "local")
+    conds = {c["type"]: c["status"] for c in node["status"]["conditions"]}
+    assert conds["Ready"] == "True"
+    assert node["status"]["allocatable"]["nvidia.com/gpu"] == "8"
+    lease = dev_cluster.get("lease", "local", "-n", "kube-node-lease")
+    assert lease["spec"]["holderIdentity"] == "local" and lease["spec"]["renewTime"]
+
+
+def test_apply_wait_ready_and_stream_through_the_service(dev_cluster: Cluster) -> None:
+    dev_cluster.apply(MODEL)
+    dev_cluster.wait("Ready", NAME, timeout_s=150)
+    (pod,) = _pods(dev_cluster)
+    assert pod["spec"]["nodeName"] == "local"  # bound by kube-scheduler
+    events = dev_cluster.get("events", "--field-selector", f"involvedObject.name={pod['metadata']['name']}")
+    assert any(e["reason"] == "Scheduled" for e in events["items"])
+    assert pod["status"]["podIP"].startswith(f"10.{dev_cluster.info.prefix}.")
+    slices = dev_cluster.get("endpointslices", "-l", f"kubernetes.io/service-name={NAME}")["items"]
+    addresses = [a for s in slices for e in s.get("endpoints") or [] for a in e["addresses"]]
+    assert addresses == [pod["status"]["podIP"]]
+    text, chunks, finish = stream_text(dev_cluster.url(NAME), NAME)
+    assert chunks >= 2 and text.strip() and finish in ("stop", "length")
+    # The operator read the engine's /status through the pod gateway: the model shows what it serves.
+    sgm = dev_cluster.get("sgm", NAME)
+    assert sgm["status"].get("phase") in ("Ready", "Running", "Serving") or sgm["status"]["conditions"]
+
+
+def test_kubectl_logs_tail_and_follow(dev_cluster: Cluster) -> None:
+    (pod,) = _pods(dev_cluster)
+    name = pod["metadata"]["name"]
+    logs = dev_cluster.kubectl.run("logs", name).stdout
+    assert f"listening on http://{_local(dev_cluster, pod)}:8000" in logs
+    assert len(dev_cluster.kubectl.run("logs", name, "--tail=2").stdout.splitlines()) == 2
+    follow = subprocess.Popen(dev_cluster.kubectl.argv("logs", "-f", "--tail=0", name),
+                              env=dev_cluster.kubectl.env(), stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)
+        stream_text(dev_cluster.url(NAME), NAME)  # the engine logs the request: -f shows it as it comes
+        assert follow.stdout is not None
+        line = follow.stdout.readline()
+        assert line.strip(), "kubectl logs -f showed nothing new"
+    finally:
+        follow.kill()
+        follow.wait()
+
+
+def test_kubectl_port_forward_reaches_the_engine(dev_cluster: Cluster) -> None:
+    (pod,) = _pods(dev_cluster)
+    argv = dev_cluster.kubectl.argv("port-forward", f"pod/{pod['metadata']['name']}", ":8000")
+    forward = subprocess.Popen(argv, env=dev_cluster.kubectl.env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        assert forward.stdout is not None
+        first = forward.stdout.readline()
+        port = re.search(r"127\.0\.0\.1:(\d+) -> 8000", first)
+        assert port, first
+        models = http_json(f"http://127.0.0.1:{port.group(1)}/v1/models")
+        assert NAME in [m["id"] for m in models["data"]]
+        text, chunks, _ = stream_text(f"http://127.0.0.1:{port.group(1)}", NAME)
+        assert chunks >= 1 and text
+    finally:
+        forward.terminate()
+        forward.wait(timeout=10)
+
+
+def test_adapter_added_without_restart(dev_cluster: Cluster) -> None:
+    (before,) = _pods(dev_cluster)
+    patch = {"spec": {"loraAdapters": [{"name": "a1", "source": "builtin:tiny-lora-3"}]}}
+    dev_cluster.kubectl.run("patch", "sgm", NAME, "--type=merge", "-p", json.dumps(patch))
+    until(lambda: dev_cluster.settled(NAME, "AdaptersReady"), 90, "AdaptersReady on the new generation")
+    base = dev_cluster.url(NAME)
+    assert "a1" in [m["id"] for m in http_json(f"{base}/v1/models")["data"]]
+    (after,) = _pods(dev_cluster)
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]
+    assert after["status"]["containerStatuses"][0]["restartCount"] == \
+        before["status"]["containerStatuses"][0]["restartCount"]
+
+
+def test_killed_engine_restarts_and_logs_previous(dev_cluster: Cluster) -> None:
+    (pod,) = _pods(dev_cluster)
+    name, uid = pod["metadata"]["name"], pod["metadata"]["uid"]
+    pid = json.loads(dev_cluster.layout.container_pidfile("default", name, "engine").read_text())["pid"]
+    os.kill(pid, signal.SIGKILL)
+
+    def restarted() -> dict | None:
+        p = dev_cluster.get("pod", name)
+        status = p["status"]["containerStatuses"][0]
+        return p if status["restartCount"] >= 1 and status["ready"] else None
+
+    pod = until(restarted, 120, "the engine container to restart and become ready again")
+    status = pod["status"]["containerStatuses"][0]
+    assert status["lastState"]["terminated"]["exitCode"] == 137
+    assert pod["metadata"]["uid"] == uid
+    previous = dev_cluster.kubectl.run("logs", name, "--previous").stdout
+    assert "listening on http://" in previous
+    dev_cluster.wait("Ready", NAME)
+
+
+def _served_requests(local_ip: str) -> float:
+    with urllib.request.urlopen(f"http://{local_ip}:8000/metrics", timeout=5) as resp:
+        lines = resp.read().decode().splitlines()
+    counts = [line for line in lines if line.startswith("sglang_engine_requests_total")]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in counts)
+
+
+def test_scale_to_two_behind_the_service(dev_cluster: Cluster) -> None:
+    dev_cluster.kubectl.run("scale", f"sgm/{NAME}", "--replicas=2")
+    until(lambda: len([p for p in _pods(dev_cluster) if _ready(p)]) == 2 and dev_cluster.settled(NAME),
+          150, "two ready pods and Ready")
+    slices = dev_cluster.get("endpointslices", "-l", f"kubernetes.io/service-name={NAME}")["items"]
+    ready = [a for s in slices for e in s.get("endpoints") or [] if e["conditions"].get("ready")
+             for a in e["addresses"]]
+    assert len(ready) == 2
+    locals_ = [podnet.local_ip(ip, dev_cluster.info.prefix) or "" for ip in ready]
+    before = {ip: _served_requests(ip) for ip in locals_}
+    for _ in range(4):
+        assert stream_text(dev_cluster.url(NAME), NAME)[1] >= 1
+    after = {ip: _served_requests(ip) for ip in locals_}
+    assert all(after[ip] > before[ip] for ip in locals_), (before, after)
+
+
+def test_a_deleted_child_is_recreated(dev_cluster: Cluster) -> None:
+    old = dev_cluster.get("svc", NAME)["metadata"]["uid"]
+    dev_cluster.kubectl.run("delete", "svc", NAME)
+
+    def recreated() -> bool:
+        got = dev_cluster.kubectl.run("get", "svc", NAME, "-o", "json", check=False)
+        return got.returncode == 0 and json.loads(got.stdout)["metadata"]["uid"] != old
+
+    until(recreated, 60, "the operator to recreate the Service")
+    assert stream_text(dev_cluster.url(NAME), NAME)[1] >= 1
+
+
+def test_delete_collects_every_child(dev_cluster: Cluster) -> None:
+    uids = [p["metadata"]["uid"] for p in _pods(dev_cluster)]
+    assert uids and all(dev_cluster.engine_pids(uid) for uid in uids)
+    dev_cluster.kubectl.run("delete", "sgm", NAME, "--timeout=90s", timeout=100)
+    selector = f"app.kubernetes.io/instance={NAME}"
+    until(lambda: not dev_cluster.get("deploy,rs,svc,cm,pods", "-l", selector)["items"], 90,
+          "every child deleted by the garbage collector")
+    until(lambda: not any(dev_cluster.engine_pids(uid) for uid in uids), 90, "no engine process left")
