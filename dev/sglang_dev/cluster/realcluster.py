@@ -147,22 +147,24 @@ def admin_client(kubeconfig: Path) -> KubeClient:
 
 
 # --- the control plane (sglang_dev.controlplane): every use of its API is in this section ---------------
+APISERVER_KUBELET_CLIENT = "kube-apiserver-kubelet-client"  # the CN the apiserver calls kubelets with
+
+
 def start_control_plane(layout: Layout) -> Any:
-    from sglang_dev import controlplane
+    """etcd, kube-apiserver, controller-manager, scheduler: fresh (new CA, empty etcd) on every start."""
+    from sglang_dev.controlplane import ControlPlane
 
-    return controlplane.ControlPlane(layout.root / "controlplane", controlplane.bins()).start()
+    return ControlPlane(layout.root / "controlplane").start()
 
 
-def kubelet_api_argv(handle: Any, layout: Layout, port_file: Path) -> list[str]:
-    """`k8s kubelet-api` with a serving certificate from the cluster CA for the node's address, trusting the
-    CA that signs the apiserver's kubelet client certificate, and only that certificate's user."""
-    folder = layout.root / "kubelet" / "pki"
-    cert, key = handle.issue_cert(folder, "kubelet-serving", cn=f"system:node:{NODE_NAME}",
-                                  orgs=["system:nodes"], ips=[NODE_IP], server=True)
-    return [str(handle.bins.k8s), "kubelet-api", "--address", NODE_IP, "--port", "0",
-            "--port-file", str(port_file), "--tls-cert-file", str(cert), "--tls-private-key-file", str(key),
-            "--client-ca-file", str(handle.ca_cert), "--pods-file", str(layout.kubelet_pods_file),
-            "--authorized-user", handle.kubelet_client_user]
+def kubelet_api_argv(plane: Any, layout: Layout, port_file: Path) -> list[str]:
+    """`k8s kubelet-api` serving the node's certificate (the apiserver verifies it against the cluster CA at
+    the node's InternalIP) and accepting only the apiserver's kubelet client certificate."""
+    pair = plane.issue_node_cert(NODE_NAME)
+    return [str(plane.bins.k8s), "kubelet-api", "--address", NODE_IP, "--port", "0",
+            "--port-file", str(port_file), "--tls-cert-file", str(pair.cert),
+            "--tls-private-key-file", str(pair.key), "--client-ca-file", str(plane.ca),
+            "--pods-file", str(layout.kubelet_pods_file), "--authorized-user", APISERVER_KUBELET_CLIENT]
 
 
 async def run_real_cluster(layout: Layout, stop: asyncio.Event, cluster_id: str, prefix: int,
