@@ -196,12 +196,14 @@ class Informer:
     """
 
     def __init__(self, client: KubeClient, resource: Resource, on_change: Callable[[], None],
-                 label_selector: str | None = None, field_selector: str | None = None) -> None:
+                 label_selector: str | None = None, field_selector: str | None = None,
+                 namespace: str | None = None) -> None:
         self.client = client
         self.resource = resource
         self.on_change = on_change
         self.label_selector = label_selector
         self.field_selector = field_selector
+        self.namespace = namespace
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.synced = asyncio.Event()
 
@@ -209,7 +211,7 @@ class Informer:
         return list(self.objects.values())
 
     async def run(self) -> None:
-        path = self.resource.path()
+        path = self.resource.path(self.namespace)
         fields = {"fieldSelector": self.field_selector} if self.field_selector else {}
         params = {**fields, **({"labelSelector": self.label_selector} if self.label_selector else {})}
         while True:

@@ -21,7 +21,7 @@ import os
 import shutil
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from sglang_dev.cluster import kubeapi, podnet, procs, volumes
 from sglang_dev.cluster.container import Backoff, ContainerRunner
 from sglang_dev.cluster.kubeapi import CONFIGMAPS, PODS, SECRETS, ApiError, Informer, KubeClient
 from sglang_dev.cluster.layout import Layout, write_json_atomic
-from sglang_dev.cluster.podplan import PodContext, PodError, PodPlan, plan_pod
+from sglang_dev.cluster.podplan import PodContext, PodError, PodPlan, plan_pod, referenced_objects
 
 log = logging.getLogger(__name__)
 PLAN_RETRY_S = 2.0
@@ -216,6 +216,8 @@ class PodWorker:
         await asyncio.Event().wait()  # a finished pod stays (Succeeded/Failed) until deleted
 
     async def _plan_until_valid(self) -> None:
+        if self.kubelet.refs is not None:
+            await self.kubelet.refs.synced(pod_refs(self.pod))
         while True:
             if self.token is None and self._wants_token():
                 await self._request_token()
@@ -268,6 +270,51 @@ class PodWorker:
         shutil.rmtree(self.dir / "tmp", ignore_errors=True)
 
 
+RefKey = tuple[Any, str, str]  # (CONFIGMAPS | SECRETS, namespace, name)
+
+
+class ReferencedObjects:
+    """The ConfigMaps and Secrets this node's pods reference, each listed and watched on its own (a
+    `metadata.name` field selector in its namespace): all the Node authorizer lets a kubelet read."""
+
+    def __init__(self, client: KubeClient, on_change: Callable[[], None]) -> None:
+        self.client = client
+        self.on_change = on_change
+        self.watched: dict[RefKey, tuple[Informer, asyncio.Task[Any]]] = {}
+
+    def want(self, keys: set[RefKey]) -> None:
+        for key in keys - set(self.watched):
+            resource, namespace, name = key
+            informer = Informer(self.client, resource, self.on_change, field_selector=f"metadata.name={name}",
+                                namespace=namespace)
+            self.watched[key] = (informer, asyncio.create_task(informer.run()))
+        for key in set(self.watched) - keys:
+            self.watched.pop(key)[1].cancel()
+
+    async def synced(self, keys: set[RefKey], timeout_s: float = 10) -> None:
+        """Until every key has been listed once (found or not), so a first plan does not miss them."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                for key in keys:
+                    if key in self.watched:
+                        await self.watched[key][0].synced.wait()
+
+    def items(self, resource: Any) -> list[dict[str, Any]]:
+        return [obj for (res, _, _), (informer, _) in self.watched.items() if res is resource
+                for obj in informer.items()]
+
+    def stop(self) -> None:
+        for _, task in self.watched.values():
+            task.cancel()
+        self.watched.clear()
+
+
+def pod_refs(pod: dict[str, Any]) -> set[RefKey]:
+    namespace = pod["metadata"].get("namespace", "")
+    return {(CONFIGMAPS if kind == "configMap" else SECRETS, namespace, name)
+            for kind, name in referenced_objects(pod)}
+
+
 class Kubelet:
     """`node`: run only the pods bound to this node and report 10.x pod IPs (real control plane); None:
     run every pod and report the loopback address (the emulator has no scheduler)."""
@@ -286,6 +333,8 @@ class Kubelet:
         self.wake = asyncio.Event()
         self.pods = Informer(client, PODS, self.wake.set,
                              field_selector=f"spec.nodeName={node}" if node else None)
+        # On a node: only what its pods reference (as a kubelet may); with the emulator: everything.
+        self.refs = ReferencedObjects(client, self._config_changed) if node else None
         self.config_maps = Informer(client, CONFIGMAPS, self._config_changed)
         self.secrets = Informer(client, SECRETS, self._config_changed)
         self.workers: dict[str, tuple[PodWorker, asyncio.Task[Any]]] = {}  # by pod uid
@@ -312,8 +361,11 @@ class Kubelet:
             self._pod_table = table
 
     def data(self, resource: Any, namespace: str) -> dict[str, dict[str, str]]:
-        informer = {CONFIGMAPS: self.config_maps, SECRETS: self.secrets}[resource]
-        return {o["metadata"]["name"]: decoded(o, resource is SECRETS) for o in informer.items()
+        if self.refs is not None:
+            objects = self.refs.items(resource)
+        else:
+            objects = {CONFIGMAPS: self.config_maps, SECRETS: self.secrets}[resource].items()
+        return {o["metadata"]["name"]: decoded(o, resource is SECRETS) for o in objects
                 if o["metadata"].get("namespace") == namespace}
 
     def _config_changed(self) -> None:
@@ -322,10 +374,12 @@ class Kubelet:
 
     async def run(self) -> None:
         try:
-            informers = [self.config_maps, self.secrets, self.pods]
+            informers = [self.pods] if self.refs is not None else [self.config_maps, self.secrets, self.pods]
             await kubeapi.reconcile_loop(informers, self.wake, self._sync_step)
         finally:
             await self.shutdown()
+            if self.refs is not None:
+                self.refs.stop()
 
     async def _sync_step(self) -> None:
         self.sync()
@@ -339,6 +393,8 @@ class Kubelet:
             if meta.get("deletionTimestamp"):
                 continue
             live[meta["uid"]] = pod
+        if self.refs is not None:
+            self.refs.want(set().union(*(pod_refs(p) for p in live.values())))
         for uid, pod in live.items():
             if uid not in self.workers and uid not in self.stopping:
                 worker = PodWorker(self, pod, self.ips.allocate())

@@ -423,6 +423,32 @@ def _notes(spec: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(notes)
 
 
+def referenced_objects(pod: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """("configMap" | "secret", name) of every ConfigMap and Secret the pod's volumes and env read (pure)."""
+    spec = pod.get("spec") or {}
+    refs: set[tuple[str, str]] = set()
+    for vol in spec.get("volumes") or []:
+        if "configMap" in vol:
+            refs.add(("configMap", vol["configMap"].get("name", "")))
+        if "secret" in vol:
+            refs.add(("secret", vol["secret"].get("secretName", "")))
+        for source in (vol.get("projected") or {}).get("sources") or []:
+            for kind in ("configMap", "secret"):
+                if kind in source:
+                    refs.add((kind, source[kind].get("name", "")))
+    for c in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
+        for source in c.get("envFrom") or []:
+            for key, kind in (("configMapRef", "configMap"), ("secretRef", "secret")):
+                if key in source:
+                    refs.add((kind, source[key].get("name", "")))
+        for var in c.get("env") or []:
+            value_from = var.get("valueFrom") or {}
+            for key, kind in (("configMapKeyRef", "configMap"), ("secretKeyRef", "secret")):
+                if key in value_from:
+                    refs.add((kind, value_from[key].get("name", "")))
+    return {(kind, name) for kind, name in refs if name}
+
+
 def plan_pod(pod: Mapping[str, Any], ctx: PodContext) -> PodPlan:
     """Map a pod to local processes; raises PodError (reason + message naming the field) if it cannot run."""
     spec = pod.get("spec") or {}

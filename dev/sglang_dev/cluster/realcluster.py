@@ -113,11 +113,15 @@ class NodeSide:
         await self.gateway.stop()
 
 
-async def start_node_side(client: KubeClient, layout: Layout, cluster_id: str, prefix: int, kubelet_port: int,
-                          options: NodeOptions, probe_period_cap: float | None) -> NodeSide:
-    node = NodeAgent(client, NodeConfig(NODE_NAME, kubelet_port, gpus=options.gpus))
-    kubelet = Kubelet(client, layout, cluster_id, prefix, probe_period_cap=probe_period_cap, node=NODE_NAME)
-    proxy = ServiceProxy(client, layout, prefix, slices=True)
+async def start_node_side(node_client: KubeClient, proxy_client: KubeClient, layout: Layout, cluster_id: str,
+                          prefix: int, kubelet_port: int, options: NodeOptions,
+                          probe_period_cap: float | None) -> NodeSide:
+    """The Node and kubelet act as the node (its certificate: the Node authorizer and NodeRestriction apply);
+    the proxy reads Services and EndpointSlices with its own client, as kube-proxy has its own identity."""
+    node = NodeAgent(node_client, NodeConfig(NODE_NAME, kubelet_port, gpus=options.gpus))
+    kubelet = Kubelet(node_client, layout, cluster_id, prefix, probe_period_cap=probe_period_cap,
+                      node=NODE_NAME)
+    proxy = ServiceProxy(proxy_client, layout, prefix, slices=True)
     gateway = PodGateway(prefix, proxy.local_address)
     await gateway.start()
     tasks = [asyncio.create_task(node.run())]
@@ -142,7 +146,7 @@ async def close_client(client: KubeClient | None) -> None:
             await client.close()
 
 
-def admin_client(kubeconfig: Path) -> KubeClient:
+def client_for(kubeconfig: Path) -> KubeClient:
     return KubeClient(Credentials.from_kubeconfig(kubeconfig))
 
 
@@ -157,10 +161,16 @@ def start_control_plane(layout: Layout) -> Any:
     return ControlPlane(layout.root / "controlplane").start()
 
 
-def kubelet_api_argv(plane: Any, layout: Layout, port_file: Path) -> list[str]:
+def node_credentials(plane: Any) -> tuple[Any, Path]:
+    """The node's certificate (CN=system:node:local, O=system:nodes; also the kubelet API's serving
+    certificate for 127.0.0.1) and a kubeconfig using it."""
+    pair = plane.issue_node_cert(NODE_NAME)
+    return pair, plane.cert_kubeconfig(NODE_NAME, pair)
+
+
+def kubelet_api_argv(plane: Any, pair: Any, layout: Layout, port_file: Path) -> list[str]:
     """`k8s kubelet-api` serving the node's certificate (the apiserver verifies it against the cluster CA at
     the node's InternalIP) and accepting only the apiserver's kubelet client certificate."""
-    pair = plane.issue_node_cert(NODE_NAME)
     return [str(plane.bins.k8s), "kubelet-api", "--address", NODE_IP, "--port", "0",
             "--port-file", str(port_file), "--tls-cert-file", str(pair.cert),
             "--tls-private-key-file", str(pair.key), "--client-ca-file", str(plane.ca),
@@ -174,6 +184,7 @@ async def run_real_cluster(layout: Layout, stop: asyncio.Event, cluster_id: str,
     py = sys.executable
     handle: Any = None
     client: KubeClient | None = None
+    node_client: KubeClient | None = None
     node_side: NodeSide | None = None
     port_file = layout.root / "kubelet" / "port"
     port_file.unlink(missing_ok=True)
@@ -188,16 +199,18 @@ async def run_real_cluster(layout: Layout, stop: asyncio.Event, cluster_id: str,
         shutil.copyfile(handle.admin_kubeconfig, layout.kubeconfig)
         layout.kubeconfig.chmod(0o600)
         ClusterInfo(cluster_id, prefix, handle.server).dump(layout.cluster_file)
-        client = admin_client(layout.kubeconfig)
+        client = client_for(layout.kubeconfig)
         crds = await apply_crds(client, crd_documents())
         log.info("CRDs established: %s", ", ".join(crds))
-        kubelet_api = Child("kubelet-api", kubelet_api_argv(handle, layout, port_file), layout, env)
+        pair, node_kubeconfig = node_credentials(handle)
+        node_client = client_for(node_kubeconfig)
+        kubelet_api = Child("kubelet-api", kubelet_api_argv(handle, pair, layout, port_file), layout, env)
         await kubelet_api.start()
         kubelet_port = int(await wait_for_file(port_file, lambda: kubelet_api.proc.returncode is None,
                                                f"kubelet-api (see {layout.log('kubelet-api')})"))
         tasks.append(asyncio.create_task(kubelet_api.supervise()))
-        node_side = await start_node_side(client, layout, cluster_id, prefix, kubelet_port, node_options,
-                                          probe_period_cap)
+        node_side = await start_node_side(node_client, client, layout, cluster_id, prefix, kubelet_port,
+                                          node_options, probe_period_cap)
         operator_env = {**env, "HTTP_PROXY": node_side.gateway.url, "http_proxy": node_side.gateway.url,
                         "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
         operator = Child("operator", [py, "-m", "sglang_operator.cli", "run", "--kubeconfig",
@@ -227,5 +240,6 @@ async def run_real_cluster(layout: Layout, stop: asyncio.Event, cluster_id: str,
         if kubelet_api is not None:
             await kubelet_api.stop()
         await close_client(client)
+        await close_client(node_client)
         if handle is not None:
             await asyncio.to_thread(handle.stop)
