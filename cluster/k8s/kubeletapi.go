@@ -112,7 +112,8 @@ func kubeletAPIMain(args []string) int {
 	bound := listener.Addr().(*net.TCPAddr).Port
 	if *portFile != "" {
 		tmp := *portFile + ".tmp"
-		if err := os.WriteFile(tmp, []byte(strconv.Itoa(bound)), 0o644); err == nil {
+		err := os.WriteFile(tmp, []byte(strconv.Itoa(bound)), 0o644)
+		if err == nil {
 			err = os.Rename(tmp, *portFile)
 		}
 		if err != nil {

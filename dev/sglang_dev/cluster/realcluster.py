@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from sglang_dev.cluster.children import Child
-from sglang_dev.cluster.kubeapi import Credentials, KubeClient, cancel_all
+from sglang_dev.cluster.kubeapi import NODES, Credentials, KubeClient, cancel_all
 from sglang_dev.cluster.kubelet import Kubelet
 from sglang_dev.cluster.layout import READY_FILE, ClusterInfo, Layout
 from sglang_dev.cluster.node import NODE_IP, NodeAgent, NodeConfig
@@ -126,10 +126,23 @@ async def start_node_side(node_client: KubeClient, proxy_client: KubeClient, lay
     await gateway.start()
     tasks = [asyncio.create_task(node.run())]
     await node.registered.wait()
+    await clear_not_ready_taint(proxy_client)
     tasks += [asyncio.create_task(kubelet.run()), asyncio.create_task(proxy.run())]
     log.info("node %s ready: kubelet API on %s:%d, pod gateway %s", NODE_NAME, NODE_IP, kubelet_port,
              gateway.url)
     return NodeSide(kubelet, node, proxy, gateway, tasks)
+
+
+async def clear_not_ready_taint(client: KubeClient) -> None:
+    """The apiserver's TaintNodesByCondition admission taints a new Node `node.kubernetes.io/not-ready`;
+    the node lifecycle controller lifts it once the node is Ready. That controller does not run here (no
+    node-lifecycle in the control plane), so the agent lifts it with the admin's credentials, as it would."""
+    path = NODES.path(name=NODE_NAME)
+    node = await client.get(path) or {}
+    taints = (node.get("spec") or {}).get("taints") or []
+    kept = [t for t in taints if t.get("key") != "node.kubernetes.io/not-ready"]
+    if kept != taints:
+        await client.patch(path, {"spec": {"taints": kept or None}})
 
 
 def operator_kubeconfig(layout: Layout, admin_kubeconfig: Path) -> Path:
@@ -187,6 +200,7 @@ async def run_real_cluster(layout: Layout, stop: asyncio.Event, cluster_id: str,
     node_client: KubeClient | None = None
     node_side: NodeSide | None = None
     port_file = layout.root / "kubelet" / "port"
+    port_file.parent.mkdir(parents=True, exist_ok=True)
     port_file.unlink(missing_ok=True)
     kubelet_api: Child | None = None
     operator: Child | None = None

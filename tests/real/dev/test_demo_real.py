@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from e2e_lib import Cluster, until
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import time
@@ -81,11 +82,15 @@ def test_kubectl_logs_tail_and_follow(dev_cluster: Cluster) -> None:
     follow = subprocess.Popen(dev_cluster.kubectl.argv("logs", "-f", "--tail=0", name),
                               env=dev_cluster.kubectl.env(), stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(1)
-        stream_text(dev_cluster.url(NAME), NAME)  # the engine logs the request: -f shows it as it comes
+        time.sleep(2)
+        # A line the container writes (its stdout is this file) reaches `logs -f` as it comes.
+        marker = f"follow-check-{time.time()}"
+        with open(dev_cluster.layout.container_log("default", name, "engine"), "a") as log:
+            log.write(marker + "\n")
         assert follow.stdout is not None
-        line = follow.stdout.readline()
-        assert line.strip(), "kubectl logs -f showed nothing new"
+        ready, _, _ = select.select([follow.stdout], [], [], 15)
+        assert ready, "kubectl logs -f showed nothing within 15 s"
+        assert follow.stdout.readline().strip() == marker
     finally:
         follow.kill()
         follow.wait()
