@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import time
+from typing import Any
 
 from sglang_dev.cluster import procs
 from sglang_dev.cluster.container import Backoff
@@ -72,3 +73,13 @@ class Child:
             self.layout.pidfile(self.name).unlink()
 
 
+
+
+async def run_until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[Any]]) -> None:
+    """Wait for `stop` (SIGTERM/SIGINT) or for a component task to end; a component's failure is logged."""
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        if task is not stopper and task.exception() is not None:
+            log.error("a cluster component failed: %r", task.exception())
+    stopper.cancel()

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from sglang_dev.cluster.children import Child
+from sglang_dev.cluster.children import Child, run_until_stopped
 from sglang_dev.cluster.kubeapi import NODES, Credentials, KubeClient, cancel_all
 from sglang_dev.cluster.kubelet import Kubelet
 from sglang_dev.cluster.layout import READY_FILE, ClusterInfo, Layout
@@ -235,12 +235,7 @@ async def run_real_cluster(layout: Layout, stop: asyncio.Event, cluster_id: str,
         (layout.root / READY_FILE).write_text(handle.server)
         log.info("local cluster ready in %.1fs: export KUBECONFIG=%s", time.monotonic() - started,
                  layout.kubeconfig)
-        stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([stopper, *tasks, *node_side.tasks], return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task is not stopper and task.exception() is not None:
-                log.error("a cluster component failed: %r", task.exception())
-        stopper.cancel()
+        await run_until_stopped(stop, [*tasks, *node_side.tasks])
     finally:
         log.info("stopping: operator, pods, node agent, kubelet API, control plane ...")
         (layout.root / READY_FILE).unlink(missing_ok=True)

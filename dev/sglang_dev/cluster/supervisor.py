@@ -25,7 +25,7 @@ from pathlib import Path
 import aiohttp
 
 from sglang_dev.cluster import podnet, procs
-from sglang_dev.cluster.children import Child
+from sglang_dev.cluster.children import Child, run_until_stopped
 from sglang_dev.cluster.controller import DeploymentController
 from sglang_dev.cluster.kubeapi import Credentials, KubeClient, cancel_all
 from sglang_dev.cluster.kubelet import Kubelet, free_port
@@ -140,12 +140,7 @@ async def run_emulator_cluster(layout: Layout, options: ClusterOptions, stop: as
         tasks.append(asyncio.create_task(operator.supervise()))
         (layout.root / READY_FILE).write_text(api_url)
         log.info("local cluster ready: export KUBECONFIG=%s", layout.kubeconfig)
-        stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task is not stopper and task.exception() is not None:
-                log.error("a cluster component failed: %r", task.exception())
-        stopper.cancel()
+        await run_until_stopped(stop, tasks)
     finally:
         log.info("stopping: operator, pods, proxy, emulator ...")
         (layout.root / READY_FILE).unlink(missing_ok=True)

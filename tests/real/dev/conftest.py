@@ -21,10 +21,6 @@ from sglang_dev.cluster.tools import Kubectl
 @pytest.fixture(scope="session")
 def dev_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """`sglang-operator dev up` on the real control plane, once per session; `dev down` must leave nothing."""
-    try:
-        from sglang_dev.controlplane import ControlPlane  # noqa: F401
-    except ImportError:  # remove once the control plane's Python API (helper A1) is on main
-        pytest.skip("sglang_dev.controlplane.ControlPlane is not on this branch yet")
     state = tmp_path_factory.mktemp("real-dev-cluster")
     layout = Layout.at(state)
     up = dev("up", state, "--detach", "--timeout", "180", "--probe-period-cap", "1", timeout=240)
