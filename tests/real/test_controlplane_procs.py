@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 
-from sglang_dev.controlplane.procs import ProcessGroup, group_alive, stop_recorded
+from sglang_dev.controlplane.procs import ProcessGroup, _cmdline, group_alive, stop_recorded
 
 SLEEPER = [sys.executable, "-c", "import sys, time; time.sleep(120)"]
 
@@ -21,6 +21,10 @@ def test_a_recorded_group_left_behind_is_ended_by_the_next_run(tmp_path):
     group.spawn("b", [*SLEEPER, marker])
     assert group.pgid is not None and group_alive(group.pgid)
     assert os.getpgid(group.procs["b"].pid) == group.pgid  # one group for every component
+    # Both have exec'd (a forked child still shows the parent's command line until then).
+    deadline = time.monotonic() + 10
+    while not all(marker in _cmdline(p.pid) for p in group.procs.values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
     # The run that spawned them "crashed": a new run finds them through run.json alone.
     assert stop_recorded(tmp_path / "run.json", marker) is True
     for proc in group.procs.values():
