@@ -58,8 +58,11 @@ def make_backend(settings: EngineSettings) -> Backend:
     from sglang_engine.backends.sglang_backend import SGLangBackend
     from sglang_engine.supervisor import SupervisedBackend
 
-    # SGLang is a process that can die: restart it with backoff (transformers runs in-process).
-    return SupervisedBackend(lambda: SGLangBackend(settings), max_restarts=settings.backend_restarts,
+    # SGLang is a process that can die: restart it with backoff (transformers runs in-process). One node of a
+    # multi-node group cannot rejoin a group that is running: the whole group restarts (the LeaderWorkerSet
+    # recreates it when a pod restarts), so there a death is final and the engine stops with it.
+    restarts = 0 if settings.nnodes > 1 else settings.backend_restarts
+    return SupervisedBackend(lambda: SGLangBackend(settings), max_restarts=restarts,
                              backoff_s=settings.restart_backoff_s)
 
 

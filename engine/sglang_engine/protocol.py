@@ -62,6 +62,10 @@ ENGINE_OWNED_FLAGS: frozenset[str] = frozenset({
     # SGLang merges a YAML file's options into argv before parsing: through it, every flag above (api_key,
     # trust_remote_code, ...) could be set again, and a store_true flag it sets cannot be unset after.
     "--config",
+    # Multi-node: the engine derives them from LeaderWorkerSet's environment (MULTI-NODE below).
+    "--nnodes",
+    "--node-rank",
+    "--dist-init-addr", "--nccl-init-addr",
 })
 
 VALID_DTYPES: frozenset[str] = frozenset({"auto", "half", "float16", "bfloat16", "float", "float32"})
@@ -83,6 +87,21 @@ DEFAULT_MAX_LORAS_PER_BATCH = 8
 # runtime load never fails because the pool was shaped for other modules. Both can be overridden.
 DEFAULT_MAX_LORA_RANK = 64
 DEFAULT_LORA_TARGET_MODULES: tuple[str, ...] = ("all",)
+
+# ------------------------------------------------------------------------------------------ multi-node
+# One model over several nodes (SGLang `--nnodes N --node-rank i --dist-init-addr HOST:PORT`): every node runs
+# its share of the tensor-parallel ranks; node 0 (the leader) alone runs the tokenizer and the HTTP API, the
+# others a dummy health server (/health, no /ready) until the group stops. The operator runs each group as a
+# LeaderWorkerSet, whose pod webhook gives every container these variables (sigs.k8s.io/lws,
+# api/leaderworkerset/v1: LwsLeaderAddress, LwsGroupSize, LwsWorkerIndex).
+LWS_LEADER_ADDRESS_ENV = "LWS_LEADER_ADDRESS"  # the leader pod's DNS name (<lws>-<group>.<lws>.<namespace>)
+LWS_GROUP_SIZE_ENV = "LWS_GROUP_SIZE"  # pods per group (= nodes)
+LWS_WORKER_INDEX_ENV = "LWS_WORKER_INDEX"  # 0 for the leader, 1..N-1 for the workers (= SGLang's node rank)
+# The leader's port for SGLang's distributed init (torch.distributed's store); SGLang derives a few more
+# ports right above it on every node. The operator declares it on the pods.
+DIST_INIT_PORT = 20000
+# On node ranks >= 1 SGLang serves only this (200 once its schedulers are up); readiness there.
+WORKER_HEALTH_PATH = "/health"
 
 # Endpoints (paths on SGLang's loopback server).
 # Readiness: cheap, 503 until up, while paused and while shutting down. NOT /health: in 0.5.23 that is
@@ -224,6 +243,11 @@ def build_sglang_argv(settings: EngineSettings, model_path: str, adapters: Mappi
             argv += [flag, str(value)]
     if settings.trust_remote_code:
         argv.append("--trust-remote-code")
+    if settings.nnodes > 1:
+        if not settings.dist_init_addr:
+            raise ValueError("dist_init_addr: a multi-node launch needs the leader's address")
+        argv += ["--nnodes", str(settings.nnodes), "--node-rank", str(settings.node_rank),
+                 "--dist-init-addr", settings.dist_init_addr]
     if settings.lora_enabled or (adapters and not settings.disable_lora):
         argv += _lora_argv(settings, adapters)
     argv += settings.sglang_extra_args

@@ -12,9 +12,15 @@ import sys
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sglang_engine.protocol import TERMINATION_LOG
+from sglang_engine.protocol import (
+    DIST_INIT_PORT,
+    LWS_GROUP_SIZE_ENV,
+    LWS_LEADER_ADDRESS_ENV,
+    LWS_WORKER_INDEX_ENV,
+    TERMINATION_LOG,
+)
 
 Backend = Literal["sglang", "transformers"]
 # 2 MiB holds a 128k-token prompt of ordinary text; more is refused (413) before it is parsed.
@@ -38,6 +44,11 @@ class EngineSettings(BaseModel):
     # A connection that has not sent a whole request head within this is closed (slow-header clients).
     header_timeout_s: float = Field(10.0, gt=0)
     tp_size: int = Field(1, ge=1)
+    # Multi-node (SGLang backend): nodes per model copy, this node's rank and the leader's dist-init address.
+    # Under a LeaderWorkerSet the last two come from its environment (protocol.py, MULTI-NODE).
+    nnodes: int = Field(1, ge=1)
+    node_rank: int = Field(0, ge=0)
+    dist_init_addr: str | None = None
     context_length: int | None = Field(None, ge=1)
     mem_fraction_static: float | None = Field(None, gt=0, lt=1)
     dtype: DType = "auto"
@@ -97,6 +108,24 @@ class EngineSettings(BaseModel):
     def model_name(self) -> str:
         """The name clients use in `model`: --served-model-name, else the model id."""
         return self.served_model_name or self.model
+
+    @property
+    def worker_rank(self) -> bool:
+        """A multi-node worker (node rank >= 1): SGLang's ranks only; the leader serves the API."""
+        return self.node_rank > 0
+
+    @model_validator(mode="after")
+    def _multi_node(self) -> EngineSettings:
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank {self.node_rank} must be below nnodes {self.nnodes}")
+        if self.nnodes > 1:
+            if self.backend != "sglang":
+                raise ValueError("nnodes > 1 needs the sglang backend")
+            if self.tp_size % self.nnodes:
+                raise ValueError(f"tp_size {self.tp_size} is not a multiple of nnodes {self.nnodes}")
+            if not self.dist_init_addr:
+                raise ValueError(f"nnodes > 1 needs --dist-init-addr (or {LWS_LEADER_ADDRESS_ENV})")
+        return self
 
     @property
     def lora_enabled(self) -> bool:
@@ -159,7 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-connections", type=int, help="open connections per port; more are closed at once")
     a("--header-timeout", dest="header_timeout_s", type=float, metavar="SECONDS",
       help="close a connection that has not sent a whole request head within this")
-    a("--tp-size", type=int, help="tensor parallel size (GPUs)")
+    a("--tp-size", type=int, help="tensor parallel size (GPUs, over all nodes)")
+    a("--nnodes", type=int, help="nodes one copy of the model spans (SGLang backend; above 1: multi-node)")
+    a("--node-rank", type=int, default=None,
+      help=f"this node's rank, 0 for the leader (default: env {LWS_WORKER_INDEX_ENV}, else 0)")
+    a("--dist-init-addr", metavar="HOST:PORT",
+      help=f"the leader's address for SGLang's distributed init (default: env {LWS_LEADER_ADDRESS_ENV}:"
+           f"{DIST_INIT_PORT} when --nnodes > 1)")
     a("--context-length", type=int, help="maximum context length (default: the model's)")
     a("--mem-fraction-static", type=float, help="GPU memory fraction for weights and KV cache (SGLang)")
     a("--dtype", choices=get_args(DType), help="weight and activation dtype")
@@ -222,13 +257,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _multi_node_from_env(ns: dict[str, object], parser: argparse.ArgumentParser) -> None:
+    """With --nnodes > 1, the rank and the leader's address not given as flags come from LeaderWorkerSet's
+    environment; a group size there that disagrees with --nnodes is refused (the CR and the LWS disagree)."""
+    nnodes = int(ns["nnodes"])  # type: ignore[call-overload]
+    if nnodes <= 1:
+        ns["node_rank"] = ns["node_rank"] or 0
+        return
+    env = os.environ
+    size = env.get(LWS_GROUP_SIZE_ENV)
+    if size is not None and size != str(nnodes):
+        parser.error(f"--nnodes {nnodes} but {LWS_GROUP_SIZE_ENV}={size}: the group has another size")
+    if ns["node_rank"] is None:
+        index = env.get(LWS_WORKER_INDEX_ENV, "0")
+        if not index.isdigit():
+            parser.error(f"{LWS_WORKER_INDEX_ENV}={index!r} is not a node rank")
+        ns["node_rank"] = int(index)
+    if ns["dist_init_addr"] is None and env.get(LWS_LEADER_ADDRESS_ENV):
+        ns["dist_init_addr"] = f"{env[LWS_LEADER_ADDRESS_ENV]}:{DIST_INIT_PORT}"
+
+
 def parse_settings(argv: list[str]) -> EngineSettings:
     """Parse `serve` arguments (without the subcommand) into settings; exits 2 on a bad flag."""
     extra: list[str] = []
     if "--" in argv:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1:]
-    ns = vars(build_parser().parse_args(argv))
+    parser = build_parser()
+    ns = vars(parser.parse_args(argv))
+    _multi_node_from_env(ns, parser)
     api_key = _read_secret(ns.pop("api_key_file"), API_KEY_ENV)
     admin_token = _read_secret(ns.pop("admin_token_file"), ADMIN_TOKEN_ENV)
     if ns["cache_dir"] is None:

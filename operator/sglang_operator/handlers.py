@@ -31,8 +31,11 @@ from sglang_operator.reconcile import Context, reconcile
 from sglang_operator.settings import OperatorSettings
 
 CR = (API_GROUP, "v1alpha1", PLURAL)
+# The LeaderWorkerSet watch only exists where its CRD does: kopf (cluster scanning off) serves resources
+# found at start and logs the rest as unresolved; without it, pod events and the resync still drive
+# multi-node models.
 CHILDREN = (("apps", "v1", "deployments"), ("", "v1", "services"), ("", "v1", "configmaps"),
-            ("policy", "v1", "poddisruptionbudgets"))
+            ("policy", "v1", "poddisruptionbudgets"), ("leaderworkerset.x-k8s.io", "v1", "leaderworkersets"))
 NOT_SETTLED_POLL = 5.0
 RESYNC_CONCURRENCY = 8
 logger = logging.getLogger("sglang_operator.handlers")

@@ -26,6 +26,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "Pod": ("/api/v1", "pods"),
     "Deployment": ("/apis/apps/v1", "deployments"),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
+    "LeaderWorkerSet": ("/apis/leaderworkerset.x-k8s.io/v1", "leaderworkersets"),
     "SGLangModel": ("/apis/serving.sglang-operator.io/v1alpha1", "sglangmodels"),
     "Event": ("/api/v1", "events"),
 }

@@ -17,6 +17,7 @@ HTTP_PORT_NAME = "http"
 # The engine serves /livez and /readyz here too (--probe-port): a flood of API clients cannot starve them.
 PROBE_PORT = 8001
 PROBE_PORT_NAME = "probe"
+DIST_INIT_PORT_NAME = "dist-init"  # multi-node: SGLang's distributed init on the group's leader
 CONFIG_DIR = "/etc/sglang-operator"
 CONFIG_FILE = f"{CONFIG_DIR}/config.json"
 CONFIG_KEY = "config.json"
@@ -29,15 +30,15 @@ def _digest(text: str, size: int = 8) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:size]
 
 
-def fit(base: str, suffix: str = "") -> str:
-    """`base + suffix` as a DNS-1035 label of at most 63 characters (hash-suffixed when cut)."""
+def fit(base: str, suffix: str = "", limit: int = MAX_NAME) -> str:
+    """`base + suffix` as a DNS-1035 label of at most `limit` characters (hash-suffixed when cut)."""
     name = base + suffix
-    if len(name) <= MAX_NAME and re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name):
+    if len(name) <= limit and re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name):
         return name
     clean = _LABEL_SAFE.sub("-", base.lower()).strip("-")
     if not clean[:1].isalpha():
         clean = "m-" + clean
-    keep = MAX_NAME - len(suffix) - 9  # "-" + 8 hex digits
+    keep = limit - len(suffix) - 9  # "-" + 8 hex digits
     return f"{clean[:keep].rstrip('-')}-{_digest(base)}{suffix}"
 
 
@@ -48,6 +49,13 @@ def instance(cr_name: str) -> str:
 
 def deployment(cr_name: str) -> str:
     return fit(cr_name)
+
+
+def leaderworkerset(cr_name: str) -> str:
+    """A multi-node model's LeaderWorkerSet; LWS names its own headless Service after it, so it must differ
+    from the model's Service. Its pods are <this>-<group> (leaders) and <this>-<group>-<rank>, whose names
+    are their host names (DNS labels, <= 63): room is kept for 3-digit groups and 1-digit ranks."""
+    return fit(cr_name, "-lws", limit=MAX_NAME - 6)
 
 
 def service(cr_name: str) -> str:

@@ -7,10 +7,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sglang_operator.builders.deployment import REVISION_ANNOTATION
+from sglang_operator.builders.leaderworkerset import WORKER_INDEX_LABEL, template_of
 from sglang_operator.pod_health import PodProblem, diagnose
 
 
 class DeploymentView(BaseModel):
+    """The model's workload: its Deployment, or for a multi-node model its LeaderWorkerSet, whose status has
+    the same fields counted in groups (replicas, updatedReplicas, readyReplicas: groups all of whose pods are
+    ready)."""
+
     model_config = ConfigDict(frozen=True)
 
     generation: int = 0
@@ -23,8 +28,8 @@ class DeploymentView(BaseModel):
 
     @classmethod
     def parse(cls, obj: dict[str, Any]) -> DeploymentView:
-        meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
-        template_meta = (spec.get("template") or {}).get("metadata") or {}
+        meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+        template_meta = template_of(obj).get("metadata") or {}
         conditions = status.get("conditions") or []
         return cls(
             generation=meta.get("generation") or 0,
@@ -47,6 +52,7 @@ class PodView(BaseModel):
     ready: bool = False
     revision: str | None = None
     terminating: bool = False
+    leader: bool = True  # False for a multi-node group's workers (LWS worker index > 0): no API, no /status
     problem: PodProblem | None = None  # what keeps it from serving, when pod status says (pod_health.py)
 
     @classmethod
@@ -56,7 +62,9 @@ class PodView(BaseModel):
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
         return cls(name=meta.get("name", ""), ip=status.get("podIP") or None, ready=ready,
                    revision=(meta.get("annotations") or {}).get(REVISION_ANNOTATION),
-                   terminating=bool(meta.get("deletionTimestamp")), problem=diagnose(obj))
+                   terminating=bool(meta.get("deletionTimestamp")),
+                   leader=(meta.get("labels") or {}).get(WORKER_INDEX_LABEL, "0") == "0",
+                   problem=diagnose(obj))
 
 
 class AdapterState(BaseModel):

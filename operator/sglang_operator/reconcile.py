@@ -19,14 +19,20 @@ from sglang_operator import labels, names
 from sglang_operator.apply import ensure, remove_if_owned
 from sglang_operator.builders import Owner, build_children
 from sglang_operator.builders.deployment import REVISION_ANNOTATION
+from sglang_operator.builders.leaderworkerset import KIND as LWS_KIND
+from sglang_operator.builders.leaderworkerset import multi_node, template_of
 from sglang_operator.engine_client import fetch_statuses
-from sglang_operator.kube import KubeApi
+from sglang_operator.kube import ApiError, KubeApi
 from sglang_operator.observed import DeploymentView, PodView
 from sglang_operator.settings import OperatorSettings
 from sglang_operator.spec import SpecError, parse_spec
 from sglang_operator.status import Observation, compute_status, serving_pods, status_changed
 
 Emit = Callable[[str, str, str], Awaitable[None]]  # (type Normal|Warning, reason, message)
+WORKLOADS = ("Deployment", LWS_KIND)
+LWS_MISSING = ("the model spans several nodes (spec.nodes > 1), which needs LeaderWorkerSet: install it "
+               "(the leaderworkerset.x-k8s.io CRD and its controller, sigs.k8s.io/lws); the operator retries "
+               "at every resync")
 logger = logging.getLogger("sglang_operator.reconcile")
 
 
@@ -74,9 +80,10 @@ def _events(actions: dict[str, str], revision_changed: bool, was_ready: bool, re
     if created:
         verb = "created" if first else "restored"
         out.append(("Normal", verb.capitalize(), f"{verb} {', '.join(created)}"))
-    if actions.get("Deployment") == "updated":
-        out.append(("Normal", "RolloutStarted", "pod template changed: rolling out") if revision_changed
-                   else ("Normal", "Updated", "Deployment updated"))
+    for kind in WORKLOADS:
+        if actions.get(kind) == "updated":
+            out.append(("Normal", "RolloutStarted", "pod template changed: rolling out") if revision_changed
+                       else ("Normal", "Updated", f"{kind} updated"))
     if actions.get("ConfigMap") == "updated":
         out.append(("Normal", "ConfigChanged", "adapters or generation defaults changed"))
     if actions.get("PodDisruptionBudget") == "deleted":
@@ -122,7 +129,8 @@ async def reconcile(ctx: Context, body: dict[str, Any], emit: Emit) -> Result:
     try:
         spec = parse_spec(body.get("spec"))
     except SpecError as err:
-        dep_obj = await ctx.api.get("Deployment", owner.namespace, names.deployment(owner.name))
+        dep_obj = await ctx.api.get("Deployment", owner.namespace, names.deployment(owner.name)) or \
+            await ctx.api.get(LWS_KIND, owner.namespace, names.leaderworkerset(owner.name))
         observed = DeploymentView.parse(dep_obj) if dep_obj else None
         obs = Observation(owner.name, owner.namespace, generation, None, spec_error=err,
                           previous=previous, deployment=observed)
@@ -136,23 +144,38 @@ async def reconcile(ctx: Context, body: dict[str, Any], emit: Emit) -> Result:
     actions: dict[str, str] = {}
     live: dict[str, dict[str, Any]] = {}
     revision_changed = False
+    workload_kind = LWS_KIND if multi_node(spec) else "Deployment"
+    workload_error: str | None = None
     for child in desired:
         kind = child["kind"]
         before = await ctx.api.get(kind, owner.namespace, child["metadata"]["name"])
-        if kind == "Deployment" and before is not None:
+        if kind in WORKLOADS and before is not None:
             revision_changed = DeploymentView.parse(before).template_revision != _template_revision(child)
-        outcome = await ensure(ctx.api, child, owner.uid, before)
+        try:
+            outcome = await ensure(ctx.api, child, owner.uid, before)
+        except ApiError as exc:
+            if kind != LWS_KIND or exc.status != 404:
+                raise
+            workload_error = LWS_MISSING  # no such resource: not a crash loop, a condition (and a resync)
+            continue
         actions[kind], live[kind] = outcome.action, outcome.obj
     if "PodDisruptionBudget" not in actions and await remove_if_owned(
             ctx.api, "PodDisruptionBudget", owner.namespace, names.pdb(owner.name), owner.uid):
         actions["PodDisruptionBudget"] = "deleted"
+    # The other workload kind, once its replacement exists (nodes changed between 1 and more).
+    other, other_name = (("Deployment", names.deployment(owner.name)) if workload_kind == LWS_KIND
+                         else (LWS_KIND, names.leaderworkerset(owner.name)))
+    if workload_kind in live and await remove_if_owned(ctx.api, other, owner.namespace, other_name,
+                                                       owner.uid):
+        actions[other] = "deleted"
 
-    desired_revision = _template_revision(next(c for c in desired if c["kind"] == "Deployment"))
+    desired_revision = _template_revision(next(c for c in desired if c["kind"] == workload_kind))
     config = next(c for c in desired if c["kind"] == "ConfigMap")["data"][names.CONFIG_KEY]
     pods, engines = await _observe_pods(ctx, owner, desired_revision)
+    workload = live.get(workload_kind)
     obs = Observation(owner.name, owner.namespace, generation, spec, desired_revision=desired_revision,
-                      desired_config=config, deployment=DeploymentView.parse(live["Deployment"]),
-                      pods=tuple(pods), engines=engines, previous=previous)
+                      desired_config=config, deployment=DeploymentView.parse(workload) if workload else None,
+                      pods=tuple(pods), engines=engines, previous=previous, workload_error=workload_error)
     status = compute_status(obs, now())
     written = await _write_status(ctx, owner, previous, status)
     for event in _events(actions, revision_changed, _is_ready(previous), _is_ready(status),
@@ -161,8 +184,8 @@ async def reconcile(ctx: Context, body: dict[str, Any], emit: Emit) -> Result:
     return Result(status, actions, written)
 
 
-def _template_revision(deployment: dict[str, Any]) -> str:
-    return deployment["spec"]["template"]["metadata"]["annotations"][REVISION_ANNOTATION]
+def _template_revision(workload: dict[str, Any]) -> str:
+    return template_of(workload)["metadata"]["annotations"][REVISION_ANNOTATION]
 
 
 async def _write_status(ctx: Context, owner: Owner, previous: dict[str, Any], status: dict[str, Any]) -> bool:

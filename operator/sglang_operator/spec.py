@@ -20,6 +20,10 @@ from sglang_engine.protocol import ENGINE_OWNED_FLAGS, TINY_MODEL_SOURCE, owned_
 # argparse abbreviations of them (`--mem-frac`), which SGLang's parser would expand.
 OWNED_SGLANG_FLAGS = ENGINE_OWNED_FLAGS
 
+# Multi-node: the GPUs one node gives a replica (tensorParallelSize / nodes) are at most this many; GPU nodes
+# carry 8 (HGX/DGX H100, H200, B200; MI300X platforms). Past it, more nodes are needed, not bigger ones.
+MAX_GPUS_PER_NODE = 8
+
 _PVC = re.compile(r"^pvc://(?P<claim>[a-z0-9]([-a-z0-9.]*[a-z0-9])?)/(?P<path>.+)$")
 
 Quantity = int | str
@@ -111,6 +115,7 @@ class ModelSpec(_Model):
     served_model_name: str | None = Field(None, min_length=1, max_length=253, pattern=r"^[^:\s]+$")
     backend: Literal["sglang", "transformers"] = "sglang"
     tensor_parallel_size: int = Field(1, ge=1, le=64)
+    nodes: int = Field(1, ge=1, le=8)
     replicas: int = Field(1, ge=0)
     image: str | None = Field(None, min_length=1, max_length=512)
     engine: EngineSpec = Field(default_factory=lambda: EngineSpec.model_validate({}))
@@ -171,6 +176,15 @@ def _problems(spec: ModelSpec) -> list[tuple[str, str]]:
         both = gen.max_new_tokens is not None and gen.max_length is not None
         if both and gen.max_new_tokens > gen.max_length:  # type: ignore[operator]
             found.append(("spec.generation.maxNewTokens", "must not exceed maxLength"))
+    if spec.nodes > 1:
+        if spec.tensor_parallel_size % spec.nodes:
+            found.append(("spec.nodes", f"must divide tensorParallelSize ({spec.tensor_parallel_size}): "
+                          "each of the nodes runs the same number of GPUs"))
+        elif spec.tensor_parallel_size // spec.nodes > MAX_GPUS_PER_NODE:
+            found.append(("spec.tensorParallelSize", f"{spec.tensor_parallel_size} GPUs over {spec.nodes} "
+                          f"nodes is more than {MAX_GPUS_PER_NODE} per node: raise nodes"))
+        if spec.backend != "sglang":
+            found.append(("spec.backend", "nodes > 1 needs the sglang backend"))
     for kind in ("limits", "requests"):
         if spec.resources is not None and "nvidia.com/gpu" in getattr(spec.resources, kind):
             found.append((f"spec.resources.{kind}", "nvidia.com/gpu comes from tensorParallelSize"))

@@ -19,6 +19,7 @@ from sglang_operator.pod_health import PodProblem
 from sglang_operator.spec import ModelSpec, SpecError
 
 CONDITION_TYPES = ("Ready", "Progressing", "AdaptersReady", "SpecValid", "Degraded")
+WORKLOAD_MISSING = "LeaderWorkerSetMissing"  # nodes > 1 on a cluster without the LeaderWorkerSet API
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Observation:
     pods: tuple[PodView, ...] = ()
     engines: dict[str, EngineStatus | str] = field(default_factory=dict)
     previous: dict[str, Any] = field(default_factory=dict)
+    workload_error: str | None = None  # the workload could not be made (no LeaderWorkerSet API): why
 
 
 def config_hash(text: str) -> str:
@@ -53,8 +55,9 @@ def _condition(obs: Observation, now: str, type_: str, status: bool | None, reas
 
 
 def serving_pods(pods: Iterable[PodView], desired_revision: str | None) -> list[PodView]:
-    """Pods that count as serving the current spec: the ones whose engine /status is read, and counted."""
-    return [p for p in pods if p.ready and not p.terminating and p.revision == desired_revision]
+    """Pods that count as serving the current spec: the ones whose engine /status is read, and counted. Of a
+    multi-node group only the leader serves (and is ready only once its group has joined)."""
+    return [p for p in pods if p.ready and p.leader and not p.terminating and p.revision == desired_revision]
 
 
 def _adapters(obs: Observation, serving: list[PodView]) -> tuple[list[dict], bool | None, str, str]:
@@ -154,7 +157,9 @@ def compute_status(obs: Observation, now: str) -> dict[str, Any]:
     rolled = current and dep is not None and dep.updated_replicas >= desired and dep.replicas == desired
     all_ready = rolled and len(serving) >= desired and dep is not None and dep.ready_replicas >= desired
 
-    if dep is None:
+    if obs.workload_error is not None:
+        progressing = (False, WORKLOAD_MISSING, obs.workload_error)
+    elif dep is None:
         progressing = (True, "Creating", "the Deployment is being created")
     elif dep.progress_deadline_exceeded:
         progressing = (False, "ProgressDeadlineExceeded", "the rollout did not finish within its deadline")
@@ -167,7 +172,9 @@ def compute_status(obs: Observation, now: str) -> dict[str, Any]:
         progressing = (False, "Complete", "every replica runs the current revision")
 
     problem = pod_problem(obs.pods, obs.desired_revision) if desired > 0 else None
-    if desired == 0:
+    if obs.workload_error is not None:
+        ready = (False, WORKLOAD_MISSING, obs.workload_error)
+    elif desired == 0:
         ready = (False, "ScaledToZero", "replicas is 0")
     elif not all_ready and problem is not None:
         # What pod status already says (a crash, an image pull, no node with a free GPU) beats "not ready".
@@ -184,7 +191,9 @@ def compute_status(obs: Observation, now: str) -> dict[str, Any]:
     # Degraded means something broke and needs a fix (a crashing or unpullable pod, a failed adapter, a
     # replica lost after being Ready), not that a change is being applied or waits for capacity: that is
     # Progressing.
-    if problem is not None and problem.failure:
+    if obs.workload_error is not None:
+        degraded = (True, WORKLOAD_MISSING, obs.workload_error)
+    elif problem is not None and problem.failure:
         degraded = (True, problem.reason, problem.message)
     elif a_reason in _ADAPTERS_BROKEN:
         degraded = (True, a_reason, a_message)

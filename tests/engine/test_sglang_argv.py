@@ -133,7 +133,8 @@ from sglang.srt.server_args import ServerArgs, prepare_server_args
 from sglang.srt.arg_groups.lora_hook import check_lora_server_args
 FIELDS = ("model_path", "tp_size", "context_length", "mem_fraction_static", "dtype", "enable_lora",
           "lora_paths", "max_loaded_loras", "max_lora_rank", "disable_radix_cache", "lora_backend",
-          "host", "port", "enable_metrics", "trust_remote_code", "api_key", "incremental_streaming_output")
+          "host", "port", "enable_metrics", "trust_remote_code", "api_key", "incremental_streaming_output",
+          "nnodes", "node_rank", "dist_init_addr")
 results = []
 for argv in json.loads(sys.stdin.read()):
     err = io.StringIO()
@@ -150,12 +151,16 @@ options = sorted(o for a in parser._actions for o in a.option_strings)
 print(json.dumps({"results": results, "options": options}, default=sorted))
 """
 
+TWO_NODE_LEADER = f"big-lws-0.big-lws.ml:{protocol.DIST_INIT_PORT}"
 SPEC_CASES = {
     # Exactly what `sglang-engine serve ... --print-sglang-argv` prints (and start() launches) for the spec
     # with two `--lora-adapter`s: the adapter controller loads them at run time.
     "printed": launch_argv(spec_settings(lora_adapters=(("sql", "org/sql-lora"), ("chat", "org/chat-lora")))),
     "two-initial-adapters": protocol.build_sglang_argv(spec_settings(), "/models/qwen", ADAPTERS),
     "runtime-adapters": protocol.build_sglang_argv(spec_settings(), "/models/qwen", {}),
+    # A model over two nodes (TP 16 = 2 x 8 GPUs), as each node's engine launches it under a LeaderWorkerSet.
+    **{f"two-node-tp16-rank{rank}": launch_argv(spec_settings(
+        tp_size=16, nnodes=2, node_rank=rank, dist_init_addr=TWO_NODE_LEADER)) for rank in (0, 1)},
     # Proves the check can fail: flashinfer is gone in 0.5.23 (exit 2).
     "flashinfer": [*protocol.build_sglang_argv(spec_settings(), "/m", {}), "--lora-backend", "flashinfer"],
 }
@@ -193,6 +198,15 @@ def test_sglang_0_5_23_parser_accepts_the_spec_argv(sglang_parser: dict[str, obj
         assert parsed["lora_paths"] == [f"{n}={p}" for n, p in ADAPTERS.items()]
     else:
         assert parsed["max_lora_rank"] == protocol.DEFAULT_MAX_LORA_RANK
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_sglang_0_5_23_parser_accepts_a_two_node_tp16_argv(sglang_parser: dict[str, object],
+                                                             rank: int) -> None:
+    parsed = sglang_parser[f"two-node-tp16-rank{rank}"]
+    assert isinstance(parsed, dict) and "exit" not in parsed, parsed
+    assert (parsed["tp_size"], parsed["nnodes"], parsed["node_rank"]) == (16, 2, rank)
+    assert parsed["dist_init_addr"] == TWO_NODE_LEADER and parsed["enable_lora"] is True
 
 
 def test_sglang_parser_rejects_what_we_refuse(sglang_parser: dict[str, object]) -> None:

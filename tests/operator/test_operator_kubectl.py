@@ -13,6 +13,7 @@ import pytest
 import yaml
 from sglang_operator import names
 from sglang_operator.builders.deployment import REVISION_ANNOTATION
+from sglang_operator.kube import ApiError
 from sglang_operator.rbac import RULES
 from sgm_testlib import FakeEngine, client, eventually, model, running_operator
 
@@ -147,10 +148,14 @@ def test_kubectl_apply_refuses_bad_input_naming_the_field(kubectl):
     assert result.returncode == 0, result.stderr
 
 
-def test_the_rbac_rules_are_exactly_what_the_operator_uses(emulator):
+def test_the_rbac_rules_are_exactly_what_the_operator_uses(lws_emulator):
     """Every request the operator makes is granted, and every grant is used (no extra verbs): a scenario that
-    creates, scales (PDB created, then deleted), changes adapters (ConfigMap update) and hand-edits children
-    (restored with an update). The emulator is fresh per test, so the log holds only this scenario."""
+    creates, scales (PDB created, then deleted), changes adapters (ConfigMap update), hand-edits children
+    (restored with an update) and moves the model to two nodes and back (LeaderWorkerSet created, updated,
+    Deployment deleted, then the reverse). The emulator is fresh per test, so the log holds only this
+    scenario."""
+    emulator = lws_emulator
+
     async def scenario():
         async with FakeEngine().serve() as engine, running_operator(emulator.url, engine.port), \
                 client(emulator.url) as api:
@@ -168,6 +173,12 @@ def test_the_rbac_rules_are_exactly_what_the_operator_uses(emulator):
             await api.replace(cr)
             await eventually(lambda: _gone(api, "PodDisruptionBudget", "m"), what="PDB removed")
             await eventually(lambda: _config_without_adapters(api), what="ConfigMap updated")
+            await _set_spec(api, {"backend": "sglang", "model": "org/m", "tensorParallelSize": 2, "nodes": 2})
+            await eventually(lambda: _gone(api, "Deployment", "m"), what="Deployment replaced by an LWS")
+            await _set_spec(api, {"replicas": 2})
+            await eventually(lambda: _lws_replicas(api, 2), what="LWS scaled")
+            await _set_spec(api, {"nodes": 1})
+            await eventually(lambda: _gone(api, "LeaderWorkerSet", "m-lws"), what="LWS replaced")
 
     asyncio.run(scenario())
     granted = {(r.api_group, res, verb) for r in RULES for res in r.resources for verb in r.verbs}
@@ -178,6 +189,24 @@ def test_the_rbac_rules_are_exactly_what_the_operator_uses(emulator):
             used.add((req.group or "", resource, _verb(req)))
     assert used <= granted, f"used but not granted: {sorted(used - granted)}"
     assert granted <= used, f"granted but never used: {sorted(granted - used)}"
+
+
+async def _set_spec(api, change):
+    """Replace the CR with `change` merged into its spec, again on a conflict (the operator writes status)."""
+    for _ in range(20):
+        cr = await api.get("SGLangModel", "default", "m")
+        cr["spec"].update(change)
+        try:
+            return await api.replace(cr)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+    raise AssertionError("the CR kept changing")
+
+
+async def _lws_replicas(api, replicas):
+    lws = await api.get("LeaderWorkerSet", "default", "m-lws")
+    return lws["spec"]["replicas"] == replicas
 
 
 async def _restored(api, kind, name):

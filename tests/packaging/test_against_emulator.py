@@ -46,6 +46,7 @@ def test_helm_install_dry_run_server(helm, kubectl):
 @pytest.mark.parametrize("args", [
     ["-f", "tiny.yaml"],
     ["-f", "llama-8b-tp2.yaml"],
+    ["-f", "llama-405b-2-nodes.yaml"],
     ["-k", "gitops"],
     ["-f", "gitops/argocd-cm-health.yaml"],
 ], ids=lambda args: args[1])

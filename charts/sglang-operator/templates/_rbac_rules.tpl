@@ -13,10 +13,15 @@ scanning (no CRD or Namespace access) and runs kopf standalone (no peering objec
 - apiGroups: [serving.sglang-operator.io]
   resources: [sglangmodels/status]
   verbs: [patch]
-# Children: read, watched by kopf, created, and replaced (PUT) when an owned field differs.
+# Children: read, watched by kopf, created, and replaced (PUT) when an owned field differs. The workload is
+# a Deployment, or a LeaderWorkerSet for a model over several nodes (spec.nodes > 1); the one that no longer
+# fits is deleted when spec.nodes changes between 1 and more.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, update]
+  verbs: [get, list, watch, create, update, delete]
+- apiGroups: [leaderworkerset.x-k8s.io]
+  resources: [leaderworkersets]
+  verbs: [get, list, watch, create, update, delete]
 - apiGroups: [""]
   resources: [services, configmaps]
   verbs: [get, list, watch, create, update]

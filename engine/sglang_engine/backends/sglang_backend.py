@@ -179,7 +179,8 @@ class SGLangBackend(Backend):
             if last == "200":
                 self._healthy, self._message = True, ""
                 log.info("SGLang is healthy after %.1f s", time.monotonic() - started)
-                await self._note_simulated_scheduler()
+                if not self.settings.worker_rank:  # a worker's SGLang has no /server_info
+                    await self._note_simulated_scheduler()
                 return
             now = time.monotonic()
             if now >= deadline:
@@ -207,10 +208,12 @@ class SGLangBackend(Backend):
             log.warning("SGLang's scheduler is SIMULATED: %s", self._simulated)
 
     async def _probe(self) -> str:
-        """GET /ready -> "200", another status, or the connection error."""
+        """GET /ready -> "200", another status, or the connection error. A multi-node worker's SGLang serves
+        only a dummy /health (200 once its schedulers joined the group), so that is its readiness."""
         assert self._control is not None
+        path = protocol.WORKER_HEALTH_PATH if self.settings.worker_rank else protocol.READY_PATH
         try:
-            async with self._control.get(protocol.READY_PATH, timeout=HEALTH_TIMEOUT) as resp:
+            async with self._control.get(path, timeout=HEALTH_TIMEOUT) as resp:
                 return str(resp.status)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

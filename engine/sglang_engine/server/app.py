@@ -314,6 +314,8 @@ class Api:
         return web.json_response({
             "model": self.settings.model, "servedModelName": self.settings.model_name,
             "backend": self.settings.backend,
+            **({"nodeRank": self.settings.node_rank, "nodes": self.settings.nnodes}
+               if self.settings.nnodes > 1 else {}),
             "ready": self.engine.ready and not self.state.draining,
             "configHash": self.adapters.config_hash,
             "configError": self.adapters.config_error,
@@ -321,6 +323,11 @@ class Api:
             "apiKeyRequired": bool(self.settings.api_key),
             "warnings": security_warnings(self.settings),
         })
+
+    async def leader_only(self, request: web.Request) -> web.Response:
+        s = self.settings
+        return json_error(503, f"This pod is node rank {s.node_rank} of a {s.nnodes}-node group: the "
+                          "group's leader (node rank 0) serves the API.", code="not_the_leader")
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(self._openapi)
@@ -370,13 +377,18 @@ def build_app(engine: Engine, adapters: AdapterController, metrics: EngineMetric
     app = web.Application(middlewares=[api.cors, api.errors, api.guard],
                           client_max_size=engine.settings.max_body_bytes)
     app[API] = api
-    app.router.add_post(CHAT_PATH, api.chat_completions)
-    app.router.add_get("/v1/models", api.models)
     app.router.add_get("/livez", api.livez)
     app.router.add_get("/readyz", api.readyz)
     app.router.add_get("/status", api.status)
     app.router.add_get("/metrics", api.metrics_page)
     app.router.add_get("/openapi.json", api.openapi)
+    if engine.settings.worker_rank:
+        # A multi-node worker runs SGLang's ranks only: the group's leader serves the API and the adapters.
+        for prefix in ("/v1", "/admin"):
+            app.router.add_route("*", prefix + "/{tail:.*}", api.leader_only)
+        return app
+    app.router.add_post(CHAT_PATH, api.chat_completions)
+    app.router.add_get("/v1/models", api.models)
     app.router.add_get(ADMIN_ADAPTERS_PATH, api.list_adapters)
     app.router.add_post(ADMIN_ADAPTERS_PATH, api.load_adapter)
     app.router.add_delete("/admin/adapters/{name}", api.unload_adapter)

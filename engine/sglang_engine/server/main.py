@@ -32,6 +32,7 @@ from sglang_engine.settings import EngineSettings, parse_settings
 from sglang_engine.supervisor import SupervisedBackend
 
 log = logging.getLogger("sglang_engine")
+GROUP_POLL_S = 0.5  # how often a multi-node engine checks that its SGLang still runs
 
 
 class JsonFormatter(logging.Formatter):
@@ -79,6 +80,23 @@ async def _unless_stopped(work: Awaitable[None], stop: asyncio.Event) -> bool:
     return True
 
 
+async def _serve_until_stopped(engine: Engine, settings: EngineSettings, stop: asyncio.Event) -> str | None:
+    """Until a signal (None). A node of a multi-node group also stops when its SGLang dies (it is not
+    restarted: a rank cannot rejoin a running group), so the pod restarts and the LeaderWorkerSet recreates
+    the whole group; returns why."""
+    if settings.nnodes <= 1:
+        await stop.wait()
+        return None
+    while not stop.is_set():
+        health = engine.backend.health()
+        if not health.alive:
+            return (f"node rank {settings.node_rank} of {settings.nnodes}: SGLang stopped "
+                    f"({health.message}); the group restarts as a whole")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), GROUP_POLL_S)
+    return None
+
+
 def last_words(settings: EngineSettings, reason: str, message: str) -> None:
     """Leave `reason: message` in the termination message file, where the kubelet (which creates the file)
     copies it into the pod's status for the operator to report. Outside a pod there is no file: nothing."""
@@ -99,7 +117,10 @@ async def run(settings: EngineSettings) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     engine = Engine.from_settings(settings)
-    adapters = AdapterController(settings, engine.backend, engine.set_defaults)
+    # A multi-node worker's SGLang takes no adapter loads: the leader's broadcasts to every rank.
+    adapter_settings = settings.model_copy(update={"config_file": None, "lora_adapters": ()}) \
+        if settings.worker_rank else settings
+    adapters = AdapterController(adapter_settings, engine.backend, engine.set_defaults)
     if isinstance(engine.backend, SupervisedBackend):
         engine.backend.on_restart = adapters.reload_all
     state = ServerState()
@@ -126,7 +147,10 @@ async def run(settings: EngineSettings) -> int:
             # Freeze it out of the cyclic GC: a full collection over it takes ~250 ms here, a pause every
             # open stream would feel. Objects created while serving are still collected.
             gc.freeze()
-            await stop.wait()
+            if (lost := await _serve_until_stopped(engine, settings, stop)) is not None:
+                log.error("%s", lost)
+                last_words(settings, "GroupMemberLost", lost)
+                return 1
             log.info("shutting down: draining up to %.0fs", settings.shutdown_grace_s)
             state.draining = True
             await _wait_drained(state, settings.shutdown_grace_s)
@@ -148,7 +172,9 @@ def serve(argv: list[str]) -> int:
         settings = parse_settings(argv)
     except ValidationError as exc:
         err = exc.errors()[0]
-        print(f"sglang-engine serve: --{str(err['loc'][0]).replace('_', '-')}: {err['msg']}", file=sys.stderr)
+        # A check across flags (multi-node) names no single flag.
+        where = f"--{str(err['loc'][0]).replace('_', '-')}: " if err["loc"] else ""
+        print(f"sglang-engine serve: {where}{err['msg']}", file=sys.stderr)
         return 2
     except OSError as exc:  # an unreadable secret file
         print(f"sglang-engine serve: {exc}", file=sys.stderr)

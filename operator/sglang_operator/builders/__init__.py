@@ -9,6 +9,7 @@ from __future__ import annotations
 from sglang_operator.builders.common import Owner
 from sglang_operator.builders.configmap import build_configmap
 from sglang_operator.builders.deployment import build_deployment
+from sglang_operator.builders.leaderworkerset import build_leaderworkerset, multi_node
 from sglang_operator.builders.pdb import build_pdb
 from sglang_operator.builders.service import build_service
 from sglang_operator.settings import OperatorSettings
@@ -18,10 +19,12 @@ __all__ = ["Owner", "build_children"]
 
 
 def build_children(owner: Owner, spec: ModelSpec, settings: OperatorSettings) -> list[dict]:
-    """ConfigMap, Deployment, Service and (only when replicas > 1) the PodDisruptionBudget, in apply order."""
+    """ConfigMap, the workload (a Deployment, or a LeaderWorkerSet when a replica spans several nodes),
+    Service and (only when replicas > 1) the PodDisruptionBudget, in apply order."""
+    workload = build_leaderworkerset if multi_node(spec) else build_deployment
     children = [
         build_configmap(owner, spec, settings),
-        build_deployment(owner, spec, settings),
+        workload(owner, spec, settings),
         build_service(owner, spec, settings),
     ]
     pdb = build_pdb(owner, spec, settings)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from sglang_engine.protocol import DIST_INIT_PORT
+
 from sglang_operator import labels, names
 from sglang_operator.builders.common import API_GROUP, Owner, content_hash, image_of, metadata
 from sglang_operator.builders.sources import engine_path, pvc_claims
@@ -35,6 +37,7 @@ def engine_args(owner: Owner, spec: ModelSpec) -> list[str]:
             "--host", "0.0.0.0", "--port", str(names.HTTP_PORT), "--probe-port", str(names.PROBE_PORT),
             "--served-model-name", spec.served_model_name or owner.name,
             "--tp-size", str(spec.tensor_parallel_size),
+            *(["--nnodes", str(spec.nodes)] if spec.nodes > 1 else []),  # rank and leader: LWS's environment
             "--config", names.CONFIG_FILE,
             # The admin API (if a token is ever mounted) may load local adapters only from the CR's PVCs.
             "--admin-source-root", names.PVC_MOUNT_ROOT,
@@ -84,8 +87,8 @@ def _resources(spec: ModelSpec) -> dict[str, Any]:
     limits: dict[str, Any] = dict(res.limits) if res else {}
     requests: dict[str, Any] = dict(res.requests) if res else {}
     # GPUs for the sglang backend only: the transformers backend is the CPU demo/CI path.
-    if spec.backend == "sglang":
-        limits[GPU] = requests[GPU] = spec.tensor_parallel_size
+    if spec.backend == "sglang":  # a multi-node replica's GPUs are split evenly over its nodes
+        limits[GPU] = requests[GPU] = spec.tensor_parallel_size // spec.nodes
     out = {"limits": limits, "requests": requests}
     return {k: v for k, v in out.items() if v}
 
@@ -147,7 +150,9 @@ def pod_spec(owner: Owner, spec: ModelSpec, settings: OperatorSettings) -> dict[
         "command": ["sglang-engine"],
         "args": engine_args(owner, spec),
         "ports": [{"name": names.HTTP_PORT_NAME, "containerPort": names.HTTP_PORT, "protocol": "TCP"},
-                  {"name": names.PROBE_PORT_NAME, "containerPort": names.PROBE_PORT, "protocol": "TCP"}],
+                  {"name": names.PROBE_PORT_NAME, "containerPort": names.PROBE_PORT, "protocol": "TCP"},
+                  *([{"name": names.DIST_INIT_PORT_NAME, "containerPort": DIST_INIT_PORT, "protocol": "TCP"}]
+                    if spec.nodes > 1 else [])],
         "env": _env(spec),
         "resources": _resources(spec),
         "volumeMounts": mounts,
@@ -185,10 +190,25 @@ def revision(pod: dict[str, Any]) -> str:
     return content_hash(pod)
 
 
+def pod_template(owner: Owner, spec: ModelSpec, settings: OperatorSettings) -> dict[str, Any]:
+    """The engine pods' template (a Deployment's, or each node's in a LeaderWorkerSet group)."""
+    pod = pod_spec(owner, spec, settings)
+    return {
+        "metadata": {
+            "labels": labels.child_labels(owner.name, "engine", image_of(spec, settings)),
+            "annotations": {
+                REVISION_ANNOTATION: revision(pod),
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(names.HTTP_PORT),
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "spec": pod,
+    }
+
+
 def build_deployment(owner: Owner, spec: ModelSpec, settings: OperatorSettings) -> dict[str, Any]:
     image = image_of(spec, settings)
-    pod = pod_spec(owner, spec, settings)
-    template_labels = labels.child_labels(owner.name, "engine", image)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -200,17 +220,6 @@ def build_deployment(owner: Owner, spec: ModelSpec, settings: OperatorSettings) 
             "revisionHistoryLimit": 3,
             # Past this the Deployment reports Progressing=False (ProgressDeadlineExceeded): phase Degraded.
             "progressDeadlineSeconds": spec.engine.startup_timeout_seconds + 600,
-            "template": {
-                "metadata": {
-                    "labels": template_labels,
-                    "annotations": {
-                        REVISION_ANNOTATION: revision(pod),
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(names.HTTP_PORT),
-                        "prometheus.io/path": "/metrics",
-                    },
-                },
-                "spec": pod,
-            },
+            "template": pod_template(owner, spec, settings),
         },
     }
