@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -40,6 +41,32 @@ def get_json(url: str) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read() or b"{}")
     except OSError:
         return 0, {}
+
+
+@contextmanager
+def environment(**env: str) -> Iterator[None]:
+    """Variables set for the block: knobs (SGLANG_SIM_*, SGLANG_STANDIN_*, PYTHONPATH) reach an SGLang the
+    backend starts through its inherited environment."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+async def wait_until(predicate: Callable[[], object], within: float, step: float = 0.1) -> bool:
+    """Poll `predicate` on the event loop until it holds or `within` seconds pass; its last answer."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(step)
+    return bool(predicate())
 
 
 def poll_until(predicate: Callable[[], bool], within_s: float, proc: subprocess.Popen | None = None) -> None:

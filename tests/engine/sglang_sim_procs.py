@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,21 +28,6 @@ def sim_python() -> str:
 def sim_engine_args() -> list[str]:
     """`sglang-engine serve` flags that make the engine launch the simulator through its normal path."""
     return ["--sglang-python", sim_python(), "--sglang-module", MODULE]
-
-
-@contextmanager
-def environment(**env: str) -> Iterator[None]:
-    """Simulator knobs (SGLANG_SIM_*) reach it through the backend's inherited environment."""
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def server_info(base_url: str) -> dict[str, Any]:

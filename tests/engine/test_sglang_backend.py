@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
+from engine_procs import environment, wait_until
 from sglang_dev.sglang_sim import MODULE
 from sglang_engine.backends import sglang_backend
 from sglang_engine.backends.base import (
@@ -35,13 +36,7 @@ from sglang_engine.backends.transformers_backend import TransformersBackend
 from sglang_engine.settings import EngineSettings
 from sglang_engine.supervisor import SupervisedBackend
 from sglang_engine.tiny import resolve_builtin_adapter
-from sglang_sim_procs import (
-    SIM_STARTUP_TIMEOUT_S,
-    environment,
-    scheduler_pids,
-    sim_python,
-    sim_state,
-)
+from sglang_sim_procs import SIM_STARTUP_TIMEOUT_S, scheduler_pids, sim_python, sim_state
 
 CONTEXT_LENGTH = 256
 PROMPT = [1, 40, 41, 42, 43, 44]
@@ -69,15 +64,6 @@ def req(rid: str, max_new: int = 8, adapter: str | None = None, prompt: list[int
 
 async def collect(backend: Any, request: GenerationRequest) -> list[GenerationChunk]:
     return [chunk async for chunk in backend.generate(request)]
-
-
-async def wait_until(predicate: Any, within: float, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(step)
-    return bool(predicate())
 
 
 def text_of(chunks: list[GenerationChunk]) -> str:

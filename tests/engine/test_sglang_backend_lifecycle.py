@@ -16,12 +16,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_procs import environment, free_port, wait_until
 from sglang_engine.backends.sglang_backend import SGLangBackend, SGLangStartError, live_group_members
 from sglang_engine.settings import EngineSettings
 
@@ -29,12 +29,6 @@ STANDIN_DIR = Path(__file__).resolve().parents[1] / "standin"
 CONTEXT_LENGTH = 256
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def standin_settings(cache: Path, **overrides: Any) -> EngineSettings:
@@ -47,21 +41,10 @@ def standin_settings(cache: Path, **overrides: Any) -> EngineSettings:
     return EngineSettings(**values)
 
 
-@contextmanager
-def environment(**env: str) -> Iterator[None]:
-    """The stand-in's knobs and PYTHONPATH reach it through the backend's inherited environment."""
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(STANDIN_DIR), os.environ.get("PYTHONPATH")])),
-           **env}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+def standin_environment(**env: str) -> AbstractContextManager[None]:
+    """The stand-in's knobs, and PYTHONPATH finding it, for the backend's inherited environment."""
+    path = os.pathsep.join(filter(None, [str(STANDIN_DIR), os.environ.get("PYTHONPATH")]))
+    return environment(PYTHONPATH=path, **env)
 
 
 def cmdline(pid: int) -> bytes:
@@ -91,15 +74,6 @@ def kill_group(pgid: int | None) -> None:
             pass
 
 
-async def wait_until(predicate: Any, within: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(step)
-    return bool(predicate())
-
-
 # ------------------------------------------------------------------------------------- lifecycle
 # Process tests need no tokens: the stand-in skips loading the model, so each starts in well under a second.
 NO_MODEL = {"SGLANG_STANDIN_SKIP_MODEL": "1"}
@@ -109,7 +83,7 @@ async def test_sglang_and_its_children_never_see_the_engines_secrets(engine_cach
     """A remote-code model runs inside SGLang: it must not find the API key or the admin token in its env."""
     secrets = {"SGLANG_ENGINE_API_KEY": "sk-never-in-sglang",
                "SGLANG_ENGINE_ADMIN_TOKEN": "adm-never-in-sglang"}
-    with environment(**secrets, HF_TOKEN="hf-sglang-needs-this", **NO_MODEL):
+    with standin_environment(**secrets, HF_TOKEN="hf-sglang-needs-this", **NO_MODEL):
         backend = SGLangBackend(standin_settings(engine_cache, enable_lora=False))
         await backend.start()
     pgid = backend._pgid
@@ -127,7 +101,7 @@ async def test_sglang_and_its_children_never_see_the_engines_secrets(engine_cach
 
 
 async def test_stop_escalates_to_sigkill_and_leaves_no_process(engine_cache: Path) -> None:
-    with environment(SGLANG_STANDIN_IGNORE_SIGTERM="1", **NO_MODEL):
+    with standin_environment(SGLANG_STANDIN_IGNORE_SIGTERM="1", **NO_MODEL):
         backend = SGLangBackend(standin_settings(engine_cache, shutdown_grace_s=1.0, enable_lora=False))
         await backend.start()
     pgid = backend._pgid
@@ -144,7 +118,7 @@ async def test_stop_escalates_to_sigkill_and_leaves_no_process(engine_cache: Pat
 
 
 async def test_never_healthy_fails_within_the_startup_budget(engine_cache: Path) -> None:
-    with environment(SGLANG_STANDIN_NEVER_READY="1", **NO_MODEL):
+    with standin_environment(SGLANG_STANDIN_NEVER_READY="1", **NO_MODEL):
         backend = SGLangBackend(standin_settings(engine_cache, startup_timeout_s=3.0, enable_lora=False))
         began = time.monotonic()
         with pytest.raises(SGLangStartError, match=r"did not become healthy within startup_timeout_s=3 s"):
@@ -154,7 +128,7 @@ async def test_never_healthy_fails_within_the_startup_budget(engine_cache: Path)
 
 
 async def test_stop_during_startup_leaves_no_process(engine_cache: Path) -> None:
-    with environment(SGLANG_STANDIN_NEVER_READY="1", **NO_MODEL):
+    with standin_environment(SGLANG_STANDIN_NEVER_READY="1", **NO_MODEL):
         backend = SGLangBackend(standin_settings(engine_cache, sglang_port=0, shutdown_grace_s=1.0))
         starting = asyncio.create_task(backend.start())
         await asyncio.sleep(0)  # start() is now building the argv in a thread
@@ -195,7 +169,7 @@ ENGINE_SCRIPT = textwrap.dedent("""
 
 async def test_sigkill_of_the_engine_leaves_no_sglang_process(engine_cache: Path) -> None:
     settings = standin_settings(engine_cache, shutdown_grace_s=1.0, enable_lora=False)
-    with environment(**NO_MODEL):
+    with standin_environment(**NO_MODEL):
         engine = subprocess.Popen(  # noqa: ASYNC220 (a plain child we SIGKILL: no asyncio transport wanted)
             [sys.executable, "-c", ENGINE_SCRIPT, settings.model_dump_json()],
             stdout=subprocess.PIPE, text=True)

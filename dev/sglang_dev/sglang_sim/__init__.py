@@ -4,7 +4,8 @@
 (`make sglang-sim` builds .cache/sglang-venv) does what `python -m sglang.launch_server` does: SGLang's own
 `prepare_server_args` parses the flags (a bad flag exits 2 with SGLang's message), then SGLang's
 `launch_server` runs its FastAPI server, TokenizerManager and DetokenizerManager, with
-`run_scheduler_process_func` set to the simulated scheduler (`scheduler.py`; token sources in `tokens.py`).
+`run_scheduler_process_func` set to the simulated scheduler (`scheduler.py`: handshake and generation loop;
+`control.py`: control requests; token sources in `tokens.py`).
 
 Knobs (environment): SGLANG_SIM_TOKENS=model|synthetic, SGLANG_SIM_TTFT_S, SGLANG_SIM_PREFILL_S_PER_TOKEN,
 SGLANG_SIM_TOKEN_DELAY_S (see scheduler.SimConfig). It says it is simulated in its logs at start and in
@@ -18,6 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 
 MODULE = "sglang_dev.sglang_sim"
+SIMULATED_BANNER = ("SIMULATED SCHEDULER (sglang_dev.sglang_sim): SGLang's real HTTP frontend, tokenizer and "
+                    "detokenizer; tokens come from a simulated scheduler process, not SGLang's GPU scheduler")
 REPO_ROOT = Path(__file__).resolve().parents[3]
 # Built by scripts/sglang_venv.sh (`make sglang-sim`).
 SIDE_VENV_PYTHON = REPO_ROOT / ".cache" / "sglang-venv" / "bin" / "python"

@@ -19,7 +19,8 @@ def main(argv: list[str]) -> None:
     from sglang.srt.utils import kill_process_tree
     from sglang.srt.utils.common import suppress_noisy_warnings
 
-    from sglang_dev.sglang_sim.scheduler import SIMULATED_BANNER, run_simulated_scheduler
+    from sglang_dev.sglang_sim import SIMULATED_BANNER
+    from sglang_dev.sglang_sim.scheduler import run_simulated_scheduler
 
     suppress_noisy_warnings()
     load_plugins()
