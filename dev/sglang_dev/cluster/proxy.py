@@ -120,7 +120,7 @@ def slice_backends(slices: list[dict[str, Any]], port_name: str, prefix: int) ->
 
     An address of another network (not this cluster's 10.<prefix>.x.x) cannot be reached here and is left out.
     """
-    out = set()
+    out: set[Backend] = set()
     for es in slices:
         ports = [p for p in es.get("ports") or [] if (p.get("name") or "") == port_name and p.get("port")]
         for endpoint in es.get("endpoints") or []:

@@ -220,8 +220,10 @@ async def run_real_cluster(layout: Layout, stop: asyncio.Event, cluster_id: str,
         node_client = client_for(node_kubeconfig)
         kubelet_api = Child("kubelet-api", kubelet_api_argv(handle, pair, layout, port_file), layout, env)
         await kubelet_api.start()
-        kubelet_port = int(await wait_for_file(port_file, lambda: kubelet_api.proc.returncode is None,
-                                               f"kubelet-api (see {layout.log('kubelet-api')})"))
+        kubelet_proc = kubelet_api.proc
+        kubelet_port = int(await wait_for_file(
+            port_file, lambda: kubelet_proc is not None and kubelet_proc.returncode is None,
+            f"kubelet-api (see {layout.log('kubelet-api')})"))
         tasks.append(asyncio.create_task(kubelet_api.supervise()))
         node_side = await start_node_side(node_client, client, layout, cluster_id, prefix, kubelet_port,
                                           node_options, probe_period_cap)

@@ -18,7 +18,7 @@ import resource
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 
@@ -52,7 +52,7 @@ class _Refused(asyncio.Protocol):
     """What a connection beyond the cap gets: closed at once, its descriptor freed."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.abort()
+        cast(asyncio.Transport, transport).abort()  # a TCP server's transports are Transports
 
 
 @dataclass
