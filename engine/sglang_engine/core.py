@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sglang_engine.backends.base import Backend, FinishReason, GenerationChunk, GenerationRequest
-from sglang_engine.errors import context_exceeded, invalid_request, model_not_found, not_ready
+from sglang_engine.delegation import ModelNames, UpstreamCall, prepare_upstream, route_model
+from sglang_engine.errors import context_exceeded, invalid_request, not_ready
+from sglang_engine.protocol import sglang_served_name
 from sglang_engine.sampling import GenerationDefaults, SamplingRequest, merge_sampling, sampling_from_kwargs
 from sglang_engine.settings import EngineSettings
 from sglang_engine.templating import ChatTemplater, load_templater, parse_messages
@@ -122,18 +124,24 @@ class Engine:
         self._defaults = defaults
 
     # --- routing
+    def model_names(self) -> ModelNames:
+        return ModelNames(served=self.settings.model_name, model_id=self.settings.model,
+                          upstream=sglang_served_name(self.settings), adapters=self.backend.loaded_adapters())
+
     def resolve_adapter(self, model: str | None) -> str | None:
         """`model` may be the served name (or the model id), an adapter name, or `<served>:<adapter>`."""
-        served = self.settings.model_name
-        if model is None or model in (served, self.settings.model):
-            return None
-        loaded = self.backend.loaded_adapters()
-        if model in loaded:
-            return model
-        prefix = served + ":"
-        if model.startswith(prefix) and model[len(prefix):] in loaded:
-            return model[len(prefix):]
-        raise model_not_found(model)
+        return route_model(model, self.model_names())
+
+    @property
+    def delegates_openai(self) -> bool:
+        """OpenAI requests go to the backend's own OpenAI server (SGLang) instead of the engine's."""
+        return self.backend.delegates_openai
+
+    def prepare_upstream(self, path: str, body: Any) -> UpstreamCall:
+        """A delegated request's body for the backend: model resolved, defaults filled (no templating)."""
+        if not self.backend.health().ready:
+            raise not_ready("The model backend is not ready yet.")
+        return prepare_upstream(path, body, self.model_names(), self._defaults)
 
     async def prepare(
         self, messages: Any, sampling: SamplingRequest, *, system: str | None = None,

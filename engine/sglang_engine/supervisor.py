@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from sglang_engine.backends.base import (
     Backend,
@@ -24,6 +25,9 @@ from sglang_engine.backends.base import (
     GenerationChunk,
     GenerationRequest,
 )
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +137,19 @@ class SupervisedBackend(Backend):
             raise BackendError(f"The model backend is not ready: {self._restarting or self._gave_up}",
                                status=503)
         return self.inner.generate(request)
+
+    @property  # type: ignore[override]
+    def delegates_openai(self) -> bool:
+        return self.inner.delegates_openai
+
+    async def post_openai(self, path: str, body: bytes) -> aiohttp.ClientResponse:
+        if self._restarting is not None or self._gave_up is not None:
+            raise BackendError(f"The model backend is not ready: {self._restarting or self._gave_up}",
+                               status=503)
+        return await self.inner.post_openai(path, body)
+
+    def abort(self, rid: str) -> None:
+        self.inner.abort(rid)
 
     async def load_adapter(self, name: str, path: str) -> None:
         await self.inner.load_adapter(name, path)

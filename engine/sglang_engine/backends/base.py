@@ -9,7 +9,10 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import aiohttp
 
 FinishReason = Literal["stop", "length", "abort"]
 
@@ -108,3 +111,14 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def loaded_adapters(self) -> dict[str, str]:
         """name -> path of the adapters loaded now."""
+
+    # OpenAI requests delegated to the backend's own OpenAI server (SGLang); others serve them in the engine.
+    delegates_openai: bool = False
+
+    async def post_openai(self, path: str, body: bytes) -> aiohttp.ClientResponse:
+        """POST a JSON body to the backend's OpenAI endpoint `path`; the caller reads and closes the reply.
+        Raises BackendError (503) when the backend is not serving."""
+        raise NotImplementedError
+
+    def abort(self, rid: str) -> None:  # noqa: B027 (only delegating backends have something to abort)
+        """Abort the delegated request `rid` now (best effort, in the background)."""

@@ -336,6 +336,21 @@ class SGLangBackend(Backend):
                 if resp.status == 200 and not state.finished:
                     self._fire_and_forget(self._abort(request.request_id))
 
+    # ------------------------------------------------------------------------- delegated OpenAI requests
+    delegates_openai = True
+
+    async def post_openai(self, path: str, body: bytes) -> aiohttp.ClientResponse:
+        """SGLang's own OpenAI endpoint, on the stream pool (sized for the engine's concurrency)."""
+        if not self._healthy or self._streams is None:
+            raise BackendError(f"SGLang is not ready: {self._message}", status=503)
+        try:
+            return await self._streams.post(path, data=body, headers={"Content-Type": "application/json"})
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise BackendError(f"SGLang unreachable: {exc}", status=503) from exc
+
+    def abort(self, rid: str) -> None:
+        self._fire_and_forget(self._abort(rid))
+
     async def _abort(self, rid: str) -> None:
         """POST /abort_request: bounded, best effort (the closed stream already tells SGLang, later)."""
         if self._control is None or self._control.closed:

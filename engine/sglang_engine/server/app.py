@@ -12,11 +12,21 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from sglang_engine.adapters import AdapterController, AdapterSpec, admin_source_problem
 from sglang_engine.backends.base import BackendError, GenerationChunk
 from sglang_engine.core import Engine, PreparedChat
+from sglang_engine.delegation import (
+    CHAT_PATH,
+    COMPLETIONS_PATH,
+    DELEGATED_PATHS,
+    StreamRelay,
+    UpstreamCall,
+    complete_body,
+    error_from_upstream,
+)
 from sglang_engine.errors import invalid_request
 from sglang_engine.server.metrics import EngineMetrics
 from sglang_engine.server.openai_types import (
@@ -33,11 +43,11 @@ from sglang_engine.settings import EngineSettings
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-CHAT_PATH = "/v1/chat/completions"
 ADMIN_ADAPTERS_PATH = "/admin/adapters"
 # POST routes whose body is JSON. Anything else is a 415: a web page may post `text/plain` or a form to any
 # address without a CORS preflight, and without an API key that would generate on the page's behalf.
-JSON_BODY_PATHS = frozenset({CHAT_PATH, ADMIN_ADAPTERS_PATH})
+JSON_BODY_PATHS = frozenset({*DELEGATED_PATHS, ADMIN_ADAPTERS_PATH})
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 RETRY_AFTER_S = "1"
 # Request-line, header and header-count limits (aiohttp's parser answers 400 beyond them, before any
 # handler runs); the body limit is settings.max_body_bytes. Passed to AppRunner/TestServer.
@@ -157,7 +167,7 @@ class Api:
                 return json_error(413, f"Request body over {self.settings.max_body_bytes} bytes.")
             if request.content_type != "application/json":
                 return json_error(415, f"Content-Type must be application/json, not {request.content_type}.")
-        if path != CHAT_PATH:
+        if path not in DELEGATED_PATHS:
             return await handler(request)
         if self.state.draining:
             return json_error(503, "The engine is shutting down.")
@@ -178,15 +188,100 @@ class Api:
 
     # ---------------------------------------------------------------- chat
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        if self.engine.delegates_openai:
+            return await self.delegate(request)
+        return await self.own_chat_completions(request)
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        if self.engine.delegates_openai:
+            return await self.delegate(request)
+        raise invalid_request(f"{COMPLETIONS_PATH} is not served by the {self.settings.backend} backend "
+                              f"(use {CHAT_PATH}, or backend: sglang).", None)
+
+    # ---------------------------------------------------------------- delegated to SGLang's OpenAI server
+    async def delegate(self, request: web.Request) -> web.StreamResponse:
+        """Model resolved and defaults filled by the engine, the rest SGLang's: its bytes are relayed."""
         arrived = time.monotonic()
         labels = {"model": self.settings.model_name, "adapter": ""}
         status = 200
         try:
+            call = self.engine.prepare_upstream(request.path, await _json_body(request))
+            labels["adapter"] = call.adapter or ""
+            self.metrics.in_flight.labels(**labels).inc()
             try:
-                body = json.loads(await request.read())
-            except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; absurd nesting
-                raise invalid_request("The request body is not valid JSON.", None) from None
-            req = parse_chat_request(body)
+                upstream = await self.engine.backend.post_openai(call.path, call.body)
+                try:
+                    if upstream.status != 200:
+                        raise error_from_upstream(upstream.status, await upstream.read())
+                    if call.stream:
+                        return await self._relay_stream(request, call, upstream, arrived, labels)
+                    raw, usage = complete_body(await upstream.read(), call.client_model)
+                    self.metrics.time_to_first_token.labels(**labels).observe(time.monotonic() - arrived)
+                    self._count_usage(labels, usage)
+                    return web.Response(body=raw, content_type="application/json")
+                finally:
+                    upstream.close()  # a no-op once read to the end (the connection went back to the pool)
+            finally:
+                self.metrics.in_flight.labels(**labels).dec()
+                self.metrics.e2e_latency.labels(**labels).observe(time.monotonic() - arrived)
+        except BackendError as exc:
+            status = exc.status
+            raise
+        except Exception:
+            status = 500
+            raise
+        finally:
+            self.metrics.requests.labels(**labels, code=str(status)).inc()
+
+    async def _relay_stream(self, request: web.Request, call: UpstreamCall, upstream: aiohttp.ClientResponse,
+                            arrived: float, labels: dict[str, str]) -> web.StreamResponse:
+        response = web.StreamResponse(headers={**SSE_HEADERS, **self.cors_headers(request)})
+        await response.prepare(request)
+        relay = StreamRelay(call.client_usage, call.rename)
+        write, feed = response.write, relay.feed
+        failure = None
+        try:
+            try:
+                chunks = upstream.content.iter_any()
+                first = await anext(chunks, b"")
+                self.metrics.time_to_first_token.labels(**labels).observe(time.monotonic() - arrived)
+                await write(feed(first))
+                async for data in chunks:  # the hot path: whole events, as they arrive
+                    await write(feed(data))
+            except (aiohttp.ClientError, TimeoutError) as exc:  # SGLang died or cut the stream
+                failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                log.warning("SGLang's stream broke: %s", failure)
+            tail = relay.finish(failure)
+            if tail:
+                await write(tail)
+            await response.write_eof()
+        except ConnectionResetError:
+            self._client_left(call, relay)
+            return response
+        except asyncio.CancelledError:  # the client left while the handler awaited SGLang
+            self._client_left(call, relay)
+            raise
+        self._count_usage(labels, relay.usage)
+        return response
+
+    def _client_left(self, call: UpstreamCall, relay: StreamRelay) -> None:
+        """Stop SGLang's work now (closing the connection alone makes SGLang abort only 2 s later)."""
+        if call.rid is not None and not relay.done:
+            self.engine.backend.abort(call.rid)
+        log.info("client left stream %s", call.rid)
+
+    def _count_usage(self, labels: dict[str, str], usage: dict[str, Any] | None) -> None:
+        if usage:
+            self.metrics.prompt_tokens.labels(**labels).inc(usage.get("prompt_tokens") or 0)
+            self.metrics.completion_tokens.labels(**labels).inc(usage.get("completion_tokens") or 0)
+
+    # ---------------------------------------------------------------- the engine's own (transformers)
+    async def own_chat_completions(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.monotonic()
+        labels = {"model": self.settings.model_name, "adapter": ""}
+        status = 200
+        try:
+            req = parse_chat_request(await _json_body(request))
             prepared = await self.engine.prepare(
                 req.messages, req.sampling(), system=req.system, tools=req.tools, model=req.model)
             labels["adapter"] = prepared.adapter or ""
@@ -360,6 +455,13 @@ class Api:
         return web.json_response({"unloaded": name})
 
 
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return json.loads(await request.read())
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; absurd nesting
+        raise invalid_request("The request body is not valid JSON.", None) from None
+
+
 API = web.AppKey("api", Api)
 
 
@@ -388,6 +490,7 @@ def build_app(engine: Engine, adapters: AdapterController, metrics: EngineMetric
             app.router.add_route("*", prefix + "/{tail:.*}", api.leader_only)
         return app
     app.router.add_post(CHAT_PATH, api.chat_completions)
+    app.router.add_post(COMPLETIONS_PATH, api.completions)
     app.router.add_get("/v1/models", api.models)
     app.router.add_get(ADMIN_ADAPTERS_PATH, api.list_adapters)
     app.router.add_post(ADMIN_ADAPTERS_PATH, api.load_adapter)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -118,8 +119,11 @@ class StandIn:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         self.jobs[job.rid] = job
+
+        async def emit(text: str, finish: dict[str, Any] | None, cached: int) -> None:
+            await send(resp, self._event(job, text, finish, cached))
         try:
-            await self._stream(job, resp)
+            await self._stream(job, resp, emit)
         except (ConnectionError, asyncio.CancelledError):
             # Client gone: SGLang aborts the request server-side.
             job.aborted = job.aborted or "client disconnected"
@@ -129,7 +133,7 @@ class StandIn:
             self.jobs.pop(job.rid, None)
         return resp
 
-    async def _stream(self, job: Job, resp: web.StreamResponse) -> None:
+    async def _stream(self, job: Job, resp: web.StreamResponse, emit: Emit) -> None:
         assert self.model is not None
         model, loop = self.model, asyncio.get_running_loop()
         if len(job.input_ids) >= self.context_length:
@@ -167,12 +171,81 @@ class StandIn:
                 continue  # an incomplete UTF-8 character: SGLang's detokenizer holds it back
             text = new_text
             if finish is None:
-                await send(resp, self._event(job, text, None, cached))
+                await emit(text, None, cached)
             if token_delay:
                 await asyncio.sleep(token_delay)
-        await send(resp, self._event(job, text, finish, cached))
+        await emit(text, finish, cached)
         await resp.write(b"data: [DONE]\n\n")
         self.finished += 1
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        """A minimal /v1/chat/completions (text only; n=1): the engine delegates chat to SGLang's OpenAI
+        server, and the process-fault tests need chat streams to fault. Features are tested against SGLang's
+        real frontend (tests/engine/test_http_sglang_openai.py)."""
+        if time.monotonic() < self.ready_at or self.model is None:
+            return web.json_response({"object": "error", "message": "no model loaded", "code": 503},
+                                     status=503)
+        body = await request.json()
+        self.received["generate"].append(body)
+        tok = self.model.tok
+        prompt = tok.apply_chat_template(body["messages"], add_generation_prompt=True, tokenize=False)
+        ids = list(tok(prompt, add_special_tokens=False)["input_ids"])
+        sp = {"max_new_tokens": body.get("max_completion_tokens") or body.get("max_tokens") or 128,
+              "stop": body.get("stop")}
+        for key in ("temperature", "top_p", "top_k", "repetition_penalty"):
+            if body.get(key) is not None:
+                sp[key] = body[key]
+        if body.get("seed") is not None:
+            sp["sampling_seed"] = body["seed"]
+        try:
+            job = self.validate({"input_ids": ids, "sampling_params": sp, "rid": body.get("rid"),
+                                 "lora_path": body.get("lora_path")})
+        except RequestError as e:
+            return web.json_response({"object": "error", "message": str(e), "code": 400}, status=400)
+        head = {"id": job.rid, "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": body.get("model")}
+        parts: list[str] = []
+        stream = bool(body.get("stream"))
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+
+        async def emit(text: str, finish: dict[str, Any] | None, cached: int) -> None:
+            delta = text[len("".join(parts)):]
+            parts.append(delta)
+            if not stream:
+                return
+            if delta:
+                await send(resp, {**head, "choices": [{"index": 0, "delta": {"content": delta},
+                                                       "finish_reason": None}]})
+            if finish is not None:
+                await send(resp, {**head, "choices": [{"index": 0, "delta": {},
+                                                       "finish_reason": finish["type"]}]})
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    await send(resp, {**head, "choices": [], "usage": self._usage(job)})
+
+        if stream:
+            await resp.prepare(request)
+        else:
+            resp = _Collector()  # type: ignore[assignment]
+        self.jobs[job.rid] = job
+        try:
+            await self._stream(job, resp, emit)
+        except (ConnectionError, asyncio.CancelledError):
+            job.aborted = job.aborted or "client disconnected"
+            self.received["aborts"].append({"rid": job.rid, "why": "disconnect", "at": time.time()})
+            raise
+        finally:
+            self.jobs.pop(job.rid, None)
+        if stream:
+            return resp
+        return web.json_response({
+            "id": job.rid, "object": "chat.completion", "created": head["created"], "model": head["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(parts)},
+                         "finish_reason": "length"}], "usage": self._usage(job)})
+
+    @staticmethod
+    def _usage(job: Job) -> dict[str, int]:
+        return {"prompt_tokens": len(job.input_ids), "completion_tokens": len(job.output_ids),
+                "total_tokens": len(job.input_ids) + len(job.output_ids)}
 
     def _event(self, job: Job, text: str, finish: dict[str, Any] | None, cached: int) -> dict[str, Any]:
         return {"text": text, "output_ids": list(job.output_ids), "meta_info": {
@@ -285,8 +358,19 @@ class StandIn:
         return web.json_response({**self.received, "health": self.health_answers})
 
 
+Emit = Callable[[str, "dict[str, Any] | None", int], Awaitable[None]]
+
+
+class _Collector:
+    """A response that keeps nothing: a non-streamed chat collects its text in `emit`."""
+
+    async def write(self, data: bytes) -> None:
+        pass
+
+
 async def send(resp: web.StreamResponse, event: dict[str, Any]) -> None:
-    await resp.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+    # Compact, as SGLang's pydantic/msgspec JSON (the engine finds the usage chunk by its bytes).
+    await resp.write(b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n")
 
 
 _SCHEDULER_CHILD = """
@@ -304,6 +388,7 @@ def build_app(standin: StandIn) -> web.Application:
     s = standin
     app.add_routes([
         web.get("/health", s.health), web.get("/ready", s.health), web.post("/generate", s.generate),
+        web.post("/v1/chat/completions", s.chat),
         web.post("/abort_request", s.abort_request), web.post("/load_lora_adapter", s.load_lora),
         web.post("/unload_lora_adapter", s.unload_lora), web.get("/v1/models", s.models),
         web.get("/model_info", s.model_info), web.get("/get_model_info", s.model_info),
