@@ -11,6 +11,7 @@ SUBCOMMANDS = {
     "down": ("sglang_dev.cluster.cli", "stop the local cluster and everything it started"),
     "status": ("sglang_dev.cluster.cli", "the local cluster's processes, models, pods and services"),
     "logs": ("sglang_dev.cluster.cli", "a pod's log or events, or a cluster component's log"),
+    "hub": ("sglang_dev.hub_standin.__main__", "a local Hugging Face Hub stand-in serving the tiny model"),
 }
 USAGE = "\n".join([
     "usage: sglang-operator dev [-h] VERB [ARGS...]", "",
@@ -29,5 +30,5 @@ def main(argv: list[str]) -> int:
         print(f"{said}{USAGE}", file=sys.stderr)
         return 2
     module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
-    # apiserver takes its own flags; the cluster CLI needs to know which verb it serves.
-    return int(module.main(argv[1:] if argv[0] == "apiserver" else argv) or 0)
+    # apiserver and hub take their own flags; the cluster CLI needs to know which verb it serves.
+    return int(module.main(argv[1:] if argv[0] in ("apiserver", "hub") else argv) or 0)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from sglang_engine.backends.base import AdapterError, Backend
+from sglang_engine.download import DownloadFailure
 from sglang_engine.protocol import HUB_ADAPTER_PATTERN
 from sglang_engine.sampling import GenerationDefaults
 from sglang_engine.settings import EngineSettings
@@ -94,10 +95,10 @@ def resolve_source(source: str, revision: str | None, settings: EngineSettings) 
             allowed = ", ".join(str(r) for r in roots)
             raise ValueError(f"source {source!r}: outside the allowed roots ({allowed}; --source-root)")
         return Path(source)
-    if HUB_REPO_ID.fullmatch(source):  # a Hugging Face repo id org/name
-        from huggingface_hub import snapshot_download
+    if HUB_REPO_ID.fullmatch(source):  # a Hugging Face repo id org/name: as the model (resumable, checked)
+        from sglang_engine import download
 
-        return Path(snapshot_download(source, revision=revision, cache_dir=settings.download_dir))
+        return download.fetch_repo(source, revision, settings.download_dir, download.DownloadProgress())
     raise ValueError(f"source {source!r}: expected builtin:, pvc://, an absolute path or an org/name repo id")
 
 
@@ -271,7 +272,7 @@ class AdapterController:
         try:
             path = await asyncio.to_thread(resolve_source, spec.source, spec.revision, self.settings)
             await self.backend.load_adapter(spec.name, str(path))
-        except (AdapterError, ValueError, OSError) as exc:
+        except (AdapterError, ValueError, OSError, DownloadFailure) as exc:
             status.state, status.message = "failed", str(exc)
             log.error("adapter %s (%s) failed to load: %s", spec.name, spec.source, exc)
         except Exception as exc:  # e.g. a hub error: report it on /status instead of killing the loop

@@ -21,7 +21,8 @@ from typing import Any
 from sglang_engine.backends.base import Backend, FinishReason, GenerationChunk, GenerationRequest
 from sglang_engine.delegation import ModelNames, UpstreamCall, prepare_upstream, route_model
 from sglang_engine.errors import context_exceeded, invalid_request, not_ready
-from sglang_engine.protocol import sglang_served_name
+from sglang_engine.loading import LoadState
+from sglang_engine.protocol import PHASE_LOADING_WEIGHTS, LoadProgress, sglang_served_name
 from sglang_engine.sampling import GenerationDefaults, SamplingRequest, merge_sampling, sampling_from_kwargs
 from sglang_engine.settings import EngineSettings
 from sglang_engine.templating import ChatTemplater, load_templater, parse_messages
@@ -85,6 +86,7 @@ class Engine:
         self._templater = templater  # loaded by start() unless given (tests)
         self._defaults = GenerationDefaults()
         self.started_at = time.time()
+        self.loading = LoadState()
         # One thread: large prompts are templated one at a time, so a burst of them cannot crowd the event
         # loop out of the GIL (small ones never leave the loop).
         self._template_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="template")
@@ -94,12 +96,16 @@ class Engine:
         return cls(settings, make_backend(settings))
 
     async def start(self) -> None:
-        """Load the tokenizer (in a thread: it may build builtin:tiny or download), then start the backend."""
+        """Download a Hugging Face model into the cache (with progress; waits on a permanent failure), load
+        the tokenizer (in a thread: it may build builtin:tiny), then start the backend on the local copy."""
+        await self.loading.fetch_model(self.settings)
+        self.loading.enter(PHASE_LOADING_WEIGHTS)
         if self._templater is None:
             self._templater = await asyncio.to_thread(load_templater, self.settings)
         await self.backend.start()
 
     async def stop(self) -> None:
+        self.loading.cancel()
         self._template_pool.shutdown(wait=False, cancel_futures=True)
         await self.backend.stop()
 
@@ -113,7 +119,13 @@ class Engine:
     def ready(self) -> bool:
         return self._templater is not None and self.backend.health().ready
 
+    def load_progress(self, warmed_up: bool) -> LoadProgress:
+        """/status `loading`; `warmed_up`: the declared adapters were applied once."""
+        return self.loading.progress(ready=self.ready, warmed_up=warmed_up)
+
     def not_ready_reason(self) -> str | None:
+        if self.loading.failure is not None or self.loading.download is not None:
+            return self.loading.progress(ready=False, warmed_up=False).summary()
         if self._templater is None:
             return "loading the tokenizer"
         health = self.backend.health()

@@ -164,6 +164,130 @@ EXIT_MODEL_LOAD_FAILED = "ModelLoadFailed"  # the backend could not load the mod
 EXIT_STARTUP_INTERRUPTED = "StartupInterrupted"  # stopped by a signal while still loading (startup probe)
 
 
+# ---------------------------------------------------------------------------------------- model loading
+
+# The `loading` object of the engine's GET /status, which the operator reads from every pod of the current
+# revision (ready or not) and summarises on the model (status.loading, the Progress printer column). Phases in
+# the order a pod goes through them; `Failed` carries a reason from LOAD_FAILURES and whether it is permanent
+# (the engine waits for a fix rather than retrying: a new spec or Secret means a new pod anyway).
+PHASE_STARTING = "Starting"
+PHASE_DOWNLOADING = "Downloading"
+PHASE_LOADING_WEIGHTS = "LoadingWeights"
+PHASE_WARMING_UP = "WarmingUp"
+PHASE_SERVING = "Serving"
+PHASE_FAILED = "Failed"
+LOAD_PHASES = (PHASE_STARTING, PHASE_DOWNLOADING, PHASE_LOADING_WEIGHTS, PHASE_WARMING_UP, PHASE_SERVING,
+               PHASE_FAILED)
+# Why a download failed: the first four wait for a fix (a full disk is retried slowly); the last two are
+# retried with backoff (a file that does not hash to the Hub's value, the hub down, the network).
+FAIL_REPO_NOT_FOUND = "RepositoryNotFound"
+FAIL_REVISION_NOT_FOUND = "RevisionNotFound"
+FAIL_GATED = "GatedRepo"
+FAIL_DISK_FULL = "DiskFull"
+FAIL_CHECKSUM = "ChecksumMismatch"
+FAIL_DOWNLOAD = "DownloadFailed"
+LOAD_FAILURES = (FAIL_REPO_NOT_FOUND, FAIL_REVISION_NOT_FOUND, FAIL_GATED, FAIL_DISK_FULL, FAIL_CHECKSUM,
+                 FAIL_DOWNLOAD)
+
+
+@dataclass(frozen=True)
+class LoadProgress:
+    """Where one engine is in loading its model (GET /status `loading`, camelCase on the wire)."""
+
+    phase: str = PHASE_STARTING
+    bytes_done: int = 0
+    bytes_total: int | None = None
+    files_done: int = 0
+    files_total: int | None = None
+    bytes_per_second: float | None = None
+    eta_seconds: float | None = None
+    shards_done: int | None = None  # LoadingWeights: checkpoint shards loaded, when the loader says
+    shards_total: int | None = None
+    reason: str | None = None  # Failed: one of LOAD_FAILURES
+    permanent: bool = False  # Failed: waits for a fix (no retry)
+    message: str = ""  # what is happening now, or why it failed
+
+    _WIRE = (("phase", "phase"), ("bytes_done", "bytesDone"), ("bytes_total", "bytesTotal"),
+             ("files_done", "filesDone"), ("files_total", "filesTotal"),
+             ("bytes_per_second", "bytesPerSecond"), ("eta_seconds", "etaSeconds"),
+             ("shards_done", "shardsDone"), ("shards_total", "shardsTotal"), ("reason", "reason"),
+             ("permanent", "permanent"), ("message", "message"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {wire: getattr(self, attr) for attr, wire in self._WIRE}
+
+    @classmethod
+    def from_json(cls, obj: object) -> LoadProgress | None:
+        """Parse the wire form (untrusted: the operator reads it from pods); None when it is not one."""
+        if not isinstance(obj, dict) or obj.get("phase") not in LOAD_PHASES:
+            return None
+        kw: dict[str, Any] = {}
+        for attr, wire in cls._WIRE:
+            value = obj.get(wire)
+            default = cls.__dataclass_fields__[attr].default
+            if attr in ("phase", "message", "reason"):
+                ok = isinstance(value, str)
+                value = value[:500] if ok else value
+            elif attr == "permanent":
+                ok = isinstance(value, bool)
+            elif attr in ("bytes_per_second", "eta_seconds"):
+                ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+            else:
+                ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            kw[attr] = value if ok else default
+        return cls(**kw)
+
+    def fraction(self) -> float | None:
+        """0..1 through the current phase, when it is known."""
+        if self.phase == PHASE_DOWNLOADING and self.bytes_total:
+            return min(1.0, self.bytes_done / self.bytes_total)
+        if self.phase == PHASE_LOADING_WEIGHTS and self.shards_total:
+            return min(1.0, (self.shards_done or 0) / self.shards_total)
+        return None
+
+    def rank(self) -> tuple[int, float]:
+        """Sorts the slowest replica first: the earliest phase, then the least done in it."""
+        return LOAD_PHASES.index(self.phase), self.fraction() or 0.0
+
+    def summary(self) -> str:
+        """One line for people: `Downloading 43% (6.9/16 GB, ~4m)`, `LoadingWeights 3/8 shards`, ..."""
+        if self.phase == PHASE_FAILED:
+            return f"Failed ({self.reason}): {self.message}" if self.reason else f"Failed: {self.message}"
+        fraction = self.fraction()
+        if self.phase == PHASE_DOWNLOADING and fraction is not None and self.bytes_total:
+            details = [human_bytes_pair(self.bytes_done, self.bytes_total)]
+            if self.eta_seconds is not None and self.bytes_done < self.bytes_total:
+                details.append(f"~{human_duration(self.eta_seconds)}")
+            return f"{self.phase} {int(fraction * 100)}% ({', '.join(details)})"
+        if self.phase == PHASE_LOADING_WEIGHTS and self.shards_total:
+            return f"{self.phase} {self.shards_done or 0}/{self.shards_total} shards"
+        return self.phase
+
+
+_UNITS = ((10**12, "TB"), (10**9, "GB"), (10**6, "MB"), (10**3, "kB"))
+
+
+def _scaled(value: float) -> str:
+    return f"{value:.1f}".removesuffix(".0") if value < 100 else f"{value:.0f}"
+
+
+def human_bytes_pair(done: int, total: int) -> str:
+    """`6.9/16 GB`: both in the total's unit (decimal, as the Hub shows sizes)."""
+    scale, unit = next(((s, u) for s, u in _UNITS if total >= s), (1, "B"))
+    return f"{_scaled(done / scale)}/{_scaled(total / scale)} {unit}"
+
+
+def human_duration(seconds: float) -> str:
+    """`45s`, `4m`, `1h20m` (an estimate: no more precision than that)."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{round(s / 60)}m"
+    hours, minutes = divmod(round(s / 60), 60)
+    return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
+
+
 # ----------------------------------------------------------------------------------------------- argv
 
 def owned_flag_of(arg: str) -> str | None:
@@ -231,7 +355,7 @@ def build_sglang_argv(settings: EngineSettings, model_path: str, adapters: Mappi
             "--log-level", settings.log_level.lower(),
             "--enable-metrics"]
     optional: list[tuple[str, object]] = [
-        ("--revision", settings.revision),
+        ("--revision", settings.revision if model_path == settings.model else None),  # not for a local copy
         ("--context-length", settings.context_length),
         ("--mem-fraction-static", settings.mem_fraction_static),
         ("--max-running-requests", settings.max_running_requests),

@@ -279,9 +279,16 @@ def resolve_builtin_adapter(source: str, cache_dir: Path) -> Path | None:
 
 
 def resolve_model_path(settings: EngineSettings) -> str:
-    """`builtin:tiny` -> the built folder; any other model string unchanged (a repo id or a path)."""
+    """`builtin:tiny` -> the built folder; a Hugging Face repo id the engine downloaded (download.py) -> its
+    cached snapshot folder; any other model string unchanged (a path, or a repo id not downloaded yet)."""
     parsed = parse_builtin_source(settings.model)
     if parsed is None:
+        from sglang_engine.download import is_hub_source, local_snapshot
+
+        if is_hub_source(settings.model):
+            local = local_snapshot(settings.model, settings.revision, settings.download_dir)
+            if local is not None:
+                return str(local)
         return settings.model
     if parsed.kind != "model":
         raise ValueError(f"--model {settings.model!r} is an adapter source, not a model")

@@ -181,15 +181,15 @@ def test_resolve_refuses_unsafe_or_unknown_sources(engine_cache: Path, source: s
 
 def test_hub_repo_ids_are_downloaded_with_their_revision(
         engine_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import huggingface_hub
+    from sglang_engine import download
 
     calls = []
 
-    def fake_snapshot_download(repo_id: str, revision: str | None = None, cache_dir: str | None = None):
+    def fake_fetch_repo(repo_id: str, revision: str | None, cache_dir: str | None, progress: object) -> Path:
         calls.append((repo_id, revision, cache_dir))
-        return str(tmp_path / "snapshot")
+        return tmp_path / "snapshot"
 
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.setattr(download, "fetch_repo", fake_fetch_repo)
     settings = make_settings(engine_cache, download_dir=str(tmp_path / "dl"))
     assert resolve_source("org/sql-lora", "v2", settings) == tmp_path / "snapshot"
     assert calls == [("org/sql-lora", "v2", str(tmp_path / "dl"))]

@@ -144,3 +144,39 @@ def test_protocol_imports_without_aiohttp_or_torch() -> None:
             "print(sorted(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------------- load progress
+
+def test_load_progress_summaries() -> None:
+    from sglang_engine.protocol import LoadProgress
+
+    gb = 10**9
+    assert LoadProgress("Downloading", bytes_done=int(6.9 * gb), bytes_total=16 * gb, eta_seconds=240,
+                        bytes_per_second=1e7).summary() == "Downloading 43% (6.9/16 GB, ~4m)"
+    assert LoadProgress("Downloading", bytes_done=0, bytes_total=720_000).summary() == \
+        "Downloading 0% (0/720 kB)"
+    assert LoadProgress("Downloading").summary() == "Downloading"  # listing the repository: no total yet
+    loading = LoadProgress("LoadingWeights", shards_done=3, shards_total=8)
+    assert loading.summary() == "LoadingWeights 3/8 shards"
+    assert LoadProgress("Failed", reason="GatedRepo", message="org/m is gated").summary() == \
+        "Failed (GatedRepo): org/m is gated"
+    assert LoadProgress("Downloading", bytes_done=5, bytes_total=10, eta_seconds=4000).summary() == \
+        "Downloading 50% (5/10 B, ~1h07m)"
+
+
+def test_load_progress_round_trips_and_refuses_garbage() -> None:
+    from sglang_engine.protocol import LoadProgress
+
+    p = LoadProgress("Downloading", bytes_done=5, bytes_total=10, files_done=1, files_total=3,
+                     bytes_per_second=2.5, eta_seconds=2.0, message="org/m@main")
+    assert LoadProgress.from_json(p.to_json()) == p
+    assert LoadProgress.from_json({"phase": "Dancing"}) is None
+    assert LoadProgress.from_json(["Downloading"]) is None
+    odd = LoadProgress.from_json({"phase": "Downloading", "bytesDone": -1, "bytesTotal": "9", "permanent": 1,
+                                  "etaSeconds": True, "message": "x" * 2000})
+    assert odd == LoadProgress("Downloading", message="x" * 500)
+    # Ranks sort the slowest replica first: an earlier phase, then less done.
+    ranks = sorted([LoadProgress("Serving"), LoadProgress("Downloading", bytes_done=9, bytes_total=10),
+                    LoadProgress("Downloading", bytes_done=1, bytes_total=10)], key=LoadProgress.rank)
+    assert [r.bytes_done for r in ranks] == [1, 9, 0]

@@ -69,11 +69,13 @@ def test_lora_without_initial_adapters_gets_an_explicit_pool_shape() -> None:
 
 
 def test_optional_flags_appear_only_when_set() -> None:
-    argv = protocol.build_sglang_argv(
-        spec_settings(download_dir="/cache dir", trust_remote_code=True, chat_template="{{ x }}",
-                      revision="abc123", enable_lora=False, max_loaded_adapters=None), "/m", {})
+    settings = spec_settings(download_dir="/cache dir", trust_remote_code=True, chat_template="{{ x }}",
+                             revision="abc123", enable_lora=False, max_loaded_adapters=None, model="org/m")
+    argv = protocol.build_sglang_argv(settings, "org/m", {})
     assert value_of(argv, "--download-dir") == "/cache dir" and value_of(argv, "--revision") == "abc123"
     assert "--trust-remote-code" in argv
+    # The engine downloaded the revision: SGLang gets the local snapshot, where a revision means nothing.
+    assert "--revision" not in protocol.build_sglang_argv(settings, "/hf/snapshots/abc123", {})
     assert "--chat-template" not in argv  # the engine templates chats itself: SGLang only sees token ids
     assert "--enable-lora" not in argv and "--max-lora-rank" not in argv
 

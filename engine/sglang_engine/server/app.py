@@ -28,6 +28,7 @@ from sglang_engine.delegation import (
     error_from_upstream,
 )
 from sglang_engine.errors import invalid_request
+from sglang_engine.protocol import LoadProgress
 from sglang_engine.server.metrics import EngineMetrics
 from sglang_engine.server.openai_types import (
     ChatCompletionRequest,
@@ -101,6 +102,7 @@ class Api:
         self.state = state
         self.settings = engine.settings
         self._openapi = build_openapi()
+        metrics.track_loading(self.load_progress)
 
     # ---------------------------------------------------------------- middlewares
     def cors_headers(self, request: web.Request) -> dict[str, str]:
@@ -417,7 +419,11 @@ class Api:
             "adapters": self.adapters.public_statuses(),
             "apiKeyRequired": bool(self.settings.api_key),
             "warnings": security_warnings(self.settings),
+            "loading": self.load_progress().to_json(),
         })
+
+    def load_progress(self) -> LoadProgress:
+        return self.engine.load_progress(warmed_up=self.adapters.initial_applied)
 
     async def leader_only(self, request: web.Request) -> web.Response:
         s = self.settings
