@@ -206,7 +206,7 @@ def fetch_repo(repo_id: str, revision: str | None, cache_dir: str | None, progre
     from huggingface_hub import HfApi, hf_hub_download, snapshot_download, try_to_load_from_cache
 
     try:
-        info = HfApi(endpoint=endpoint).repo_info(repo_id, revision=revision, files_metadata=True)
+        info = HfApi(endpoint=endpoint).model_info(repo_id, revision=revision, files_metadata=True)
         sizes = {s.rfilename: s.size for s in info.siblings or []}
         progress.plan(sizes)
         log.info("downloading %s@%s: %d files, %s bytes", repo_id, revision or "main", len(sizes),
@@ -216,10 +216,10 @@ def fetch_repo(repo_id: str, revision: str | None, cache_dir: str | None, progre
             cached = try_to_load_from_cache(repo_id, name, cache_dir=cache_dir, revision=info.sha)
             if not isinstance(cached, str):
                 bar = progress.bar_class(name)
-                fetch_blob(repo_id, name, info.sha, cache_dir, endpoint, bar)  # type: ignore[arg-type]
+                fetch_blob(repo_id, name, str(info.sha), cache_dir, endpoint, bar)
                 # The blob is in place (or the file is on Xet): the client links it into the snapshot.
                 hf_hub_download(repo_id, name, revision=info.sha, cache_dir=cache_dir, endpoint=endpoint,
-                                tqdm_class=bar)  # type: ignore[arg-type]
+                                tqdm_class=bar)
             progress.finish(name)
 
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download")
@@ -234,7 +234,7 @@ def fetch_repo(repo_id: str, revision: str | None, cache_dir: str | None, progre
         # Every file is cached now: this lists the repository again, downloads nothing and writes the
         # revision's ref (what `local_snapshot` reads).
         return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, endpoint=endpoint,
-                                      tqdm_class=QuietBar))  # type: ignore[arg-type]
+                                      tqdm_class=QuietBar))
     except Exception as exc:
         raise classify(exc, repo_id, revision) from exc
 
@@ -272,7 +272,7 @@ def fetch_blob(repo_id: str, name: str, commit: str, cache_dir: str | None, endp
             return
         out.seek(0, os.SEEK_END)
         http_get(meta.location, out, resume_size=out.tell(), headers=headers, expected_size=meta.size,
-                 displayed_filename=name, tqdm_class=bar)  # type: ignore[arg-type]
+                 displayed_filename=name, tqdm_class=bar)
         out.flush()
         if not matches_etag(part, meta.etag):
             part.unlink()

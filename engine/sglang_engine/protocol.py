@@ -227,7 +227,7 @@ class LoadProgress:
             default = cls.__dataclass_fields__[attr].default
             if attr in ("phase", "message", "reason"):
                 ok = isinstance(value, str)
-                value = value[:500] if ok else value
+                value = value[:500] if isinstance(value, str) else value
             elif attr == "permanent":
                 ok = isinstance(value, bool)
             elif attr in ("bytes_per_second", "eta_seconds"):
