@@ -8,8 +8,10 @@
 `control.py`: control requests; token sources in `tokens.py`).
 
 Knobs (environment): SGLANG_SIM_TOKENS=model|synthetic, SGLANG_SIM_TTFT_S, SGLANG_SIM_PREFILL_S_PER_TOKEN,
-SGLANG_SIM_TOKEN_DELAY_S (see scheduler.SimConfig). It says it is simulated in its logs at start and in
-GET /server_info (`internal_states[0].simulated_scheduler`, which also counts the generations it received).
+SGLANG_SIM_TOKEN_DELAY_S (see scheduler.SimConfig); SGLANG_SIM_JOIN_TIMEOUT_S for multi-node launches
+(`--nnodes`: the group's rendezvous at `--dist-init-addr`, see group.py). It says it is simulated in its
+logs at start and in GET /server_info (`internal_states[0].simulated_scheduler`, which also counts the
+generations it received).
 
 Only this package's `__init__` is importable without SGLang (it holds constants for the project's side).
 """

@@ -32,6 +32,7 @@ import zmq
 
 from sglang_dev.sglang_sim import SIMULATED_BANNER
 from sglang_dev.sglang_sim.control import ControlRequests, abort_reason
+from sglang_dev.sglang_sim.group import Group, join_timeout
 from sglang_dev.sglang_sim.tokens import ModelTokens, Sequence, SyntheticTokens
 
 log = logging.getLogger("sglang_sim")
@@ -435,6 +436,16 @@ class SimScheduler(ControlRequests):
 
 
 
+def _group_of(server_args: Any, tp_rank: int, pp_rank: int) -> Group | None:
+    """A multi-node launch's group membership, for the first scheduler of each node (group.py); else None."""
+    nnodes = int(getattr(server_args, "nnodes", 1) or 1)
+    tp_per_node = max(1, int(server_args.tp_size) // nnodes)
+    if nnodes <= 1 or pp_rank != 0 or tp_rank % tp_per_node != 0:
+        return None
+    return Group(server_args.dist_init_addr, nnodes, int(server_args.node_rank), int(server_args.tp_size),
+                 join_timeout(server_args))
+
+
 def run_simulated_scheduler(server_args: Any, port_args: Any, gpu_id: int, tp_rank: int, pp_rank: int,
                             dp_rank: int | None, pipe_writer: Any, *_display: Any) -> None:
     """The `run_scheduler_process_func` SGLang's launch_server starts (spawn) with run_scheduler_process's
@@ -453,12 +464,26 @@ def run_simulated_scheduler(server_args: Any, port_args: Any, gpu_id: int, tp_ra
         log.warning("%s", SIMULATED_BANNER)
         log.warning("simulated scheduler: tokens=%s ttft_s=%g prefill_s_per_token=%g token_delay_s=%g",
                     config.tokens, config.ttft_s, config.prefill_s_per_token, config.token_delay_s)
+        group = _group_of(server_args, tp_rank, pp_rank)
+
+        def lost(why: str) -> None:
+            log.error("simulated scheduler: %s: stopping, as a rank does when NCCL loses a peer", why)
+            parent.send_signal(signal.SIGQUIT)
+            sys.stderr.flush()
+            os._exit(1)
+
         if tp_rank != 0 or pp_rank != 0:
+            if group is not None:  # the first rank of a node other than 0: joins the group first
+                group.join()
+                group.watch(lost)
             pipe_writer.send({"status": "ready", "max_total_num_tokens": 65536, "max_req_input_len": 4091,
                               "startup_time": {}, "hicache_object_layout": None})
             while True:
                 time.sleep(3600)
         scheduler = SimScheduler(server_args, port_args, config)
+        if group is not None:  # node 0: ready only once every node has joined
+            group.join()
+            group.watch(lost)
         pipe_writer.send(scheduler.init_info())
         scheduler.run()
     except Exception:
