@@ -246,7 +246,10 @@ class LoadProgress:
         return None
 
     def rank(self) -> tuple[int, float]:
-        """Sorts the slowest replica first: the earliest phase, then the least done in it."""
+        """Sorts the slowest replica first: a failed one (it may never finish), then the earliest phase, then
+        the least done in it."""
+        if self.phase == PHASE_FAILED:
+            return -1, 0.0
         return LOAD_PHASES.index(self.phase), self.fraction() or 0.0
 
     def summary(self) -> str:

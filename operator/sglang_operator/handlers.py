@@ -93,11 +93,14 @@ def _context(state: State) -> Context:
 
 
 def _settled(status: dict[str, Any]) -> bool:
-    """False while serving pods have adapters still loading: engine state has no watch, so it is polled.
-    Everything else that status depends on (Deployment status, i.e. pod readiness) arrives by watch."""
+    """False while serving pods have adapters still loading, or pods of a rollout load their model (its
+    download's progress): engine state has no watch, so it is polled. Everything else that status depends on
+    (Deployment status, i.e. pod readiness) arrives by watch."""
     conditions: list[dict[str, Any]] = status.get("conditions") or []
     adapters = next((c for c in conditions if c.get("type") == "AdaptersReady"), {})
-    return not (status.get("readyReplicas") and adapters.get("status") != "True")
+    starting = (status.get("readyReplicas") or 0) < (status.get("replicas") or 0)
+    loading = bool(status.get("loading")) or (status.get("phase") == "Progressing" and starting)
+    return not (status.get("readyReplicas") and adapters.get("status") != "True") and not loading
 
 
 async def _run(state: State, key: tuple[str, str], permanent: bool) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, field_validator
+from sglang_engine.protocol import LoadProgress
 
 from sglang_operator.builders.deployment import REVISION_ANNOTATION
 from sglang_operator.builders.leaderworkerset import WORKER_INDEX_LABEL, template_of
@@ -85,3 +86,10 @@ class EngineStatus(BaseModel):
     config_hash: str | None = Field(None, alias="configHash")
     config_error: str | None = Field(None, alias="configError")  # the engine refused the config file
     adapters: tuple[AdapterState, ...] = ()
+    # Where the engine is in loading its model (protocol.LoadProgress, parsed by the engine's own class).
+    loading: SkipValidation[LoadProgress | None] = None
+
+    @field_validator("loading", mode="before")
+    @classmethod
+    def _loading(cls, value: object) -> LoadProgress | None:
+        return LoadProgress.from_json(value)

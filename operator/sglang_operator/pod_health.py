@@ -51,8 +51,8 @@ def _terminated(name: str, status: dict[str, Any]) -> PodProblem | None:
                           f"limit{after}: raise resources.limits.memory or lower the load", True)
     if said.startswith(EXIT_STARTUP_INTERRUPTED) or why == "StartupProbeFailed":
         return PodProblem("StartupProbeFailed", f"pod {name}: stopped while still loading the model{after}: "
-                          "the startup probe gave up (raise engine.startupTimeoutSeconds if loading takes "
-                          f"longer){': ' + _tail(said) if said else ''}", True)
+                          "the engine did not answer its startup probe, or was stopped by a signal"
+                          f"{': ' + _tail(said) if said else ''}", True)
     if said.startswith(EXIT_MODEL_LOAD_FAILED):
         why_not = said.removeprefix(EXIT_MODEL_LOAD_FAILED).lstrip(": ")
         return PodProblem("ModelLoadFailed", f"pod {name}: the model could not be loaded{after}: "

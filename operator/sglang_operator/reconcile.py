@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from sglang_engine.protocol import PHASE_FAILED
 
 from sglang_operator import labels, names
 from sglang_operator.apply import ensure, remove_if_owned
@@ -26,7 +27,7 @@ from sglang_operator.kube import ApiError, KubeApi
 from sglang_operator.observed import DeploymentView, PodView
 from sglang_operator.settings import OperatorSettings
 from sglang_operator.spec import SpecError, parse_spec
-from sglang_operator.status import Observation, compute_status, serving_pods, status_changed
+from sglang_operator.status import Observation, compute_status, serving_pods, starting_pods, status_changed
 
 Emit = Callable[[str, str, str], Awaitable[None]]  # (type Normal|Warning, reason, message)
 WORKLOADS = ("Deployment", LWS_KIND)
@@ -67,8 +68,9 @@ async def _observe_pods(ctx: Context, owner: Owner,
                         desired_revision: str | None) -> tuple[list[PodView], dict]:
     items = await ctx.api.list("Pod", owner.namespace, labels.selector(owner.name))
     pods = [PodView.parse(p) for p in items]
-    serving = serving_pods(pods, desired_revision)
-    engines = await fetch_statuses(ctx.http, serving, ctx.settings.engine_status_timeout, ctx.engine_port)
+    # Serving pods for their adapters and config; starting ones for how their model's loading goes.
+    asked = serving_pods(pods, desired_revision) + starting_pods(pods, desired_revision)
+    engines = await fetch_statuses(ctx.http, asked, ctx.settings.engine_status_timeout, ctx.engine_port)
     return pods, engines
 
 
@@ -99,6 +101,19 @@ def _is_ready(status: dict[str, Any] | None) -> bool:
 
 def _condition(status: dict[str, Any] | None, type_: str) -> dict[str, Any]:
     return next((c for c in (status or {}).get("conditions") or [] if c.get("type") == type_), {})
+
+
+def loading_events(previous: dict[str, Any], status: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """One event when the slowest loading replica enters a new phase (Downloading, LoadingWeights, ...), never
+    per percent. A failure that needs a fix is already a Degraded warning; a retry is a warning here."""
+    before, after = previous.get("loading") or {}, status.get("loading") or {}
+    phase = after.get("phase")
+    if not phase or phase == before.get("phase"):
+        return []
+    said = f"pod {after.get('pod')}: {after.get('summary')}"
+    if phase == PHASE_FAILED:
+        return [] if after.get("permanent") else [("Warning", after.get("reason") or "DownloadFailed", said)]
+    return [("Normal", phase, said)]
 
 
 def problem_events(previous: dict[str, Any], status: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -179,7 +194,8 @@ async def reconcile(ctx: Context, body: dict[str, Any], emit: Emit) -> Result:
     status = compute_status(obs, now())
     written = await _write_status(ctx, owner, previous, status)
     for event in _events(actions, revision_changed, _is_ready(previous), _is_ready(status),
-                         first="observedGeneration" not in previous) + problem_events(previous, status):
+                         first="observedGeneration" not in previous) + problem_events(previous, status) \
+            + loading_events(previous, status):
         await emit(*event)
     return Result(status, actions, written)
 

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sglang_engine.protocol import PHASE_FAILED, PHASE_SERVING
+
 from sglang_operator import labels, names
 from sglang_operator.builders.sources import engine_path
 from sglang_operator.observed import DeploymentView, EngineStatus, PodView
@@ -129,6 +131,40 @@ def pod_problem(pods: Iterable[PodView], desired_revision: str | None) -> PodPro
     return first._replace(message=first.message + more)
 
 
+def starting_pods(pods: Iterable[PodView], desired_revision: str | None) -> list[PodView]:
+    """Pods of the current revision that are not ready yet: their engines' /status says how loading goes."""
+    return [p for p in pods if not p.ready and p.leader and not p.terminating and p.ip
+            and p.revision == desired_revision]
+
+
+def load_progress(obs: Observation) -> tuple[dict[str, Any] | None, PodProblem | None]:
+    """(status.loading, a load failure to report like a pod problem).
+
+    status.loading is the slowest replica still loading (a failed one first, then the earliest phase, then the
+    least done: the one the model waits for), with `summary` for the Progress printer column and `replicas`
+    loading in all; None once every replica of the current revision serves. A replica whose download failed
+    is a problem: one that needs a fix (`permanent`: a repo or revision that does not exist, a gated repo
+    without a token, a full disk) is a failure (Degraded), a retry in progress is not."""
+    rows = [(pod, reply.loading) for pod in starting_pods(obs.pods, obs.desired_revision)
+            if isinstance(reply := obs.engines.get(pod.name), EngineStatus) and reply.loading is not None
+            and reply.loading.phase != PHASE_SERVING]
+    if not rows:
+        return None, None
+    pod, slowest = min(rows, key=lambda row: (row[1].rank(), row[0].name))
+    fraction = slowest.fraction()
+    loading = {"pod": pod.name, "replicas": len(rows), "summary": slowest.summary(),
+               **({"percent": int(fraction * 100)} if fraction is not None else {}),
+               **{k: v for k, v in slowest.to_json().items() if v is not None and v != ""}}
+    problem = None
+    if slowest.phase == PHASE_FAILED:
+        failed = sum(1 for _, p in rows if p.phase == PHASE_FAILED)
+        more = f" (and {failed - 1} more pod{'s' * (failed > 2)})" if failed > 1 else ""
+        verb = "cannot load the model" if slowest.permanent else "retrying the download"
+        problem = PodProblem(slowest.reason or "ModelLoadFailed",
+                             f"pod {pod.name}: {verb}: {slowest.message}{more}"[:600], slowest.permanent)
+    return loading, problem
+
+
 def compute_status(obs: Observation, now: str) -> dict[str, Any]:
     """The full status object. `now` (RFC 3339) stamps conditions that change in this call."""
     base: dict[str, Any] = {"selector": labels.selector_string(obs.name),
@@ -146,7 +182,7 @@ def compute_status(obs: Observation, now: str) -> dict[str, Any]:
             _condition(obs, now, "Degraded", True, "SpecInvalid", str(error)),
         ]
         ready_count = obs.previous.get("readyReplicas", 0)
-        return {**base, "phase": "Failed", "readyReplicas": ready_count,
+        return {**base, "phase": "Failed", "readyReplicas": ready_count, "loading": None,
                 "adapters": obs.previous.get("adapters", []), "conditions": conditions}
 
     desired = obs.spec.replicas
@@ -156,22 +192,29 @@ def compute_status(obs: Observation, now: str) -> dict[str, Any]:
         and dep.observed_generation >= dep.generation
     rolled = current and dep is not None and dep.updated_replicas >= desired and dep.replicas == desired
     all_ready = rolled and len(serving) >= desired and dep is not None and dep.ready_replicas >= desired
+    loading, load_problem = load_progress(obs) if desired > 0 else (None, None)
+    # A replica still downloading or loading is progress the Deployment controller cannot see: its deadline
+    # (startupTimeoutSeconds + 10 min) passing while the engine reports progress is not a failure.
+    deadline_exceeded = dep is not None and dep.progress_deadline_exceeded and not (
+        loading is not None and loading["phase"] != PHASE_FAILED)
+    waiting_on = f"; {loading['pod']}: {loading['summary']}" if loading is not None else ""
 
     if obs.workload_error is not None:
         progressing = (False, WORKLOAD_MISSING, obs.workload_error)
     elif dep is None:
         progressing = (True, "Creating", "the Deployment is being created")
-    elif dep.progress_deadline_exceeded:
+    elif deadline_exceeded:
         progressing = (False, "ProgressDeadlineExceeded", "the rollout did not finish within its deadline")
     elif not all_ready:
-        progressing = (True, "RollingOut", f"{len(serving)}/{desired} replicas ready on the current revision")
+        progressing = (True, "RollingOut",
+                       f"{len(serving)}/{desired} replicas ready on the current revision{waiting_on}")
     elif a_reason in _ADAPTERS_IN_FLIGHT:
         # The pods stay; the engines are applying a new config (adapters, generation defaults).
         progressing = (True, "ApplyingConfig", a_message)
     else:
         progressing = (False, "Complete", "every replica runs the current revision")
 
-    problem = pod_problem(obs.pods, obs.desired_revision) if desired > 0 else None
+    problem = (pod_problem(obs.pods, obs.desired_revision) or load_problem) if desired > 0 else None
     if obs.workload_error is not None:
         ready = (False, WORKLOAD_MISSING, obs.workload_error)
     elif desired == 0:
@@ -197,7 +240,7 @@ def compute_status(obs: Observation, now: str) -> dict[str, Any]:
         degraded = (True, problem.reason, problem.message)
     elif a_reason in _ADAPTERS_BROKEN:
         degraded = (True, a_reason, a_message)
-    elif dep is not None and dep.progress_deadline_exceeded:
+    elif deadline_exceeded:
         degraded = (True, "ProgressDeadlineExceeded", progressing[2])
     elif rolled and not all_ready and obs.previous.get("phase") in ("Ready", "Degraded") and desired > 0:
         degraded = (True, "ReplicasLost", progressing[2])
@@ -220,7 +263,7 @@ def compute_status(obs: Observation, now: str) -> dict[str, Any]:
         _condition(obs, now, "SpecValid", True, "Valid", "the spec is valid"),
         _condition(obs, now, "Degraded", *degraded),
     ]
-    return {**base, "phase": phase, "readyReplicas": len(serving), "adapters": adapters,
+    return {**base, "phase": phase, "readyReplicas": len(serving), "adapters": adapters, "loading": loading,
             "conditions": conditions}
 
 

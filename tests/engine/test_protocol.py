@@ -176,7 +176,8 @@ def test_load_progress_round_trips_and_refuses_garbage() -> None:
     odd = LoadProgress.from_json({"phase": "Downloading", "bytesDone": -1, "bytesTotal": "9", "permanent": 1,
                                   "etaSeconds": True, "message": "x" * 2000})
     assert odd == LoadProgress("Downloading", message="x" * 500)
-    # Ranks sort the slowest replica first: an earlier phase, then less done.
+    # Ranks sort the slowest replica first: a failed one, then an earlier phase, then less done.
     ranks = sorted([LoadProgress("Serving"), LoadProgress("Downloading", bytes_done=9, bytes_total=10),
+                    LoadProgress("Failed", bytes_done=7),
                     LoadProgress("Downloading", bytes_done=1, bytes_total=10)], key=LoadProgress.rank)
-    assert [r.bytes_done for r in ranks] == [1, 9, 0]
+    assert [r.bytes_done for r in ranks] == [7, 1, 9, 0]

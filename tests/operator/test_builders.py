@@ -59,8 +59,10 @@ def test_gpus_probes_security_and_secrets():
     assert c["resources"]["requests"] == {"cpu": "4", "nvidia.com/gpu": 2}
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert c["livenessProbe"]["httpGet"]["path"] == "/livez"
+    # The startup probe waits for the engine to answer, not for the download (status.loading shows that).
     startup = c["startupProbe"]
-    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
+    assert startup["httpGet"]["path"] == "/livez"
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
     sc = c["securityContext"]
     assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["runAsNonRoot"] and sc["seccompProfile"] == {"type": "RuntimeDefault"}

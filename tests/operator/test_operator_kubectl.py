@@ -39,9 +39,9 @@ async def test_kubectl_apply_get_scale(emulator, kubectl):
         assert listed.returncode == 0, listed.stderr
         assert listed.stdout.split() == ["sglangmodel.serving.sglang-operator.io/tiny"]
         table = await kubectl_async(kubectl, "get", "sgm")
-        assert table.stdout.split()[:7] == ["NAME", "MODEL", "TP", "READY", "PHASE", "REASON", "AGE"], \
-            table.stdout
-        assert table.stdout.split()[7:10] == ["tiny", "builtin:tiny", "1"], table.stdout
+        header = ["NAME", "MODEL", "TP", "READY", "PHASE", "PROGRESS", "REASON", "AGE"]
+        assert table.stdout.split()[:8] == header, table.stdout
+        assert table.stdout.split()[8:11] == ["tiny", "builtin:tiny", "1"], table.stdout
         scaled = await kubectl_async(kubectl, "scale", "sgm/tiny", "--replicas=2")
         assert scaled.returncode == 0, scaled.stderr
         await eventually(lambda: _replicas(api, "tiny", 2), what="Deployment scaled")

@@ -40,7 +40,7 @@ CASES = [
     ("startup probe failure (the engine's last words)",
      pod(restarts=2, last={"terminated": {
          "exitCode": 0, "reason": "Completed", "message": INTERRUPTED}}),
-     "StartupProbeFailed", True, ["startupTimeoutSeconds", "1800s after start"]),
+     "StartupProbeFailed", True, ["startup probe", "1800s after start"]),
     ("startup probe failure (the local kubelet's reason)",
      pod(restarts=1, last={"terminated": {"exitCode": 143, "reason": "StartupProbeFailed"}}),
      "StartupProbeFailed", True, ["still loading the model"]),

@@ -131,7 +131,7 @@ def test_names_subresources_and_printer_columns(crd):
                                                  "statusReplicasPath": ".status.replicas",
                                                  "labelSelectorPath": ".status.selector"}
     columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
-    assert columns == ["Model", "TP", "Ready", "Phase", "Reason", "Age"]
+    assert columns == ["Model", "TP", "Ready", "Phase", "Progress", "Reason", "Age"]
     adapters = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["loraAdapters"]
     assert adapters["x-kubernetes-list-type"] == "map" and adapters["x-kubernetes-list-map-keys"] == ["name"]
 

@@ -25,6 +25,7 @@ REVISION_ANNOTATION = f"{API_GROUP}/revision"
 GPU = "nvidia.com/gpu"
 UID = 1000
 PROBE_PERIOD = 10
+ENGINE_BOOT_SECONDS = 300  # from container start to the engine's first answer (imports on a busy node)
 DRAIN_SECONDS = 5  # preStop pause: lets endpoints drop the pod before SIGTERM
 SHUTDOWN_GRACE = 45  # engine drains in-flight requests this long before SIGKILLing SGLang
 TERMINATION_GRACE = DRAIN_SECONDS + SHUTDOWN_GRACE + 10
@@ -142,7 +143,6 @@ def _placement(spec: ModelSpec, settings: OperatorSettings) -> dict[str, Any]:
 def pod_spec(owner: Owner, spec: ModelSpec, settings: OperatorSettings) -> dict[str, Any]:
     volumes, mounts = _volumes(spec)
     volumes[0]["configMap"]["name"] = names.configmap(owner.name)
-    startup_failures = max(1, math.ceil(spec.engine.startup_timeout_seconds / PROBE_PERIOD))
     container = {
         "name": names.CONTAINER,
         "image": image_of(spec, settings),
@@ -156,7 +156,10 @@ def pod_spec(owner: Owner, spec: ModelSpec, settings: OperatorSettings) -> dict[
         "env": _env(spec),
         "resources": _resources(spec),
         "volumeMounts": mounts,
-        "startupProbe": _probe("/readyz", startup_failures),
+        # The startup probe only waits for the engine to answer (it listens before loading anything): a
+        # download's length cannot be known up front, and the engine reports its progress (status.loading),
+        # retries what may pass and bounds the load itself (--startup-timeout). /livez stays 200 meanwhile.
+        "startupProbe": _probe("/livez", math.ceil(ENGINE_BOOT_SECONDS / PROBE_PERIOD)),
         "readinessProbe": _probe("/readyz", 3, period=5),
         "livenessProbe": _probe("/livez", 3),
         "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
