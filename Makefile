@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml dev/pyproject.toml
 	@echo "install [2/4]: torch 2.13.0, CPU build (the largest download, once) ..."
 	@t=$$(date +%s); $(PIP) install torch==2.13.0 && echo "install [2/4]: torch ready ($$(( $$(date +%s) - t )) s)"
 	@echo "install [3/4]: the engine, the operator, the dev tools and their dependencies, editable ..."
-	@t=$$(date +%s); $(PIP) install -e '.[engine,operator,dev]' -e ./dev && \
+	@t=$$(date +%s); $(PIP) install -e '.[engine,operator,dev,router]' -e ./dev && \
 		echo "install [3/4]: packages ready ($$(( $$(date +%s) - t )) s)"
 	@echo "install [4/4]: kubectl and helm into .tools/bin"
 	@$(PY) scripts/install_tools.py

@@ -159,3 +159,6 @@ class SupervisedBackend(Backend):
 
     def loaded_adapters(self) -> dict[str, str]:
         return self.inner.loaded_adapters()
+
+    async def upstream_get(self, path: str, query: str = "") -> tuple[int, bytes] | None:
+        return await self.inner.upstream_get(path, query)

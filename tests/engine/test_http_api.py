@@ -155,6 +155,25 @@ async def test_api_key_guards_v1_only(harness_factory: Callable[..., Harness]) -
         assert (await client.get("/metrics")).status == 200
 
 
+async def test_gateway_worker_endpoints_need_the_key_but_health(harness_factory: Callable[..., Harness],
+                                                                tmp_path) -> None:
+    """What SGLang's gateway (SMG) calls: /health is open like /readyz; server and model info name paths and
+    settings, so they need the API key like /v1/*; an in-process backend answers from the engine's state."""
+    key = {"Authorization": "Bearer sk-secret"}
+    h = harness_factory(api_key="sk-secret", model=str(tmp_path / "weights"))
+    async with h as client:
+        assert (await client.get("/health")).status == 200
+        for path in ("/server_info", "/get_server_info", "/model_info", "/get_model_info", "/loads",
+                     "/v1/loads"):
+            await assert_error(await client.get(path), 401)
+            assert (await client.get(path, headers=key)).status == 200, path
+        info = await (await client.get("/server_info", headers=key)).json()
+        assert (info["served_model_name"], info["model_path"], info["tp_size"]) == ("tiny", "tiny", 1)
+        assert str(tmp_path) not in str(info)
+        h.backend.ready = False
+        assert (await client.get("/health")).status == 503
+
+
 async def test_models_never_show_filesystem_paths(harness_factory: Callable[..., Harness], tmp_path) -> None:
     adapter = tmp_path / "adapters" / "sql"
     h = harness_factory(model=str(tmp_path / "weights" / "llama"))

@@ -85,6 +85,23 @@ def test_adapter_selected_by_model_name_reaches_sglang_as_lora_path(chain: Chain
     assert models["l7"].model_extra["parent"] == "tiny"
 
 
+def test_gateway_worker_endpoints_are_sglangs_own(chain: Chain) -> None:
+    """SGLang's gateway (SMG) reads /server_info, /model_info and /v1/loads: SGLang's answers pass through
+    (so SMG treats the engine as SGLang); /loads, which SGLang lacks, is SGLang's /v1/loads too."""
+    def both(path: str) -> tuple[Any, Any]:
+        mine = requests.get(f"{chain.base}{path}", timeout=10)
+        assert mine.status_code == 200, mine.text
+        return mine.json(), requests.get(f"{chain.sglang}{path}", timeout=10).json()
+
+    info, sglang_info = both("/server_info")
+    assert info["version"] == sglang_info["version"] == "0.5.23" and info["served_model_name"] == "tiny"
+    assert both("/model_info")[0] == both("/model_info")[1]
+    loads = requests.get(f"{chain.base}/loads?model=tiny", timeout=10).json()
+    sglang_loads = requests.get(f"{chain.sglang}/v1/loads", timeout=10).json()
+    assert set(loads) == set(sglang_loads) and "loads" in loads  # the timestamps differ
+    assert requests.get(f"{chain.base}/health", timeout=10).json() == {"ready": True}
+
+
 def test_client_disconnect_aborts_the_sglang_request(chain: Chain) -> None:
     before = chain.sim()["counts"]["aborted"]
     body = {"model": "tiny", "messages": PROMPT, "max_tokens": 500, "stream": True}

@@ -122,3 +122,8 @@ class Backend(abc.ABC):
 
     def abort(self, rid: str) -> None:  # noqa: B027 (only delegating backends have something to abort)
         """Abort the delegated request `rid` now (best effort, in the background)."""
+
+    async def upstream_get(self, path: str, query: str = "") -> tuple[int, bytes] | None:
+        """GET `path?query` on the backend's own HTTP server: (status, body), or None when the backend has
+        no server of its own (in-process backends). The gateway's worker endpoints pass through with it."""
+        return None

@@ -397,3 +397,15 @@ class SGLangBackend(Backend):
 
     def loaded_adapters(self) -> dict[str, str]:
         return dict(self._adapters)
+
+    # ------------------------------------------------------------------------------- pass-through
+    async def upstream_get(self, path: str, query: str = "") -> tuple[int, bytes] | None:
+        """SGLang's answer to GET path?query on its control pool (bounded like a health poll)."""
+        if self._control is None or self._control.closed:
+            raise BackendError(f"SGLang is not ready: {self._message}", status=503)
+        try:
+            url = path + (f"?{query}" if query else "")
+            async with self._control.get(url, timeout=HEALTH_TIMEOUT) as resp:
+                return resp.status, await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise BackendError(f"SGLang unreachable: {exc}", status=503) from exc

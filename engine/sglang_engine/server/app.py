@@ -39,6 +39,7 @@ from sglang_engine.server.openai_types import (
 )
 from sglang_engine.server.openapi import build_openapi
 from sglang_engine.server.relay import DONE, ChunkEncoder, usage_of
+from sglang_engine.server.worker_api import GUARDED_PATHS, add_worker_routes
 from sglang_engine.settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ class Api:
     async def guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Host allowlist, auth, body limit and type, drain and concurrency limit for the API routes."""
         path = request.path
-        api_route = path.startswith(("/admin/", "/v1/"))
+        api_route = path.startswith(("/admin/", "/v1/")) or path in GUARDED_PATHS
         allowed_hosts = self.settings.allowed_hosts
         if api_route and allowed_hosts and request.url.host not in allowed_hosts:
             # DNS rebinding: a page served from attacker.example resolving to this address sends its own Host.
@@ -161,7 +162,7 @@ class Api:
                 return json_error(401, "Missing bearer token.")
             if not _matches(token, self.settings.admin_token):
                 return json_error(403, "Invalid admin token.")
-        elif path.startswith("/v1/") and self.settings.api_key and not _matches(
+        elif api_route and self.settings.api_key and not _matches(
                 _bearer(request), self.settings.api_key):
             return json_error(401, "Invalid or missing API key.", code="invalid_api_key")
         if request.method == "POST" and path in JSON_BODY_PATHS:
@@ -501,4 +502,5 @@ def build_app(engine: Engine, adapters: AdapterController, metrics: EngineMetric
     app.router.add_get(ADMIN_ADAPTERS_PATH, api.list_adapters)
     app.router.add_post(ADMIN_ADAPTERS_PATH, api.load_adapter)
     app.router.add_delete("/admin/adapters/{name}", api.unload_adapter)
+    add_worker_routes(app, api)  # what SGLang's gateway (SMG) calls on its workers
     return app

@@ -80,6 +80,14 @@ def build_openapi(title: str = "sglang-engine", version: str = "0.1.0") -> dict[
                      "responses": {"200": _json(JSON_OBJECT, "Loaded"),
                                    **_errors(400, 401, 403, 413, 415, 421)}},
         },
+        # What SGLang's gateway (SMG) calls on its workers (server/worker_api.py): SGLang's answers passed
+        # through on the SGLang backend, the engine's own in the same shapes on the transformers backend.
+        "/health": {"get": _get("Readiness, as SGLang's gateway probes it", health, 503)},
+        **{path: {"get": _get(summary, _json(JSON_OBJECT, "SGLang's shape"), 401, 503, secured=True)}
+           for path, summary in (("/server_info", "Server settings"), ("/get_server_info", "Server settings"),
+                                 ("/model_info", "Model facts"), ("/get_model_info", "Model facts"),
+                                 ("/v1/loads", "Load per data-parallel rank"),
+                                 ("/loads", "Load per data-parallel rank"))},
         "/admin/adapters/{name}": {"delete": {
             "summary": "Unload an adapter", "security": [{"bearer": []}],
             "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
