@@ -1,4 +1,6 @@
-"""Read each serving pod's engine `GET /status` (no token needed), in parallel, with a short timeout.
+"""Read each serving pod's engine `GET /status` (no token needed) on its probe port, in parallel, with a short
+timeout. The probe port, not the API port: the model's NetworkPolicy opens the API port to its clients and the
+probe port to the operator (builders/networkpolicy.py).
 
 An unreachable or malformed reply becomes an error string for that pod; status treats it as "unknown", never
 as loaded. The pod runs an image its CR's author chose, so its reply is untrusted: redirects are not followed
@@ -22,7 +24,7 @@ STATUS_MAX_BYTES = 64 * 1024
 
 
 async def fetch_status(session: aiohttp.ClientSession, pod: PodView, timeout_s: float,
-                       port: int = names.HTTP_PORT) -> EngineStatus | str:
+                       port: int = names.PROBE_PORT) -> EngineStatus | str:
     if not pod.ip:
         return "pod has no IP"
     host = f"[{pod.ip}]" if ":" in pod.ip else pod.ip
@@ -54,6 +56,6 @@ async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes | None
 
 
 async def fetch_statuses(session: aiohttp.ClientSession, pods: list[PodView], timeout_s: float,
-                         port: int = names.HTTP_PORT) -> dict[str, EngineStatus | str]:
+                         port: int = names.PROBE_PORT) -> dict[str, EngineStatus | str]:
     replies = await asyncio.gather(*(fetch_status(session, pod, timeout_s, port) for pod in pods))
     return {pod.name: reply for pod, reply in zip(pods, replies, strict=True)}

@@ -35,7 +35,8 @@ CR = (API_GROUP, "v1alpha1", PLURAL)
 # found at start and logs the rest as unresolved; without it, pod events and the resync still drive
 # multi-node models.
 CHILDREN = (("apps", "v1", "deployments"), ("", "v1", "services"), ("", "v1", "configmaps"),
-            ("policy", "v1", "poddisruptionbudgets"), ("leaderworkerset.x-k8s.io", "v1", "leaderworkersets"))
+            ("policy", "v1", "poddisruptionbudgets"), ("networking.k8s.io", "v1", "networkpolicies"),
+            ("leaderworkerset.x-k8s.io", "v1", "leaderworkersets"))
 NOT_SETTLED_POLL = 5.0
 RESYNC_CONCURRENCY = 8
 logger = logging.getLogger("sglang_operator.handlers")
@@ -53,7 +54,7 @@ class State:
     """Operator-wide state. kopf shallow-copies the memo per object, so it holds this one shared object."""
 
     settings: OperatorSettings
-    engine_port: int = names.HTTP_PORT
+    engine_port: int = names.PROBE_PORT
     connection: kopf.ConnectionInfo | None = None
     ctx: Context | None = None
     ctx_login: kopf.ConnectionInfo | None = None  # the login state.ctx.api was made from
@@ -72,7 +73,7 @@ class State:
                     None)
 
 
-def make_memo(settings: OperatorSettings, engine_port: int = names.HTTP_PORT) -> kopf.Memo:
+def make_memo(settings: OperatorSettings, engine_port: int = names.PROBE_PORT) -> kopf.Memo:
     return kopf.Memo(state=State(settings, engine_port))
 
 

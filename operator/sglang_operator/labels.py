@@ -10,6 +10,7 @@ APP_NAME = "sglang-engine"
 MANAGER = "sglang-operator"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 INSTANCE = "app.kubernetes.io/instance"
+COMPONENT = "app.kubernetes.io/component"
 # The operator's children are found by this selector (child watches and the RBAC-scoped lists).
 MANAGED_SELECTOR = {MANAGED_BY: MANAGER}
 
@@ -37,7 +38,7 @@ def version_label(image: str) -> str:
 def child_labels(cr_name: str, component: str, image: str) -> dict[str, str]:
     return {
         **selector(cr_name),
-        "app.kubernetes.io/component": component,
+        COMPONENT: component,
         "app.kubernetes.io/part-of": MANAGER,
         MANAGED_BY: MANAGER,
         "app.kubernetes.io/version": version_label(image),

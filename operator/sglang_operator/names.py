@@ -66,6 +66,10 @@ def pdb(cr_name: str) -> str:
     return fit(cr_name)
 
 
+def network_policy(cr_name: str) -> str:
+    return fit(cr_name)
+
+
 def configmap(cr_name: str) -> str:
     return fit(cr_name, "-engine-config")
 

@@ -4,7 +4,8 @@ Namespaced rules (a Role per watched namespace, or a ClusterRole when cluster-wi
 - the CR: kopf lists/watches it and patches its annotations (handler progress, diff base); the operator
   reads single objects and writes `/status` with a merge patch.
 - children: get (reconcile), list/watch (kopf's child watches), create, update (PUT when an owned field
-  differs); PodDisruptionBudgets also delete (removed when replicas drops to 1). The workload is a Deployment
+  differs); PodDisruptionBudgets and NetworkPolicies also delete (removed when replicas drops to 1,
+  respectively when spec.networkPolicy.enabled turns false). The workload is a Deployment
   or, for a model over several nodes, a LeaderWorkerSet (leaderworkerset.x-k8s.io); both also delete (the one
   that no longer fits goes when spec.nodes changes between 1 and more).
 - pods: list (readiness, revision and IP for the engine /status read) and watch (kopf's pod event handler:
@@ -33,6 +34,7 @@ RULES: tuple[Rule, ...] = (
          ("get", "list", "watch", "create", "update", "delete")),
     Rule("", ("services", "configmaps"), ("get", "list", "watch", "create", "update")),
     Rule("policy", ("poddisruptionbudgets",), ("get", "list", "watch", "create", "update", "delete")),
+    Rule("networking.k8s.io", ("networkpolicies",), ("get", "list", "watch", "create", "update", "delete")),
     Rule("", ("pods",), ("list", "watch")),
     Rule("", ("events",), ("create",)),
 )

@@ -29,6 +29,9 @@ from sglang_operator.settings import OperatorSettings
 from sglang_operator.spec import SpecError, parse_spec
 from sglang_operator.status import Observation, compute_status, serving_pods, starting_pods, status_changed
 
+# Children the spec may not want (replicas <= 1, spec.networkPolicy.enabled false): deleted when owned.
+OPTIONAL_CHILDREN: tuple[tuple[str, Callable[[str], str]], ...] = (
+    ("PodDisruptionBudget", names.pdb), ("NetworkPolicy", names.network_policy))
 Emit = Callable[[str, str, str], Awaitable[None]]  # (type Normal|Warning, reason, message)
 WORKLOADS = ("Deployment", LWS_KIND)
 LWS_MISSING = ("the model spans several nodes (spec.nodes > 1), which needs LeaderWorkerSet: install it "
@@ -44,7 +47,7 @@ class Context:
     api: KubeApi
     http: aiohttp.ClientSession  # for engine /status (no credentials)
     settings: OperatorSettings
-    engine_port: int = names.HTTP_PORT
+    engine_port: int = names.PROBE_PORT  # /status is read on the probe port (the NetworkPolicy's)
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
@@ -90,6 +93,8 @@ def _events(actions: dict[str, str], revision_changed: bool, was_ready: bool, re
         out.append(("Normal", "ConfigChanged", "adapters or generation defaults changed"))
     if actions.get("PodDisruptionBudget") == "deleted":
         out.append(("Normal", "Deleted", "PodDisruptionBudget removed (replicas <= 1)"))
+    if actions.get("NetworkPolicy") == "deleted":
+        out.append(("Normal", "Deleted", "NetworkPolicy removed (spec.networkPolicy.enabled is false)"))
     if ready and not was_ready:
         out.append(("Normal", "Ready", "every replica serves the current revision with all adapters loaded"))
     return out
@@ -174,9 +179,10 @@ async def reconcile(ctx: Context, body: dict[str, Any], emit: Emit) -> Result:
             workload_error = LWS_MISSING  # no such resource: not a crash loop, a condition (and a resync)
             continue
         actions[kind], live[kind] = outcome.action, outcome.obj
-    if "PodDisruptionBudget" not in actions and await remove_if_owned(
-            ctx.api, "PodDisruptionBudget", owner.namespace, names.pdb(owner.name), owner.uid):
-        actions["PodDisruptionBudget"] = "deleted"
+    for kind, name in OPTIONAL_CHILDREN:
+        if kind not in actions and await remove_if_owned(ctx.api, kind, owner.namespace, name(owner.name),
+                                                         owner.uid):
+            actions[kind] = "deleted"
     # The other workload kind, once its replacement exists (nodes changed between 1 and more).
     other, other_name = (("Deployment", names.deployment(owner.name)) if workload_kind == LWS_KIND
                          else (LWS_KIND, names.leaderworkerset(owner.name)))

@@ -45,7 +45,7 @@ def _kopf_kwargs(settings: OperatorSettings) -> dict[str, Any]:
 
 
 async def run_operator(settings: OperatorSettings, *, login: Login | None = None,
-                       engine_port: int = names.HTTP_PORT, stop_flag: Any = None,
+                       engine_port: int = names.PROBE_PORT, stop_flag: Any = None,
                        ready_flag: Any = None) -> None:
     """The operator as a coroutine (tests and the local cluster run it in-process)."""
     await kopf.operator(registry=build_registry(login), memo=make_memo(settings, engine_port),

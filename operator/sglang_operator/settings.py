@@ -11,6 +11,11 @@ The Helm chart maps its values onto exactly these names (env var / flag: meaning
 - SGLANG_OPERATOR_POD_DEFAULTS / --pod-defaults JSON: a JSON object applied to every engine pod unless the CR
   sets its own: nodeSelector (merged, CR wins), tolerations (CR replaces), priorityClassName, imagePullSecrets
   (a list of Secret names), runtimeClassName.
+- SGLANG_OPERATOR_NETWORK_POLICY / --network-policy JSON: who, besides the kubelet, may reach each engine
+  pod's probe port (its /status, /metrics, /livez, /readyz) through the NetworkPolicy the operator renders:
+  `{"statusFrom": [peers], "metricsFrom": [peers]}`, each a list of NetworkPolicy peers (podSelector,
+  namespaceSelector, ipBlock). statusFrom is the operator itself (it reads /status; the chart fills it in),
+  metricsFrom the Prometheus that scrapes /metrics. Empty lists: nobody but the node.
 - SGLANG_OPERATOR_RESYNC_SECONDS / --resync-seconds N: periodic reconcile interval (default 60).
 - SGLANG_OPERATOR_LOG_FORMAT / --log-format: text | json (default text).
 - SGLANG_OPERATOR_LOG_LEVEL / --log-level: debug | info | warning | error (default info).
@@ -31,7 +36,9 @@ from collections.abc import Mapping
 from importlib import metadata
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sglang_operator.spec import NetworkPolicyPeer, peer_problems
 
 
 def _version() -> str:
@@ -47,6 +54,7 @@ ENV_NAMESPACES = "SGLANG_OPERATOR_NAMESPACES"
 ENV_ENGINE_IMAGE = "SGLANG_OPERATOR_ENGINE_IMAGE"
 ENV_IMAGE_PULL_POLICY = "SGLANG_OPERATOR_IMAGE_PULL_POLICY"
 ENV_POD_DEFAULTS = "SGLANG_OPERATOR_POD_DEFAULTS"
+ENV_NETWORK_POLICY = "SGLANG_OPERATOR_NETWORK_POLICY"
 ENV_RESYNC_SECONDS = "SGLANG_OPERATOR_RESYNC_SECONDS"
 ENV_LOG_FORMAT = "SGLANG_OPERATOR_LOG_FORMAT"
 ENV_LOG_LEVEL = "SGLANG_OPERATOR_LOG_LEVEL"
@@ -55,7 +63,8 @@ ENV_ENGINE_STATUS_TIMEOUT = "SGLANG_OPERATOR_ENGINE_STATUS_TIMEOUT"
 
 # Every env var the operator reads (the chart's tests compare against this).
 ENV_VARS = (
-    ENV_NAMESPACES, ENV_ENGINE_IMAGE, ENV_IMAGE_PULL_POLICY, ENV_POD_DEFAULTS, ENV_RESYNC_SECONDS,
+    ENV_NAMESPACES, ENV_ENGINE_IMAGE, ENV_IMAGE_PULL_POLICY, ENV_POD_DEFAULTS, ENV_NETWORK_POLICY,
+    ENV_RESYNC_SECONDS,
     ENV_LOG_FORMAT, ENV_LOG_LEVEL, ENV_HEALTH_PORT, ENV_ENGINE_STATUS_TIMEOUT, "KUBECONFIG",
 )
 
@@ -86,6 +95,23 @@ class PodDefaults(BaseModel):
     runtimeClassName: str | None = None
 
 
+class ProbePortPeers(BaseModel):
+    """Sources allowed to each engine pod's probe port by the operator's NetworkPolicies."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    statusFrom: tuple[NetworkPolicyPeer, ...] = ()
+    metricsFrom: tuple[NetworkPolicyPeer, ...] = ()
+
+    @model_validator(mode="after")
+    def _valid_peers(self) -> ProbePortPeers:
+        for field in ("statusFrom", "metricsFrom"):
+            for i, peer in enumerate(getattr(self, field)):
+                for where, problem in peer_problems(peer):
+                    raise ValueError(f"{field}[{i}]{where}: {problem}")
+        return self
+
+
 class OperatorSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -93,6 +119,7 @@ class OperatorSettings(BaseModel):
     engine_image: str = DEFAULT_ENGINE_IMAGE
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     pod_defaults: PodDefaults = PodDefaults()
+    network_policy: ProbePortPeers = ProbePortPeers()
     resync_seconds: float = Field(60.0, gt=0)
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -120,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--engine-image", help=f"default engine image (env {ENV_ENGINE_IMAGE})")
     a("--image-pull-policy", help=f"engine image pull policy (env {ENV_IMAGE_PULL_POLICY})")
     a("--pod-defaults", help=f"JSON pod defaults (env {ENV_POD_DEFAULTS})")
+    a("--network-policy",
+      help=f"JSON probe-port peers of the engines' NetworkPolicies (env {ENV_NETWORK_POLICY})")
     a("--resync-seconds", help=f"periodic reconcile interval (env {ENV_RESYNC_SECONDS})")
     a("--log-format", help=f"text or json (env {ENV_LOG_FORMAT})")
     a("--log-level", help=f"debug, info, warning or error (env {ENV_LOG_LEVEL})")
@@ -142,6 +171,8 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
             raw[field] = env[var].strip()
     if env.get(ENV_POD_DEFAULTS, "").strip():
         raw["pod_defaults"] = _json(env[ENV_POD_DEFAULTS], ENV_POD_DEFAULTS)
+    if env.get(ENV_NETWORK_POLICY, "").strip():
+        raw["network_policy"] = _json(env[ENV_NETWORK_POLICY], ENV_NETWORK_POLICY)
     if env.get(ENV_HEALTH_PORT, "").strip():
         port = env[ENV_HEALTH_PORT].strip()
         if not port.isdigit() or not 0 < int(port) < 65536:
@@ -161,11 +192,15 @@ _FIELD_SOURCE = {
     "namespaces": f"--namespace / {ENV_NAMESPACES}", "engine_image": f"--engine-image / {ENV_ENGINE_IMAGE}",
     "image_pull_policy": f"--image-pull-policy / {ENV_IMAGE_PULL_POLICY}",
     "pod_defaults": f"--pod-defaults / {ENV_POD_DEFAULTS}",
+    "network_policy": f"--network-policy / {ENV_NETWORK_POLICY}",
     "resync_seconds": f"--resync-seconds / {ENV_RESYNC_SECONDS}",
     "log_format": f"--log-format / {ENV_LOG_FORMAT}",
     "log_level": f"--log-level / {ENV_LOG_LEVEL}", "liveness": f"--liveness / {ENV_HEALTH_PORT}",
     "engine_status_timeout": ENV_ENGINE_STATUS_TIMEOUT, "kubeconfig": "--kubeconfig / KUBECONFIG",
 }
+
+
+_JSON_FIELDS = ("pod_defaults", "network_policy")
 
 
 def load_settings(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -175,7 +210,7 @@ def load_settings(argv: list[str] | None = None, env: Mapping[str, str] | None =
     for field, value in vars(ns).items():
         if value is None:
             continue
-        raw[field] = _json(value, "--pod-defaults") if field == "pod_defaults" else value
+        raw[field] = _json(value, f"--{field.replace('_', '-')}") if field in _JSON_FIELDS else value
     try:
         return OperatorSettings(**raw)
     except ValidationError as exc:

@@ -8,6 +8,7 @@ rule) and raises SpecError naming the field path, e.g. `spec.engine.extraArgs[1]
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any, Literal
 
@@ -109,6 +110,48 @@ class ModelCache(_Model):
     claim_name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
+class LabelSelectorRequirement(_Model):
+    key: str = Field(min_length=1, max_length=317)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: tuple[str, ...] = Field((), max_length=64)
+
+
+class LabelSelector(_Model):
+    """A Kubernetes label selector; empty selects everything."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: tuple[LabelSelectorRequirement, ...] = Field((), max_length=16)
+
+
+class IPBlock(_Model):
+    cidr: str = Field(min_length=1, max_length=64)
+    except_: tuple[str, ...] = Field((), alias="except", max_length=16)
+
+
+class NetworkPolicyPeer(_Model):
+    """One source allowed in: pods (by pod and/or namespace labels) or an IP block, as in a NetworkPolicy."""
+
+    pod_selector: LabelSelector | None = None
+    namespace_selector: LabelSelector | None = None
+    ip_block: IPBlock | None = None
+
+    def as_k8s(self) -> dict[str, Any]:
+        """The peer as the API server stores it: empty lists and maps left out (it omits them, and a
+        difference would look like a hand edit to apply.py), an empty selector kept (it selects all)."""
+        def prune(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {k: prune(v) for k, v in value.items() if v not in ({}, [], ())}
+            return [prune(v) for v in value] if isinstance(value, list) else value
+        dumped = self.model_dump(mode="json", by_alias=True, exclude_none=True)  # lists, as JSON has
+        return {k: prune(v) for k, v in dumped.items()}
+
+
+class NetworkPolicySpec(_Model):
+    enabled: bool = True
+    # None: every pod of the model's namespace; []: nobody but the model's own router.
+    from_: tuple[NetworkPolicyPeer, ...] | None = Field(None, alias="from", max_length=32)
+
+
 class ModelSpec(_Model):
     model: str = Field(min_length=1, max_length=512)
     revision: str | None = Field(None, max_length=256)
@@ -132,6 +175,7 @@ class ModelSpec(_Model):
     model_cache: ModelCache | None = None
     shm_size: Quantity = "1Gi"
     api_key_secret: ApiKeySecretRef | None = None
+    network_policy: NetworkPolicySpec = Field(default_factory=lambda: NetworkPolicySpec.model_validate({}))
 
     @model_validator(mode="after")
     def _checks_the_schema_states_as_cel(self) -> ModelSpec:
@@ -185,9 +229,53 @@ def _problems(spec: ModelSpec) -> list[tuple[str, str]]:
                           f"nodes is more than {MAX_GPUS_PER_NODE} per node: raise nodes"))
         if spec.backend != "sglang":
             found.append(("spec.backend", "nodes > 1 needs the sglang backend"))
+    for i, peer in enumerate(spec.network_policy.from_ or ()):
+        found += [(f"spec.networkPolicy.from[{i}]{where}", problem) for where, problem in peer_problems(peer)]
     for kind in ("limits", "requests"):
         if spec.resources is not None and "nvidia.com/gpu" in getattr(spec.resources, kind):
             found.append((f"spec.resources.{kind}", "nvidia.com/gpu comes from tensorParallelSize"))
+    return found
+
+
+def _cidr_problem(text: str) -> str | None:
+    try:
+        ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        return f"{text!r} is not a CIDR such as 10.0.0.0/8 ({exc})"
+    return None
+
+
+def _inside(inner: str, outer: str) -> bool:
+    a, b = ipaddress.ip_network(inner), ipaddress.ip_network(outer)
+    return a.version == b.version and a.subnet_of(b)  # type: ignore[arg-type]
+
+
+def peer_problems(peer: NetworkPolicyPeer) -> list[tuple[str, str]]:
+    """What the API server would refuse in a NetworkPolicyPeer (so a bad peer is refused on the CR, not by a
+    failing apply), as (sub-path, problem)."""
+    found: list[tuple[str, str]] = []
+    selectors = peer.pod_selector is not None or peer.namespace_selector is not None
+    if peer.ip_block is None and not selectors:
+        found.append(("", "set podSelector and/or namespaceSelector, or ipBlock"))
+    block = peer.ip_block
+    if block is not None:
+        if selectors:
+            found.append((".ipBlock", "ipBlock cannot be combined with podSelector or namespaceSelector"))
+        if problem := _cidr_problem(block.cidr):
+            found.append((".ipBlock.cidr", problem))
+        for j, text in enumerate(block.except_):
+            if problem := _cidr_problem(text):
+                found.append((f".ipBlock.except[{j}]", problem))
+            elif not _cidr_problem(block.cidr) and not _inside(text, block.cidr):
+                found.append((f".ipBlock.except[{j}]", f"{text} is not inside {block.cidr}"))
+    for name in ("pod_selector", "namespace_selector"):
+        selector: LabelSelector | None = getattr(peer, name)
+        for j, req in enumerate(selector.match_expressions if selector else ()):
+            wants_values = req.operator in ("In", "NotIn")
+            if wants_values != bool(req.values):
+                where = f".{to_camel(name)}.matchExpressions[{j}].values"
+                found.append((where, f"{req.operator} needs values" if wants_values
+                              else f"{req.operator} takes no values"))
     return found
 
 

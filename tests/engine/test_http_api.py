@@ -246,6 +246,27 @@ async def test_metrics_count_requests_tokens_and_latency(harness) -> None:
     assert "sglang_engine_prompt_tokens_total" in text
 
 
+async def test_the_probe_port_serves_probes_status_and_metrics_but_no_api(
+        harness_factory: Callable[..., Harness]) -> None:
+    """The probe port is what the NetworkPolicy opens to the operator (/status) and Prometheus (/metrics):
+    the same answers as the API port's, and nothing that generates or administers."""
+    from aiohttp.test_utils import TestServer
+    from sglang_engine.server.app import API, build_probe_app
+
+    h = harness_factory(api_key="k", admin_token="adm")
+    probe_server = TestServer(build_probe_app(h.app[API]), host="127.0.0.1")
+    async with h as api_client, TestClient(probe_server) as probe:
+        assert (await api_client.post(CHAT, json=HELLO, headers={"Authorization": "Bearer k"})).status == 200
+        status = await (await probe.get("/status")).json()
+        assert status["servedModelName"] == "tiny" and status["ready"] is True
+        metrics = await (await probe.get("/metrics")).text()
+        assert 'sglang_engine_requests_total{adapter="",code="200",model="tiny"} 1.0' in metrics
+        assert (await probe.get("/livez")).status == 200 and (await probe.get("/readyz")).status == 200
+        for method, path in (("POST", CHAT), ("GET", "/v1/models"), ("GET", "/admin/adapters"),
+                             ("GET", "/openapi.json")):
+            assert (await probe.request(method, path, headers={"Authorization": "Bearer adm"})).status == 404
+
+
 async def test_unexpected_failure_is_a_500_without_a_traceback(harness) -> None:
     h, client = harness
 

@@ -143,9 +143,10 @@ def test_every_child_is_owned_and_labelled():
         assert keys <= set(meta["labels"])
 
 
-def test_service_port_8000_named_http():
+def test_service_ports_8000_named_http_and_8001_named_probe():
     svc = children(FULL)["Service"]["spec"]
-    assert svc["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
+    assert svc["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"},
+                            {"name": "probe", "port": 8001, "targetPort": "probe", "protocol": "TCP"}]
 
 
 def test_long_and_odd_names_fit_63_characters_distinctly():

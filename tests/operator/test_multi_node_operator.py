@@ -40,8 +40,8 @@ def test_nodes_that_cannot_split_the_model_are_refused_naming_the_field(spec: di
 
 def test_a_multi_node_model_is_a_leaderworkerset_of_groups_not_a_deployment() -> None:
     kids = children(TWO_NODES)
-    assert "Deployment" not in kids and list(kids) == ["ConfigMap", "LeaderWorkerSet", "Service",
-                                                       "PodDisruptionBudget"]
+    assert "Deployment" not in kids and list(kids) == ["NetworkPolicy", "ConfigMap", "LeaderWorkerSet",
+                                                       "Service", "PodDisruptionBudget"]
     lws = kids["LeaderWorkerSet"]
     assert lws["apiVersion"] == "leaderworkerset.x-k8s.io/v1"
     assert lws["metadata"]["name"] == names.leaderworkerset("big") == "big-lws"

@@ -151,9 +151,9 @@ def test_kubectl_apply_refuses_bad_input_naming_the_field(kubectl):
 def test_the_rbac_rules_are_exactly_what_the_operator_uses(lws_emulator):
     """Every request the operator makes is granted, and every grant is used (no extra verbs): a scenario that
     creates, scales (PDB created, then deleted), changes adapters (ConfigMap update), hand-edits children
-    (restored with an update) and moves the model to two nodes and back (LeaderWorkerSet created, updated,
-    Deployment deleted, then the reverse). The emulator is fresh per test, so the log holds only this
-    scenario."""
+    (restored with an update), turns the NetworkPolicy off (deleted) and moves the model to two nodes and back
+    (LeaderWorkerSet created, updated, Deployment deleted, then the reverse). The emulator is fresh per test,
+    so the log holds only this scenario."""
     emulator = lws_emulator
 
     async def scenario():
@@ -161,17 +161,20 @@ def test_the_rbac_rules_are_exactly_what_the_operator_uses(lws_emulator):
                 client(emulator.url) as api:
             await api.create(model("m", {**TINY, "replicas": 2}))
             await eventually(lambda: api.get("PodDisruptionBudget", "default", "m"), what="PDB")
-            for kind, name in (("Service", "m"), ("PodDisruptionBudget", "m")):
+            for kind, name in (("Service", "m"), ("PodDisruptionBudget", "m"), ("NetworkPolicy", "m")):
                 child = await api.get(kind, "default", name)
                 child["metadata"]["labels"]["app.kubernetes.io/managed-by"] = "someone-else"
                 await api.replace(child)
             await eventually(lambda: _restored(api, "Service", "m"), what="Service restored")
             await eventually(lambda: _restored(api, "PodDisruptionBudget", "m"), what="PDB restored")
+            await eventually(lambda: _restored(api, "NetworkPolicy", "m"), what="NetworkPolicy restored")
             cr = await api.get("SGLangModel", "default", "m")
             cr["spec"]["replicas"] = 1
             cr["spec"]["loraAdapters"] = []
+            cr["spec"]["networkPolicy"] = {"enabled": False}
             await api.replace(cr)
             await eventually(lambda: _gone(api, "PodDisruptionBudget", "m"), what="PDB removed")
+            await eventually(lambda: _gone(api, "NetworkPolicy", "m"), what="NetworkPolicy removed")
             await eventually(lambda: _config_without_adapters(api), what="ConfigMap updated")
             await _set_spec(api, {"backend": "sglang", "model": "org/m", "tensorParallelSize": 2, "nodes": 2})
             await eventually(lambda: _gone(api, "Deployment", "m"), what="Deployment replaced by an LWS")

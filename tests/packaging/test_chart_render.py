@@ -106,6 +106,32 @@ def test_operator_env_parses_into_settings(render, variant):
     assert settings.log_format == "json"
 
 
+def test_engine_network_policy_values_flow_into_operator_settings(run_helm):
+    """By default the operator's own pod (release namespace, selector labels) may read /status; metricsFrom
+    adds Prometheus; allowOperator false leaves only the peers given."""
+    def settings_of(*args: str):
+        out = run_helm("template", "rel", str(CHART), "--namespace", "ops", *args)
+        assert out.returncode == 0, out.stderr
+        docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+        pod_labels = next(d for d in docs if d["kind"] == "Deployment")["spec"]["selector"]["matchLabels"]
+        return load_settings([], env=_operator_env(docs)), pod_labels
+
+    settings, pod_labels = settings_of()
+    assert [p.as_k8s() for p in settings.network_policy.statusFrom] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}},
+         "podSelector": {"matchLabels": pod_labels}}]
+    assert settings.network_policy.metricsFrom == ()
+    prometheus = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                  "podSelector": {}}
+    settings, _ = settings_of("--set", "engineNetworkPolicy.allowOperator=false", "--set-json",
+                              f"engineNetworkPolicy.metricsFrom={json.dumps([prometheus])}")
+    assert settings.network_policy.statusFrom == ()
+    assert [p.as_k8s() for p in settings.network_policy.metricsFrom] == [prometheus]
+    bad = run_helm("template", "rel", str(CHART), "--set-json",
+                   'engineNetworkPolicy.metricsFrom=[{"bogus":1}]')
+    assert bad.returncode != 0 and "bogus" in bad.stderr
+
+
 def test_engine_values_flow_into_operator_settings(run_helm):
     values = {"engine": {
         "image": {"repository": "registry.example/engine", "tag": "v9", "pullPolicy": "Always"},
@@ -138,7 +164,7 @@ def test_monitors_match_a_minimal_prometheus_operator_expectation(render):
         assert mon["spec"]["namespaceSelector"] == {"any": True}
         assert mon["spec"]["selector"] == {"matchLabels": engine_labels}
         (endpoint,) = mon["spec"][endpoints_key]
-        assert endpoint == {"port": names.HTTP_PORT_NAME, "path": "/metrics",
+        assert endpoint == {"port": names.PROBE_PORT_NAME, "path": "/metrics",
                             "interval": "30s", "scrapeTimeout": "10s"}
 
 

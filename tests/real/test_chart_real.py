@@ -116,3 +116,56 @@ def test_the_service_account_token_gets_exactly_the_operators_rbac(installed, re
                                   ("delete", "apps", "deployments"), ("patch", "", "nodes"),
                                   ("create", "", "serviceaccounts/token")):
         assert can_i(verb, group, resource) == "no", (verb, group, resource)
+
+
+def _missing(live, want, path="") -> list[str]:
+    """Where `want` is not contained in `live` (apply.contains' rule), for the failure message."""
+    from sglang_operator.apply import contains
+    if isinstance(want, dict) and isinstance(live, dict):
+        return [p for k, v in want.items() for p in (_missing(live[k], v, f"{path}.{k}") if k in live
+                                                      else [f"{path}.{k} absent"])]
+    if isinstance(want, list) and isinstance(live, list) and len(want) == len(live):
+        pairs = enumerate(zip(live, want, strict=True))
+        return [p for i, (a, b) in pairs for p in _missing(a, b, f"{path}[{i}]")]
+    return [] if contains(live, want) else [f"{path}: {live!r} != {want!r}"]
+
+
+def test_the_operator_can_create_the_rendered_network_policy_and_it_is_stored_as_rendered(
+        installed, real_control_plane, real_kubectl, namespace):
+    """The operator's NetworkPolicy for a model using every kind of peer, with the probe-port peers the chart
+    gives the operator (its own pod): the chart's ServiceAccount creates it, the real apiserver validates and
+    stores it, and what it stores contains every rendered field (so apply.py sees nothing to rewrite)."""
+    from sglang_operator.apply import needs_write, stamped
+    from sglang_operator.builders import Owner, build_children
+    from sglang_operator.settings import load_settings
+    from sglang_operator.spec import parse_spec
+
+    deployment = get_json(real_kubectl, "deployment", RELEASE, "-n", RELEASE_NAMESPACE)
+    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+           if "value" in e}
+    settings = load_settings([], env)
+    assert settings.network_policy.statusFrom[0].as_k8s() == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": RELEASE_NAMESPACE}},
+        "podSelector": {"matchLabels": deployment["spec"]["selector"]["matchLabels"]}}
+    spec = parse_spec({"model": "org/m", "networkPolicy": {"from": [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}, "podSelector": {}},
+        {"podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]},
+                                              {"key": "x", "operator": "Exists"}]}},
+        {"ipBlock": {"cidr": "192.168.0.0/16", "except": ["192.168.1.0/24"]}}]}})
+    policy = next(c for c in build_children(Owner("m", namespace, ""), spec, settings)
+                  if c["kind"] == "NetworkPolicy")
+    policy["metadata"].pop("ownerReferences")  # no SGLangModel here to own it
+
+    as_operator = real_control_plane.token_kubeconfig(
+        "sglang-operator-np", real_control_plane.create_token(RELEASE_NAMESPACE, SERVICE_ACCOUNT))
+    created = real_kubectl("create", "-o", "json", "-f", "-", input=json.dumps(stamped(policy)),
+                           kubeconfig=as_operator)
+    assert created.returncode == 0, created.stderr
+    live = get_json(real_kubectl, "networkpolicy", policy["metadata"]["name"], "-n", namespace,
+                    kubeconfig=as_operator)
+    assert not needs_write(live, policy), _missing(live, stamped(policy))
+    ports = [rule["ports"] for rule in live["spec"]["ingress"]]
+    assert ports == [[{"protocol": "TCP", "port": 8000}], [{"protocol": "TCP", "port": 8001}]]
+    deleted = real_kubectl("delete", "networkpolicy", policy["metadata"]["name"], "-n", namespace,
+                           kubeconfig=as_operator)
+    assert deleted.returncode == 0, deleted.stderr

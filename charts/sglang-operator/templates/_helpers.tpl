@@ -78,6 +78,19 @@ defaults apply to them.
 {{- end }}
 
 {{/*
+SGLANG_OPERATOR_NETWORK_POLICY: who may reach each engine's probe port. With allowOperator, the operator's own
+pod (the release namespace, by its kubernetes.io/metadata.name label, and the pod's selector labels) first.
+*/}}
+{{- define "sglang-operator.networkPolicyJson" -}}
+{{- $status := .Values.engineNetworkPolicy.statusFrom | default list }}
+{{- if .Values.engineNetworkPolicy.allowOperator }}
+{{- $self := dict "namespaceSelector" (dict "matchLabels" (dict "kubernetes.io/metadata.name" .Release.Namespace)) "podSelector" (dict "matchLabels" (include "sglang-operator.selectorLabels" . | fromYaml)) }}
+{{- $status = prepend $status $self }}
+{{- end }}
+{{- toJson (dict "statusFrom" $status "metricsFrom" (.Values.engineNetworkPolicy.metricsFrom | default list)) }}
+{{- end }}
+
+{{/*
 Labels the operator puts on every engine pod and model Service (operator/sglang_operator/labels.py);
 the PodMonitor and ServiceMonitor select by them.
 */}}

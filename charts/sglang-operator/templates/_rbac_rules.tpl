@@ -29,6 +29,10 @@ scanning (no CRD or Namespace access) and runs kopf standalone (no peering objec
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [get, list, watch, create, update, delete]
+# Each model's NetworkPolicy; deleted when the model sets networkPolicy.enabled to false.
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, watch, create, update, delete]
 # Engine pods are listed (readiness, revision, IP for the engine's /status) and watched, so a crash, an
 # image pull error or an unschedulable pod reaches the model's status at once.
 - apiGroups: [""]

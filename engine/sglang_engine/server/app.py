@@ -473,10 +473,14 @@ API = web.AppKey("api", Api)
 
 
 def build_probe_app(api: Api) -> web.Application:
-    """/livez and /readyz alone, for the probe port (the same handlers as the API port's)."""
+    """The probe port: /livez, /readyz and the read-only, token-free /status and /metrics (the same handlers
+    as the API port's). The operator reads /status and Prometheus scrapes /metrics here, so a NetworkPolicy
+    can open this port to them and the API port to API clients only."""
     app = web.Application(middlewares=[api.errors])
     app.router.add_get("/livez", api.livez)
     app.router.add_get("/readyz", api.readyz)
+    app.router.add_get("/status", api.status)
+    app.router.add_get("/metrics", api.metrics_page)
     return app
 
 

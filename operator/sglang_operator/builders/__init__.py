@@ -10,6 +10,7 @@ from sglang_operator.builders.common import Owner
 from sglang_operator.builders.configmap import build_configmap
 from sglang_operator.builders.deployment import build_deployment
 from sglang_operator.builders.leaderworkerset import build_leaderworkerset, multi_node
+from sglang_operator.builders.networkpolicy import build_network_policy
 from sglang_operator.builders.pdb import build_pdb
 from sglang_operator.builders.service import build_service
 from sglang_operator.settings import OperatorSettings
@@ -19,15 +20,15 @@ __all__ = ["Owner", "build_children"]
 
 
 def build_children(owner: Owner, spec: ModelSpec, settings: OperatorSettings) -> list[dict]:
-    """ConfigMap, the workload (a Deployment, or a LeaderWorkerSet when a replica spans several nodes),
-    Service and (only when replicas > 1) the PodDisruptionBudget, in apply order."""
+    """In apply order: the NetworkPolicy (unless spec.networkPolicy.enabled is false: before any pod exists),
+    ConfigMap, the workload (a Deployment, or a LeaderWorkerSet when a replica spans several nodes), Service
+    and (only when replicas > 1) the PodDisruptionBudget."""
     workload = build_leaderworkerset if multi_node(spec) else build_deployment
     children = [
+        build_network_policy(owner, spec, settings),
         build_configmap(owner, spec, settings),
         workload(owner, spec, settings),
         build_service(owner, spec, settings),
+        build_pdb(owner, spec, settings),
     ]
-    pdb = build_pdb(owner, spec, settings)
-    if pdb is not None:
-        children.append(pdb)
-    return children
+    return [child for child in children if child is not None]

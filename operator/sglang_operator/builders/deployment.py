@@ -202,7 +202,7 @@ def pod_template(owner: Owner, spec: ModelSpec, settings: OperatorSettings) -> d
             "annotations": {
                 REVISION_ANNOTATION: revision(pod),
                 "prometheus.io/scrape": "true",
-                "prometheus.io/port": str(names.HTTP_PORT),
+                "prometheus.io/port": str(names.PROBE_PORT),
                 "prometheus.io/path": "/metrics",
             },
         },

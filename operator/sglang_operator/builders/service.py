@@ -1,5 +1,6 @@
-"""The Service in front of the engine pods: port 8000 named `http` (also the PodMonitor/scrape port). For a
-multi-node model it selects each group's leader only (the workers serve no API)."""
+"""The Service in front of the engine pods: port 8000 named `http` (the API) and 8001 named `probe` (/status
+and /metrics, the ServiceMonitor's scrape port). For a multi-node model it selects each group's leader only
+(the workers serve no API)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def build_service(owner: Owner, spec: ModelSpec, settings: OperatorSettings) -> 
             "type": "ClusterIP",
             "selector": service_selector(owner.name, spec),
             "ports": [{"name": names.HTTP_PORT_NAME, "port": names.HTTP_PORT,
-                       "targetPort": names.HTTP_PORT_NAME, "protocol": "TCP"}],
+                       "targetPort": names.HTTP_PORT_NAME, "protocol": "TCP"},
+                      {"name": names.PROBE_PORT_NAME, "port": names.PROBE_PORT,
+                       "targetPort": names.PROBE_PORT_NAME, "protocol": "TCP"}],
         },
     }
