@@ -26,8 +26,9 @@ from sglang_operator.engine_client import fetch_statuses
 from sglang_operator.kube import ApiError, KubeApi
 from sglang_operator.observed import DeploymentView, PodView
 from sglang_operator.settings import OperatorSettings
-from sglang_operator.spec import SpecError, parse_spec
+from sglang_operator.spec import SpecError
 from sglang_operator.status import Observation, compute_status, serving_pods, starting_pods, status_changed
+from sglang_operator.tenancy import NotAllowed, admit
 
 # Children the spec may not want (replicas <= 1, spec.networkPolicy.enabled false): deleted when owned.
 OPTIONAL_CHILDREN: tuple[tuple[str, Callable[[str], str]], ...] = (
@@ -147,7 +148,7 @@ async def reconcile(ctx: Context, body: dict[str, Any], emit: Emit) -> Result:
     previous = dict(body.get("status") or {})
     generation = int((body.get("metadata") or {}).get("generation") or 0)
     try:
-        spec = parse_spec(body.get("spec"))
+        spec = admit(body.get("spec"), ctx.settings)  # the schema's checks, then the operator's allowlists
     except SpecError as err:
         dep_obj = await ctx.api.get("Deployment", owner.namespace, names.deployment(owner.name)) or \
             await ctx.api.get(LWS_KIND, owner.namespace, names.leaderworkerset(owner.name))
@@ -157,7 +158,8 @@ async def reconcile(ctx: Context, body: dict[str, Any], emit: Emit) -> Result:
         status = compute_status(obs, now())
         written = await _write_status(ctx, owner, previous, status)
         if written and previous.get("phase") != "Failed":
-            await emit("Warning", "SpecInvalid", str(err))
+            reason = "SpecNotAllowed" if isinstance(err, NotAllowed) else "SpecInvalid"
+            await emit("Warning", reason, str(err))
         return Result(status, {}, written, err)
 
     desired = build_children(owner, spec, ctx.settings)

@@ -18,7 +18,8 @@ import yaml
 from sglang_operator.builders import Owner, build_children
 from sglang_operator.builders.common import API_VERSION, KIND
 from sglang_operator.settings import SettingsError, load_settings
-from sglang_operator.spec import SpecError, parse_spec
+from sglang_operator.spec import SpecError
+from sglang_operator.tenancy import admit
 
 
 class RenderError(ValueError):
@@ -39,7 +40,7 @@ def render_documents(docs: list[Any], namespace: str | None = None, settings: An
         if not meta.get("name"):
             raise RenderError(f"document {index}: metadata.name is required")
         body = {"metadata": {**meta, "namespace": namespace or meta.get("namespace") or "default"}}
-        out += build_children(Owner.from_body(body), parse_spec(doc.get("spec")), settings)
+        out += build_children(Owner.from_body(body), admit(doc.get("spec"), settings), settings)
     if not out:
         raise RenderError(f"no {KIND} ({API_VERSION}) document found")
     return out

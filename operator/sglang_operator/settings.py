@@ -16,6 +16,11 @@ The Helm chart maps its values onto exactly these names (env var / flag: meaning
   `{"statusFrom": [peers], "metricsFrom": [peers]}`, each a list of NetworkPolicy peers (podSelector,
   namespaceSelector, ipBlock). statusFrom is the operator itself (it reads /status; the chart fills it in),
   metricsFrom the Prometheus that scrapes /metrics. Empty lists: nobody but the node.
+- SGLANG_OPERATOR_TENANCY / --tenancy JSON: what a CR author may choose, for cluster-wide installs where CR
+  authors are not cluster admins: `{"images": [...], "priorityClasses": [...], "secretNames": [...],
+  "tolerationKeys": [...]}`, each a list of shell-style patterns (`*` matches anything, `/` included, e.g.
+  `registry.example.com/*`); an empty or missing list allows anything. A CR that picks something else is
+  refused (SpecValid=False, reason NotAllowed, naming the field): see tenancy.py.
 - SGLANG_OPERATOR_RESYNC_SECONDS / --resync-seconds N: periodic reconcile interval (default 60).
 - SGLANG_OPERATOR_LOG_FORMAT / --log-format: text | json (default text).
 - SGLANG_OPERATOR_LOG_LEVEL / --log-level: debug | info | warning | error (default info).
@@ -34,7 +39,7 @@ import json
 import os
 from collections.abc import Mapping
 from importlib import metadata
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -55,6 +60,7 @@ ENV_ENGINE_IMAGE = "SGLANG_OPERATOR_ENGINE_IMAGE"
 ENV_IMAGE_PULL_POLICY = "SGLANG_OPERATOR_IMAGE_PULL_POLICY"
 ENV_POD_DEFAULTS = "SGLANG_OPERATOR_POD_DEFAULTS"
 ENV_NETWORK_POLICY = "SGLANG_OPERATOR_NETWORK_POLICY"
+ENV_TENANCY = "SGLANG_OPERATOR_TENANCY"
 ENV_RESYNC_SECONDS = "SGLANG_OPERATOR_RESYNC_SECONDS"
 ENV_LOG_FORMAT = "SGLANG_OPERATOR_LOG_FORMAT"
 ENV_LOG_LEVEL = "SGLANG_OPERATOR_LOG_LEVEL"
@@ -64,7 +70,7 @@ ENV_ENGINE_STATUS_TIMEOUT = "SGLANG_OPERATOR_ENGINE_STATUS_TIMEOUT"
 # Every env var the operator reads (the chart's tests compare against this).
 ENV_VARS = (
     ENV_NAMESPACES, ENV_ENGINE_IMAGE, ENV_IMAGE_PULL_POLICY, ENV_POD_DEFAULTS, ENV_NETWORK_POLICY,
-    ENV_RESYNC_SECONDS,
+    ENV_TENANCY, ENV_RESYNC_SECONDS,
     ENV_LOG_FORMAT, ENV_LOG_LEVEL, ENV_HEALTH_PORT, ENV_ENGINE_STATUS_TIMEOUT, "KUBECONFIG",
 )
 
@@ -112,6 +118,20 @@ class ProbePortPeers(BaseModel):
         return self
 
 
+Patterns = tuple[Annotated[str, Field(min_length=1)], ...]
+
+
+class Tenancy(BaseModel):
+    """Allowlists of what a CR may choose (shell-style patterns; empty: anything). Checked in tenancy.py."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    images: Patterns = ()  # spec.image (a CR without one gets the operator's engine image)
+    priorityClasses: Patterns = ()  # spec.priorityClassName
+    secretNames: Patterns = ()  # env[].valueFrom.secretKeyRef, hfTokenSecret, apiKeySecret
+    tolerationKeys: Patterns = ()  # spec.tolerations[].key (a toleration without a key tolerates every taint)
+
+
 class OperatorSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -120,6 +140,7 @@ class OperatorSettings(BaseModel):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     pod_defaults: PodDefaults = PodDefaults()
     network_policy: ProbePortPeers = ProbePortPeers()
+    tenancy: Tenancy = Tenancy()
     resync_seconds: float = Field(60.0, gt=0)
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -149,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--pod-defaults", help=f"JSON pod defaults (env {ENV_POD_DEFAULTS})")
     a("--network-policy",
       help=f"JSON probe-port peers of the engines' NetworkPolicies (env {ENV_NETWORK_POLICY})")
+    a("--tenancy", help=f"JSON allowlists of what models may choose (env {ENV_TENANCY})")
     a("--resync-seconds", help=f"periodic reconcile interval (env {ENV_RESYNC_SECONDS})")
     a("--log-format", help=f"text or json (env {ENV_LOG_FORMAT})")
     a("--log-level", help=f"debug, info, warning or error (env {ENV_LOG_LEVEL})")
@@ -173,6 +195,8 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         raw["pod_defaults"] = _json(env[ENV_POD_DEFAULTS], ENV_POD_DEFAULTS)
     if env.get(ENV_NETWORK_POLICY, "").strip():
         raw["network_policy"] = _json(env[ENV_NETWORK_POLICY], ENV_NETWORK_POLICY)
+    if env.get(ENV_TENANCY, "").strip():
+        raw["tenancy"] = _json(env[ENV_TENANCY], ENV_TENANCY)
     if env.get(ENV_HEALTH_PORT, "").strip():
         port = env[ENV_HEALTH_PORT].strip()
         if not port.isdigit() or not 0 < int(port) < 65536:
@@ -193,6 +217,7 @@ _FIELD_SOURCE = {
     "image_pull_policy": f"--image-pull-policy / {ENV_IMAGE_PULL_POLICY}",
     "pod_defaults": f"--pod-defaults / {ENV_POD_DEFAULTS}",
     "network_policy": f"--network-policy / {ENV_NETWORK_POLICY}",
+    "tenancy": f"--tenancy / {ENV_TENANCY}",
     "resync_seconds": f"--resync-seconds / {ENV_RESYNC_SECONDS}",
     "log_format": f"--log-format / {ENV_LOG_FORMAT}",
     "log_level": f"--log-level / {ENV_LOG_LEVEL}", "liveness": f"--liveness / {ENV_HEALTH_PORT}",
@@ -200,7 +225,7 @@ _FIELD_SOURCE = {
 }
 
 
-_JSON_FIELDS = ("pod_defaults", "network_policy")
+_JSON_FIELDS = ("pod_defaults", "network_policy", "tenancy")
 
 
 def load_settings(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> OperatorSettings:

@@ -178,7 +178,7 @@ def compute_status(obs: Observation, now: str) -> dict[str, Any]:
             _condition(obs, now, "Ready", False, "SpecInvalid", str(error)),
             _condition(obs, now, "Progressing", False, "SpecInvalid", "children are left as they were"),
             _condition(obs, now, "AdaptersReady", None, "SpecInvalid", ""),
-            _condition(obs, now, "SpecValid", False, "Invalid", str(error)),
+            _condition(obs, now, "SpecValid", False, getattr(error, "reason", "Invalid"), str(error)),
             _condition(obs, now, "Degraded", True, "SpecInvalid", str(error)),
         ]
         ready_count = obs.previous.get("readyReplicas", 0)

@@ -132,6 +132,20 @@ def test_engine_network_policy_values_flow_into_operator_settings(run_helm):
     assert bad.returncode != 0 and "bogus" in bad.stderr
 
 
+def test_tenancy_values_flow_into_operator_settings(run_helm):
+    tenancy = {"images": ["registry.example.com/*"], "priorityClasses": ["llm-*"], "secretNames": ["hf-*"],
+               "tolerationKeys": ["nvidia.com/gpu"]}
+    out = run_helm("template", "rel", str(CHART), "--set-json", f"tenancy={json.dumps(tenancy)}")
+    assert out.returncode == 0, out.stderr
+    settings = load_settings([], env=_operator_env([d for d in yaml.safe_load_all(out.stdout) if d]))
+    assert settings.tenancy.model_dump() == {k: tuple(v) for k, v in tenancy.items()}
+    default = run_helm("template", "rel", str(CHART))
+    default_env = _operator_env([d for d in yaml.safe_load_all(default.stdout) if d])
+    assert load_settings([], env=default_env).tenancy == load_settings([], {}).tenancy  # empty: anything
+    bad = run_helm("template", "rel", str(CHART), "--set-json", 'tenancy={"registries":["x"]}')
+    assert bad.returncode != 0 and "registries" in bad.stderr
+
+
 def test_engine_values_flow_into_operator_settings(run_helm):
     values = {"engine": {
         "image": {"repository": "registry.example/engine", "tag": "v9", "pullPolicy": "Always"},
