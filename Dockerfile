@@ -5,6 +5,9 @@
 # Pins that must move together (tests/packaging/test_packaging_lint.py: test_pins_agree_with_the_project):
 #   VERSION      = [project].version in pyproject.toml (and the chart's appVersion)
 #   SGLANG_IMAGE = the official SGLang image of the SGLang version the engine targets (0.5.23).
+# Every pip install takes hashed lock files (requirements/*.txt, written by scripts/lock_images.py from
+# pyproject.toml; tests/packaging/test_image_locks.py). The base images are pinned by tag, not digest: see
+# docs/security.md (no image registry is reachable where the project is developed, so no digest is invented).
 ARG VERSION=0.1.0
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 ARG SGLANG_IMAGE=lmsysorg/sglang:v0.5.23
@@ -12,10 +15,13 @@ ARG SGLANG_IMAGE=lmsysorg/sglang:v0.5.23
 # ---- wheel: the project is pure Python; build it once and install it into both targets.
 FROM ${PYTHON_IMAGE} AS wheel
 WORKDIR /src
+COPY requirements/build.txt /tmp/build.txt
+RUN pip install --no-cache-dir --require-hashes -r /tmp/build.txt
 COPY pyproject.toml README.md ./
 COPY engine/ engine/
 COPY operator/ operator/
-RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+# No build isolation: the hashed setuptools above builds it, nothing floating is fetched.
+RUN pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels .
 
 # ---- operator: slim Python, only the operator's dependencies (kopf, kubernetes client; no torch).
 FROM ${PYTHON_IMAGE} AS operator
@@ -24,8 +30,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=wheel /wheels /wheels
-RUN pip install --no-cache-dir "/wheels/sglang_operator-${VERSION}-py3-none-any.whl[operator]" \
-    && rm -rf /wheels \
+COPY requirements/operator-image.txt /tmp/requirements.txt
+# The whole closure from the lock (every package pinned and hashed), then the project alone.
+RUN pip install --no-cache-dir --require-hashes -r /tmp/requirements.txt \
+    && pip install --no-cache-dir --no-deps "/wheels/sglang_operator-${VERSION}-py3-none-any.whl" \
+    && rm -rf /wheels /tmp/requirements.txt \
     && useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin operator
 # Numeric user: the kubelet can verify runAsNonRoot without reading /etc/passwd.
 USER 10001:10001
@@ -40,13 +49,16 @@ ARG VERSION
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=wheel /wheels /wheels
+COPY requirements/engine-image.txt /tmp/requirements.txt
 # --no-deps: SGLang's image already has torch, transformers, aiohttp, pydantic, pyyaml and prometheus-client,
 # and reinstalling any of them (torch above all) could break SGLang's pinned stack. peft (and accelerate, which
-# peft imports) are what it lacks: the transformers backend loads LoRA adapters with them.
+# peft imports) are what it lacks: the transformers backend loads LoRA adapters with them (hashed lock).
 # PIP_BREAK_SYSTEM_PACKAGES: the image's Python is the distribution's; installing into it is its intended use.
-RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --no-deps \
-        "/wheels/sglang_operator-${VERSION}-py3-none-any.whl" peft==0.21.2 accelerate==1.15.0 \
-    && rm -rf /wheels \
+RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --no-deps --require-hashes \
+        -r /tmp/requirements.txt \
+    && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --no-deps \
+        "/wheels/sglang_operator-${VERSION}-py3-none-any.whl" \
+    && rm -rf /wheels /tmp/requirements.txt \
     && mkdir -p /cache /models \
     && chown 1000:0 /cache /models \
     && chmod g=u /cache /models
