@@ -2,7 +2,8 @@
 once per test session from the binaries `make cluster-bins` builds (sglang_dev.controlplane).
 
 Fixtures:
-- `real_control_plane` (session): a running `ControlPlane`; `.server`, `.ca`, `.admin_kubeconfig`,
+- `real_control_plane` (session): a running `ControlPlane` with the LeaderWorkerSet controller; `.server`,
+  `.ca`, `.admin_kubeconfig`,
   `.kubectl` (the Go-built kubectl of the same release), `.request(method, path, body)` as admin,
   `.create_token(ns, sa)`, `.token_kubeconfig(name, token)`, `.issue_cert(...)`, `.issue_node_cert(node)`.
 - `real_kubectl` (session): `real_kubectl(*args, input=None, kubeconfig=None)` runs that kubectl as admin (or
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from clitools import ROOT, cli_runner, tool_path
-from sglang_dev.controlplane import ClusterBinsMissing, ControlPlane, find_bins
+from sglang_dev.controlplane import ClusterBinsMissing, ControlPlane, find_bins, find_lws
 
 Runner = Callable[..., subprocess.CompletedProcess[str]]
 _namespaces = itertools.count()
@@ -31,10 +32,10 @@ _namespaces = itertools.count()
 @pytest.fixture(scope="session")
 def real_control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     try:
-        bins = find_bins()
+        bins, lws = find_bins(), find_lws()
     except ClusterBinsMissing as err:
         pytest.fail(str(err))
-    with ControlPlane(tmp_path_factory.mktemp("control-plane"), bins) as plane:
+    with ControlPlane(tmp_path_factory.mktemp("control-plane"), bins, lws=lws) as plane:
         yield plane
 
 

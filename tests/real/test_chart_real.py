@@ -113,7 +113,7 @@ def test_the_service_account_token_gets_exactly_the_operators_rbac(installed, re
     for verb, group, resource in (("get", "", "secrets"), ("list", "", "secrets"), ("create", "", "pods"),
                                   ("create", "", "pods/exec"), ("*", "", "*"),
                                   ("create", "rbac.authorization.k8s.io", "clusterrolebindings"),
-                                  ("delete", "apps", "deployments"), ("patch", "", "nodes"),
+                                  ("delete", "", "services"), ("patch", "", "nodes"),
                                   ("create", "", "serviceaccounts/token")):
         assert can_i(verb, group, resource) == "no", (verb, group, resource)
 

@@ -168,10 +168,17 @@ APISERVER_KUBELET_CLIENT = "kube-apiserver-kubelet-client"  # the CN the apiserv
 
 
 def start_control_plane(layout: Layout) -> Any:
-    """etcd, kube-apiserver, controller-manager, scheduler: fresh (new CA, empty etcd) on every start."""
-    from sglang_dev.controlplane import ControlPlane
+    """etcd, kube-apiserver, controller-manager, scheduler: fresh (new CA, empty etcd) on every start; and the
+    LeaderWorkerSet controller with its CRDs and webhooks when `make cluster-bins` built it (multi-node
+    models; without it they report LeaderWorkerSetMissing)."""
+    from sglang_dev.controlplane import ClusterBinsMissing, ControlPlane, find_lws
 
-    return ControlPlane(layout.root / "controlplane").start()
+    try:
+        lws = find_lws()
+    except ClusterBinsMissing as err:
+        log.warning("no LeaderWorkerSet controller (%s): multi-node models will not run", err)
+        lws = None
+    return ControlPlane(layout.root / "controlplane", lws=lws).start()
 
 
 def node_credentials(plane: Any) -> tuple[Any, Path]:

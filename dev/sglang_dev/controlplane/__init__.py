@@ -2,7 +2,7 @@
 kube-controller-manager and kube-scheduler built from Go modules (`make cluster-bins`) and run as local
 child processes. See README.md."""
 
-from .bins import ClusterBins, ClusterBinsMissing, bins_dir, find_bins
+from .bins import ClusterBins, ClusterBinsMissing, LwsBins, bins_dir, find_bins, find_lws
 from .pki import CertPair
 from .plane import ControlPlane, ControlPlaneError
 
@@ -12,6 +12,8 @@ __all__ = [
     "ClusterBinsMissing",
     "ControlPlane",
     "ControlPlaneError",
+    "LwsBins",
     "bins_dir",
     "find_bins",
+    "find_lws",
 ]

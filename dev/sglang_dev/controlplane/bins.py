@@ -11,7 +11,9 @@ Layout (``bins_dir()``)::
                          kubectl, certs, ... (`k8s <subcommand> [flags]`)
         kubectl          symlink to k8s (the binary dispatches on its own name)
         etcd
-        k8s.sources, etcd.sources   the source fingerprint each binary was built from
+        lws              the LeaderWorkerSet controller (sigs.k8s.io/lws, cluster/lws; optional: find_lws())
+        lws-crds/        its CRDs, copied from the same module version
+        k8s.sources, etcd.sources, lws.sources   the source fingerprint each was built from
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 CLUSTER_DIR = REPO_ROOT / "cluster"
 K8S_MODULE = "k8s.io/kubernetes"
 ETCD_MODULE = "go.etcd.io/etcd/server/v3"
+LWS_MODULE = "sigs.k8s.io/lws"
 # The Go toolchain the build uses when `go` is not on PATH (the project's machines install it here).
 GO_FALLBACK = Path("/usr/local/go/bin/go")
 
@@ -53,6 +56,10 @@ def k8s_version(cluster_dir: Path = CLUSTER_DIR) -> str:
 
 def etcd_version(cluster_dir: Path = CLUSTER_DIR) -> str:
     return module_version(cluster_dir / "etcd" / "go.mod", ETCD_MODULE)
+
+
+def lws_version(cluster_dir: Path = CLUSTER_DIR) -> str:
+    return module_version(cluster_dir / "lws" / "go.mod", LWS_MODULE)
 
 
 def bins_dir(cluster_dir: Path = CLUSTER_DIR) -> Path:
@@ -101,13 +108,37 @@ def find_bins(cluster_dir: Path = CLUSTER_DIR) -> ClusterBins:
         k8s_version=k8s_version(cluster_dir),
         etcd_version=etcd_version(cluster_dir),
     )
-    for name, module in (("k8s", "k8s"), ("etcd", "etcd")):
-        binary = folder / name
-        stamp = folder / f"{name}.sources"
-        if not os.access(binary, os.X_OK):
-            raise ClusterBinsMissing(f"{binary} is not built: run `make cluster-bins`")
-        if not stamp.is_file() or stamp.read_text().strip() != source_fingerprint(cluster_dir / module):
-            raise ClusterBinsMissing(
-                f"{binary} was built from other sources than cluster/{module}: run `make cluster-bins`"
-            )
+    for name in ("k8s", "etcd"):
+        _check_built(folder, name, cluster_dir)
     return bins
+
+
+def _check_built(folder: Path, name: str, cluster_dir: Path) -> None:
+    binary = folder / name
+    stamp = folder / f"{name}.sources"
+    if not os.access(binary, os.X_OK):
+        raise ClusterBinsMissing(f"{binary} is not built: run `make cluster-bins`")
+    if not stamp.is_file() or stamp.read_text().strip() != source_fingerprint(cluster_dir / name):
+        raise ClusterBinsMissing(
+            f"{binary} was built from other sources than cluster/{name}: run `make cluster-bins`"
+        )
+
+
+@dataclass(frozen=True)
+class LwsBins:
+    """The LeaderWorkerSet controller and the CRDs of the same version (applied before it starts)."""
+
+    lws: Path
+    crds: tuple[Path, ...]
+    version: str
+
+
+def find_lws(cluster_dir: Path = CLUSTER_DIR) -> LwsBins:
+    """The cached LWS controller, checked built from cluster/lws (kept apart from find_bins: a control plane
+    without LWS needs none of it)."""
+    folder = bins_dir(cluster_dir)
+    _check_built(folder, "lws", cluster_dir)
+    crds = tuple(sorted((folder / "lws-crds").glob("*.yaml")))
+    if not crds:
+        raise ClusterBinsMissing(f"{folder / 'lws-crds'} holds no CRD: run `make cluster-bins`")
+    return LwsBins(lws=folder / "lws", crds=crds, version=lws_version(cluster_dir))

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .bins import ClusterBins, find_bins
+from .bins import ClusterBins, LwsBins, find_bins
 from .pki import APISERVER_DNS, CertificateAuthority, CertPair, write_kubeconfig
 from .procs import ProcessGroup, free_port, stop_recorded
 
@@ -36,6 +36,7 @@ CONTROLLERS = (
     "pod-garbage-collector-controller",  # pods of deleted nodes, orphaned terminating pods
     "disruption-controller",  # PodDisruptionBudget status
     "clusterrole-aggregation-controller",  # admin/edit/view and aggregated chart roles
+    "statefulset-controller",  # LeaderWorkerSet groups are StatefulSets (multi-node models)
 )
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
@@ -53,10 +54,16 @@ class ControlPlane:
     """
 
     def __init__(
-        self, state_dir: Path | str, bins: ClusterBins | None = None, *, start_timeout: float = 120.0
+        self,
+        state_dir: Path | str,
+        bins: ClusterBins | None = None,
+        *,
+        start_timeout: float = 120.0,
+        lws: LwsBins | None = None,
     ):
         self.state_dir = Path(state_dir).resolve()
         self.bins = bins or find_bins()
+        self.lws = lws  # the LeaderWorkerSet controller (find_lws()), started with the plane when given
         self.kubectl = self.bins.kubectl  # kubectl of the same Kubernetes release
         self.start_timeout = start_timeout
         self.pki_dir = self.state_dir / "pki"
@@ -108,6 +115,10 @@ class ControlPlane:
                 f"{self.server}/api/v1/namespaces/default/serviceaccounts/default",
                 ssl_context=self._admin_ssl(),
             )
+            if self.lws is not None:
+                from .lws import LwsController
+
+                LwsController(self, self.lws).start()
         except BaseException:
             self.stop()
             raise
@@ -131,6 +142,12 @@ class ControlPlane:
         for path in self.state_dir.glob("*.kubeconfig"):
             path.unlink()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+
+    def spawn(self, name: str, argv: Sequence[str]) -> None:
+        """Run one more component in the plane's process group (stopped with it; log in `log_dir`)."""
+        if self._group is None:
+            raise ControlPlaneError("the control plane is not running")
+        self._group.spawn(name, argv)
 
     def exited(self) -> dict[str, int]:
         """Components that have exited since start, with exit codes (empty while healthy)."""
