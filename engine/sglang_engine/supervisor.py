@@ -138,7 +138,7 @@ class SupervisedBackend(Backend):
                                status=503)
         return self.inner.generate(request)
 
-    @property  # type: ignore[override]
+    @property
     def delegates_openai(self) -> bool:
         return self.inner.delegates_openai
 

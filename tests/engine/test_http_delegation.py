@@ -79,7 +79,9 @@ class FakeSGLang:
 class DelegatingBackend(FakeBackend):
     """TEST DOUBLE: a FakeBackend that delegates OpenAI requests to a FakeSGLang, recording aborts."""
 
-    delegates_openai = True
+    @property
+    def delegates_openai(self) -> bool:
+        return True
 
     def __init__(self, base_url: str) -> None:
         super().__init__()

@@ -112,8 +112,10 @@ class Backend(abc.ABC):
     def loaded_adapters(self) -> dict[str, str]:
         """name -> path of the adapters loaded now."""
 
-    # OpenAI requests delegated to the backend's own OpenAI server (SGLang); others serve them in the engine.
-    delegates_openai: bool = False
+    @property
+    def delegates_openai(self) -> bool:
+        """OpenAI requests go to the backend's own OpenAI server (SGLang); else the engine serves them."""
+        return False
 
     async def post_openai(self, path: str, body: bytes) -> aiohttp.ClientResponse:
         """POST a JSON body to the backend's OpenAI endpoint `path`; the caller reads and closes the reply.

@@ -337,7 +337,9 @@ class SGLangBackend(Backend):
                     self._fire_and_forget(self._abort(request.request_id))
 
     # ------------------------------------------------------------------------- delegated OpenAI requests
-    delegates_openai = True
+    @property
+    def delegates_openai(self) -> bool:
+        return True
 
     async def post_openai(self, path: str, body: bytes) -> aiohttp.ClientResponse:
         """SGLang's own OpenAI endpoint, on the stream pool (sized for the engine's concurrency)."""
