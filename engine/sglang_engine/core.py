@@ -116,6 +116,13 @@ class Engine:
         return self._templater
 
     @property
+    def context_length(self) -> int | None:
+        """The model's context length (--context-length, else the model's own), None until known."""
+        if self.settings.context_length is not None:
+            return self.settings.context_length
+        return self._templater.context_length if self._templater is not None else None
+
+    @property
     def ready(self) -> bool:
         return self._templater is not None and self.backend.health().ready
 

@@ -45,6 +45,8 @@ ENGINE_OWNED_FLAGS: frozenset[str] = frozenset({
     "--download-dir",
     "--trust-remote-code",
     "--chat-template",
+    "--tool-call-parser",
+    "--reasoning-parser",
     "--log-level",
     "--enable-metrics",
     "--max-running-requests",
@@ -68,6 +70,23 @@ ENGINE_OWNED_FLAGS: frozenset[str] = frozenset({
     "--dist-init-addr", "--nccl-init-addr",
 })
 
+# SGLang 0.5.23's `--tool-call-parser` and `--reasoning-parser` choices, as its own parser lists them
+# ("auto" included); tests/engine/test_sglang_argv.py compares them with SGLang's parser in the side venv.
+TOOL_CALL_PARSERS: tuple[str, ...] = (
+    "auto", "apertus2509", "beam", "cohere_command4", "deepseekv3", "deepseekv31", "deepseekv32",
+    "deepseekv4", "deepseekv41", "dots", "glm", "glm45", "glm47", "gpt-oss", "k2_horizon", "kimi_k2",
+    "kimi_k3", "lfm2", "ling3", "llama3", "mimo", "minicpm5", "mistral", "muse", "poolside_v1", "pythonic",
+    "qwen", "qwen25", "qwen3_coder", "spark25", "step3", "step3p5", "minimax-m2", "minimax-m3", "nanbeige",
+    "trinity", "interns1", "hermes", "hunyuan", "gigachat3", "gigachat35", "gemma4", "inkling", "iquest_q1",
+    "response_template",
+)
+REASONING_PARSERS: tuple[str, ...] = (
+    "auto", "apertus2509", "beam", "deepseek-r1", "deepseek-v3", "deepseek-v4", "deepseek-v41", "dots",
+    "glm45", "ling3", "hunyuan", "gpt-oss", "k2_horizon", "kimi", "kimi_k2", "kimi_k3", "mimo", "muse",
+    "poolside_v1", "qwen3", "qwen3-thinking", "minimax", "minimax-append-think", "minimax-m3", "nanbeige",
+    "step3", "step3p5", "mistral", "nemotron_3", "granite_thinking_parser", "interns1", "gemma4", "inkling",
+    "iquest_q1", "cohere_command4", "gigachat35", "response_template",
+)
 VALID_DTYPES: frozenset[str] = frozenset({"auto", "half", "float16", "bfloat16", "float", "float32"})
 # `flashinfer` was removed: SGLang's parser exits 2 on it.
 LORA_BACKENDS: frozenset[str] = frozenset({"triton", "csgmv", "ascend", "torch_native", "triton_v2"})
@@ -335,11 +354,13 @@ def sglang_served_name(settings: EngineSettings) -> str:
     return settings.model_name.replace(":", "-")
 
 
-def build_sglang_argv(settings: EngineSettings, model_path: str, adapters: Mapping[str, str]) -> list[str]:
+def build_sglang_argv(settings: EngineSettings, model_path: str, adapters: Mapping[str, str],
+                      chat_template_file: str | None = None) -> list[str]:
     """The SGLang launch command as a list (never a shell string: paths may hold spaces).
 
     `model_path` is the resolved model (a local folder or a Hugging Face id); `adapters` maps the
-    initial adapters' names to local paths (or HF ids, which SGLang downloads itself).
+    initial adapters' names to local paths (or HF ids, which SGLang downloads itself);
+    `chat_template_file` is `--chat-template` written out as a `.jinja` file (SGLang reads a path there).
     Raises ValueError naming the field on input SGLang would refuse.
     """
     if settings.dtype not in VALID_DTYPES:
@@ -364,6 +385,9 @@ def build_sglang_argv(settings: EngineSettings, model_path: str, adapters: Mappi
         ("--max-running-requests", settings.max_running_requests),
         ("--download-dir", settings.download_dir),
         ("--random-seed", settings.random_seed),
+        ("--chat-template", chat_template_file),
+        ("--tool-call-parser", settings.tool_call_parser),
+        ("--reasoning-parser", settings.reasoning_parser),
     ]
     for flag, value in optional:
         if value is not None:  # never `--download-dir None`

@@ -12,14 +12,17 @@ import sys
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from sglang_engine.protocol import (
     DIST_INIT_PORT,
     LWS_GROUP_SIZE_ENV,
     LWS_LEADER_ADDRESS_ENV,
     LWS_WORKER_INDEX_ENV,
+    REASONING_PARSERS,
+    SGLANG_VERSION,
     TERMINATION_LOG,
+    TOOL_CALL_PARSERS,
 )
 
 Backend = Literal["sglang", "transformers"]
@@ -55,6 +58,10 @@ class EngineSettings(BaseModel):
     max_running_requests: int | None = Field(None, ge=1)
     trust_remote_code: bool = False
     chat_template: str | None = None
+    # SGLang's own tool-call and reasoning parsers (its OpenAI server turns output into tool_calls and
+    # reasoning_content); validated against SGLang's choices (protocol.TOOL_CALL_PARSERS, REASONING_PARSERS).
+    tool_call_parser: str | None = None
+    reasoning_parser: str | None = None
     download_dir: str | None = None
     random_seed: int | None = None
     # LoRA
@@ -103,6 +110,14 @@ class EngineSettings(BaseModel):
     log_level: str = "info"
     # Why the engine stopped before serving goes here; Kubernetes shows it in the pod's status.
     termination_log: Path | None = Path(TERMINATION_LOG)
+
+    @field_validator("tool_call_parser", "reasoning_parser")
+    @classmethod
+    def _parser(cls, value: str | None, info: ValidationInfo) -> str | None:
+        choices = TOOL_CALL_PARSERS if info.field_name == "tool_call_parser" else REASONING_PARSERS
+        if value is not None and value not in choices:
+            raise ValueError(f"{value!r} is not one of SGLang {SGLANG_VERSION}'s: {', '.join(choices)}")
+        return value
 
     @property
     def model_name(self) -> str:
@@ -201,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-running-requests", type=int, help="concurrently running requests in SGLang")
     a("--trust-remote-code", action="store_true", help="allow custom model code from the model repository")
     a("--chat-template", help="a Jinja chat template, inline or a file path (default: the tokenizer's)")
+    a("--tool-call-parser", choices=TOOL_CALL_PARSERS, metavar="PARSER",
+      help="SGLang's tool-call parser (tools and tool_choice answer with tool_calls): one of SGLang's "
+           "--tool-call-parser choices, e.g. qwen25, llama3, hermes, mistral")
+    a("--reasoning-parser", choices=REASONING_PARSERS, metavar="PARSER",
+      help="SGLang's reasoning parser (answers carry reasoning_content): one of SGLang's --reasoning-parser "
+           "choices, e.g. deepseek-r1, qwen3")
     a("--download-dir", help="where model downloads go (default: the Hugging Face cache)")
     a("--random-seed", type=int, help="SGLang's random seed")
     a("--lora-adapter", action="append", type=_adapter, default=[], metavar="NAME=SOURCE",

@@ -71,6 +71,8 @@ def parse_messages(raw: Any) -> list[ChatMessage]:
         if not isinstance(m, dict):
             raise invalid_request("Each message must be an object.", where)
         role = m.get("role")
+        if role == "developer":  # OpenAI's name for system instructions to newer models
+            role = "system"
         if not isinstance(role, str) or role not in ROLES:
             raise invalid_request(
                 f"Unknown role {role!r}; expected one of {sorted(ROLES)}.", f"{where}.role")

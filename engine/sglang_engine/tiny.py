@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bump when anything below changes what gets built: the folder name carries it, so a change rebuilds.
-TINY_VERSION = "v2"
+TINY_VERSION = "v3"
 TINY_LORA_PREFIX = "builtin:tiny-lora-"
 
 BOS, EOS, PAD = "<s>", "</s>", "<|pad|>"
@@ -94,7 +94,7 @@ CHAT_TEMPLATE = r"""
 {%- for part in content -%}{%- if part.type == 'text' -%}{{ part.text }}{%- endif -%}{%- endfor -%}
 {%- endif -%}
 {%- endmacro -%}
-{%- if messages and messages[0].role == 'system' -%}
+{%- if messages and messages[0].role in ['system', 'developer'] -%}
 {%- set system = text(messages[0].content) -%}{%- set rest = messages[1:] -%}
 {%- else -%}
 {%- set system = '' -%}{%- set rest = messages -%}
@@ -109,10 +109,11 @@ CHAT_TEMPLATE = r"""
 {{- '<|im_end|>\n' -}}
 {%- endif -%}
 {%- for message in rest -%}
-{%- if message.role not in ['user', 'assistant', 'tool', 'system'] -%}
+{%- if message.role not in ['user', 'assistant', 'tool', 'system', 'developer'] -%}
 {{- raise_exception('unknown role: ' + message.role) -}}
 {%- endif -%}
-{{- '<|im_start|>' + message.role + '\n' + text(message.content) -}}
+{%- set role = 'system' if message.role == 'developer' else message.role -%}
+{{- '<|im_start|>' + role + '\n' + text(message.content) -}}
 {%- if message.role == 'assistant' and message.tool_calls -%}
 {%- for call in message.tool_calls -%}
 {%- set fn = call.function if call.function is defined else call -%}

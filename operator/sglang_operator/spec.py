@@ -14,7 +14,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
-from sglang_engine.protocol import ENGINE_OWNED_FLAGS, TINY_MODEL_SOURCE, owned_flag_of, source_problem
+from sglang_engine.protocol import (
+    ENGINE_OWNED_FLAGS,
+    REASONING_PARSERS,
+    SGLANG_VERSION,
+    TINY_MODEL_SOURCE,
+    TOOL_CALL_PARSERS,
+    owned_flag_of,
+    source_problem,
+)
 
 # SGLang flags the engine sets itself (SGLANG_PROTOCOL.md): one list, kept with the engine's wire facts
 # (a dependency-free module). The CRD's CEL rule repeats the exact names; the operator also refuses
@@ -50,6 +58,8 @@ class EngineSpec(_Model):
     max_running_requests: int | None = Field(None, ge=1)
     trust_remote_code: bool = False
     chat_template: str | None = Field(None, max_length=65536)
+    tool_call_parser: str | None = None
+    reasoning_parser: str | None = None
     startup_timeout_seconds: int = Field(1800, ge=30, le=86400)
     extra_args: tuple[str, ...] = Field((), max_length=64)
 
@@ -212,7 +222,14 @@ def _problems(spec: ModelSpec) -> list[tuple[str, str]]:
     template = spec.engine.chat_template
     if template and not ("{{" in template or "{%" in template or template.startswith("/")):
         found.append(("spec.engine.chatTemplate", "must be a Jinja template or an absolute path to one "
-                      "(the engine applies it; SGLang's named templates do not apply)"))
+                      "(SGLang's named templates are not accepted)"))
+    for field, value, choices in (("toolCallParser", spec.engine.tool_call_parser, TOOL_CALL_PARSERS),
+                                  ("reasoningParser", spec.engine.reasoning_parser, REASONING_PARSERS)):
+        if value is not None and value not in choices:
+            found.append((f"spec.engine.{field}", f"{value!r} is not one of SGLang {SGLANG_VERSION}'s: "
+                          f"{', '.join(choices)}"))
+        elif value is not None and spec.backend != "sglang":
+            found.append((f"spec.engine.{field}", "needs the sglang backend (SGLang's parsers)"))
     gen = spec.generation
     if gen is not None:
         if gen.top_k == 0:

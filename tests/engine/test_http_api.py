@@ -314,3 +314,35 @@ def test_no_request_body_makes_anything_but_a_4xx(
                                    model=req.model))
     except BackendError as exc:
         assert 400 <= exc.status < 500 and exc.message
+
+
+async def test_the_own_implementation_names_every_feature_it_lacks(harness) -> None:
+    _, client = harness
+    body = {**HELLO, "logprobs": True, "tools": [{"type": "function", "function": {"name": "f"}}],
+            "response_format": {"type": "json_object"}}
+    err = await assert_error(await client.post(CHAT, json=body), 400, "logprobs")
+    assert "logprobs, tools (tool calls), response_format 'json_object'" in err["message"]
+    assert "transformers" in err["message"]
+    ok = {**HELLO, "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "none"}
+    assert (await client.post(CHAT, json=ok)).status == 200
+
+
+async def test_the_developer_role_is_a_system_message(harness) -> None:
+    h, client = harness
+    messages = [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+    assert (await client.post(CHAT, json={**HELLO, "messages": messages})).status == 200
+    system = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+    assert (await client.post(CHAT, json={**HELLO, "messages": system})).status == 200
+    assert h.backend.requests[-1].input_ids == h.backend.requests[-2].input_ids
+
+
+async def test_models_by_id_in_openai_shape_with_parent_and_max_model_len(harness) -> None:
+    h, client = harness
+    h.backend.adapters["sql"] = "/adapters/sql"
+    listed = (await (await client.get("/v1/models")).json())["data"]
+    assert [(m["id"], m["parent"], m["max_model_len"]) for m in listed] == [("tiny", None, 2048),
+                                                                           ("sql", "tiny", 2048)]
+    for asked, parent in (("tiny", None), ("sql", "tiny"), ("tiny:sql", "tiny")):
+        card = await (await client.get(f"/v1/models/{asked}")).json()
+        assert card["id"] == asked and card["object"] == "model" and card["parent"] == parent
+    await assert_error(await client.get("/v1/models/nope"), 404, "model", "model_not_found")

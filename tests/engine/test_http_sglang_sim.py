@@ -1,9 +1,13 @@
 """The whole chain against SGLang 0.5.23's real frontend with the simulated scheduler:
 openai client -> `sglang-engine serve --backend sglang --sglang-python <side venv> --sglang-module
-sglang_dev.sglang_sim` (the engine's real launch path) -> SGLang's /generate.
+sglang_dev.sglang_sim --tool-call-parser qwen25` (the engine's real launch path) -> SGLang's OpenAI server.
 
-Proves at the HTTP level that seeds, adapters, usage and client-disconnect aborts reach SGLang the way
-SGLang expects: SGLang itself refuses a `seed` sampling key (400) and ignores an unknown `lora_request`.
+Proves with the `openai` client that SGLang's OpenAI surface reaches the client through the engine: tools
+(auto, required, named; streamed deltas) parsed by SGLang's own qwen25 parser, JSON schema, logprobs, n=2,
+the developer role, a LoRA adapter by name, stop strings, usage, /v1/completions, SGLang's own 400s; and that
+seeds and client-disconnect aborts reach SGLang. The simulated scheduler answers a prompt holding
+`scripted(TEXT)` with exactly TEXT (sglang_dev.sglang_sim), so SGLang's parsers see a known output; it does
+not enforce grammars (response_format, tool_choice=required), which only the GPU scheduler does.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from typing import Any
 import pytest
 import requests
 from engine_procs import engine_env, free_port, openai_client, running_engine
-from openai import OpenAI
+from openai import BadRequestError, OpenAI
+from sglang_dev.sglang_sim import scripted
 from sglang_sim_procs import sim_engine_args, sim_state
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -47,7 +52,8 @@ def chain(engine_cache: Path) -> Iterator[Chain]:
     env = engine_env(engine_cache, SGLANG_SIM_TOKEN_DELAY_S="0.02")
     args = ["--model", "builtin:tiny", "--backend", "sglang", *sim_engine_args(),
             "--sglang-port", str(sglang_port), "--served-model-name", "tiny",
-            "--lora-adapter", "l7=builtin:tiny-lora-7", "--startup-timeout", "240", "--shutdown-grace", "20"]
+            "--lora-adapter", "l7=builtin:tiny-lora-7", "--startup-timeout", "240", "--shutdown-grace", "20",
+            "--tool-call-parser", "qwen25"]
     with running_engine(args, env) as (proc, base):
         yield Chain(proc, base, f"http://127.0.0.1:{sglang_port}")
 
@@ -114,6 +120,108 @@ def test_client_disconnect_aborts_the_sglang_request(chain: Chain) -> None:
     while chain.sim()["counts"]["aborted"] == before:
         assert time.monotonic() < deadline, "SGLang saw no abort after the client left"
         time.sleep(0.05)
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+
+
+def ask(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def test_tools_auto_answer_with_tool_calls(chain: Chain) -> None:
+    reply = chain.openai().chat.completions.create(model="tiny", messages=ask(scripted(CALL)),
+                                                   tools=[WEATHER])
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls" and reply.model == "tiny"
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+
+
+def test_tool_call_deltas_stream(chain: Chain) -> None:
+    chunks = list(chain.openai().chat.completions.create(
+        model="tiny", messages=ask(scripted(CALL)), tools=[WEATHER], tool_choice="auto", stream=True))
+    deltas = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert deltas and deltas[0].function.name == "get_weather"
+    assert json.loads("".join(d.function.arguments or "" for d in deltas)) == {"city": "Paris"}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+
+
+NAMED = {"type": "function", "function": {"name": "get_weather"}}
+
+
+@pytest.mark.parametrize("tool_choice", ["required", NAMED])
+def test_required_and_named_tool_choice(chain: Chain, tool_choice: Any) -> None:
+    # qwen25's detector owns its format: SGLang constrains (on a GPU) and parses required/named calls in it.
+    text = scripted(CALL.replace("Paris", "Oslo"))
+    reply = chain.openai().chat.completions.create(model="tiny", messages=ask(text), tools=[WEATHER],
+                                                   tool_choice=tool_choice)
+    call = reply.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Oslo"}
+
+
+def test_a_named_tool_that_is_not_declared_is_sglangs_400(chain: Chain) -> None:
+    with pytest.raises(BadRequestError, match="not found in tools list"):
+        chain.openai().chat.completions.create(
+            model="tiny", messages=ask("hi"), tools=[WEATHER],
+            tool_choice={"type": "function", "function": {"name": "nope"}})
+
+
+def test_json_schema_response_format(chain: Chain) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    reply = chain.openai().chat.completions.create(
+        model="tiny", messages=ask(scripted('{"city": "Rome"}')),
+        response_format={"type": "json_schema", "json_schema": {"name": "place", "schema": schema}})
+    assert json.loads(reply.choices[0].message.content) == {"city": "Rome"}
+
+
+def test_logprobs_and_top_logprobs(chain: Chain) -> None:
+    reply = chain.openai().chat.completions.create(model="tiny", messages=PROMPT, max_tokens=4, temperature=0,
+                                                   logprobs=True, top_logprobs=2)
+    content = reply.choices[0].logprobs.content
+    assert len(content) == reply.usage.completion_tokens == 4
+    for item in content:
+        assert item.logprob <= 0 and len(item.top_logprobs) == 2
+        assert item.logprob == pytest.approx(item.top_logprobs[0].logprob)  # greedy: the likeliest token
+
+
+def test_n_2_gives_two_choices(chain: Chain) -> None:
+    reply = chain.openai().chat.completions.create(model="tiny", messages=PROMPT, max_tokens=3, n=2,
+                                                   temperature=1.0)
+    assert sorted(c.index for c in reply.choices) == [0, 1]
+    assert reply.usage.completion_tokens == 6
+
+
+def test_the_developer_role_is_a_system_message(chain: Chain) -> None:
+    messages = [{"role": "developer", "content": "Answer briefly."}, *ask(scripted("Fine."))]
+    reply = chain.openai().chat.completions.create(model="tiny", messages=messages)
+    assert reply.choices[0].message.content == "Fine." and reply.choices[0].finish_reason == "stop"
+
+
+def test_stop_strings_end_the_answer(chain: Chain) -> None:
+    reply = chain.openai().chat.completions.create(model="tiny", messages=ask(scripted("Hello STOP world")),
+                                                   stop=["STOP"])
+    assert reply.choices[0].message.content == "Hello " and reply.choices[0].finish_reason == "stop"
+
+
+def test_usage_only_when_asked_and_the_model_name_the_client_used(chain: Chain) -> None:
+    client = chain.openai()
+    plain = list(client.chat.completions.create(model="l7", messages=PROMPT, max_tokens=3, stream=True))
+    assert all(c.usage is None and c.choices for c in plain) and {c.model for c in plain} == {"l7"}
+    asked = list(client.chat.completions.create(model="builtin:tiny", messages=PROMPT, max_tokens=3,
+                                                stream=True, stream_options={"include_usage": True}))
+    assert asked[-1].choices == [] and asked[-1].usage.completion_tokens == 3
+    assert {c.model for c in asked} == {"builtin:tiny"}  # SGLang was sent its own name: renamed back
+    metrics = requests.get(f"{chain.base}/metrics", timeout=10).text
+    assert 'sglang_engine_completion_tokens_total{adapter="l7",model="tiny"}' in metrics
+
+
+def test_completions_endpoint(chain: Chain) -> None:
+    reply = chain.openai().completions.create(model="tiny", prompt="Once upon", max_tokens=4)
+    assert reply.usage.completion_tokens == 4 and reply.choices[0].text
 
 
 def test_sigterm_lets_an_in_flight_stream_finish_and_refuses_new_requests(chain: Chain) -> None:

@@ -136,7 +136,7 @@ from sglang.srt.arg_groups.lora_hook import check_lora_server_args
 FIELDS = ("model_path", "tp_size", "context_length", "mem_fraction_static", "dtype", "enable_lora",
           "lora_paths", "max_loaded_loras", "max_lora_rank", "disable_radix_cache", "lora_backend",
           "host", "port", "enable_metrics", "trust_remote_code", "api_key", "incremental_streaming_output",
-          "nnodes", "node_rank", "dist_init_addr")
+          "nnodes", "node_rank", "dist_init_addr", "tool_call_parser", "reasoning_parser", "chat_template")
 results = []
 for argv in json.loads(sys.stdin.read()):
     err = io.StringIO()
@@ -150,7 +150,9 @@ for argv in json.loads(sys.stdin.read()):
 parser = argparse.ArgumentParser()
 ServerArgs.add_cli_args(parser)
 options = sorted(o for a in parser._actions for o in a.option_strings)
-print(json.dumps({"results": results, "options": options}, default=sorted))
+PARSERS = ("tool_call_parser", "reasoning_parser")
+choices = {a.dest: list(a.choices) for a in parser._actions if a.dest in PARSERS}
+print(json.dumps({"results": results, "options": options, "choices": choices}, default=sorted))
 """
 
 TWO_NODE_LEADER = f"big-lws-0.big-lws.ml:{protocol.DIST_INIT_PORT}"
@@ -163,6 +165,9 @@ SPEC_CASES = {
     # A model over two nodes (TP 16 = 2 x 8 GPUs), as each node's engine launches it under a LeaderWorkerSet.
     **{f"two-node-tp16-rank{rank}": launch_argv(spec_settings(
         tp_size=16, nnodes=2, node_rank=rank, dist_init_addr=TWO_NODE_LEADER)) for rank in (0, 1)},
+    # SGLang's parsers for tools and reasoning, and a chat template handed over as a .jinja file.
+    "parsers": protocol.build_sglang_argv(spec_settings(tool_call_parser="qwen25", reasoning_parser="qwen3"),
+                                          "/m", {}, "/cache/chat-template-1.jinja"),
     # Proves the check can fail: flashinfer is gone in 0.5.23 (exit 2).
     "flashinfer": [*protocol.build_sglang_argv(spec_settings(), "/m", {}), "--lora-backend", "flashinfer"],
 }
@@ -185,7 +190,31 @@ def sglang_parser(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]
                          timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
-    return {"options": set(report["options"]), **dict(zip(cases, report["results"], strict=True))}
+    return {"options": set(report["options"]), "choices": report["choices"],
+            **dict(zip(cases, report["results"], strict=True))}
+
+
+def test_parser_choices_are_sglangs_own(sglang_parser: dict[str, object]) -> None:
+    """protocol.TOOL_CALL_PARSERS / REASONING_PARSERS (the operator's CRD enum and the engine's flag choices)
+    are exactly what SGLang 0.5.23's parser accepts."""
+    assert sglang_parser["choices"] == {"tool_call_parser": list(protocol.TOOL_CALL_PARSERS),
+                                        "reasoning_parser": list(protocol.REASONING_PARSERS)}
+    parsed = sglang_parser["parsers"]
+    assert isinstance(parsed, dict) and "exit" not in parsed, parsed
+    assert (parsed["tool_call_parser"], parsed["reasoning_parser"]) == ("qwen25", "qwen3")
+    assert parsed["chat_template"] == "/cache/chat-template-1.jinja"
+
+
+def test_a_parser_sglang_does_not_know_is_refused_by_the_engine() -> None:
+    with pytest.raises(ValueError, match="qwen9"):
+        spec_settings(tool_call_parser="qwen9")
+
+
+def test_an_inline_chat_template_reaches_sglang_as_a_jinja_file(tmp_path) -> None:
+    template = "{% for m in messages %}{{ m.content }}{% endfor %}"
+    argv = launch_argv(spec_settings(model="builtin:tiny", cache_dir=tmp_path, chat_template=template))
+    path = value_of(argv, "--chat-template")
+    assert path.endswith(".jinja") and open(path).read() == template
 
 
 @pytest.mark.parametrize("case", ["printed", "two-initial-adapters", "runtime-adapters"])

@@ -18,7 +18,8 @@ GENERATION = {"temperature": 0.7, "topP": 0.9, "topK": 40, "repetitionPenalty": 
 
 
 def test_engine_argv_parses_as_the_engines_serve_flags():
-    engine = {**FULL["engine"], "maxRunningRequests": 8, "chatTemplate": "{{ messages }}"}
+    engine = {**FULL["engine"], "maxRunningRequests": 8, "chatTemplate": "{{ messages }}",
+              "toolCallParser": "qwen25", "reasoningParser": "deepseek-r1"}
     spec = parse_spec({**FULL, "engine": engine})
     args = engine_args(Owner("qwen", "ml", "u"), spec)
     assert args[0] == "serve"
@@ -30,6 +31,7 @@ def test_engine_argv_parses_as_the_engines_serve_flags():
     assert settings.dtype == "bfloat16" and settings.trust_remote_code and settings.max_running_requests == 8
     assert settings.max_loaded_adapters == 4 and settings.max_lora_rank == 16
     assert settings.lora_target_modules == ("q_proj", "v_proj") and settings.revision == "main"
+    assert (settings.tool_call_parser, settings.reasoning_parser) == ("qwen25", "deepseek-r1")
     assert settings.startup_timeout_s == 600 and settings.sglang_extra_args == ("--schedule-policy", "lpm")
 
 

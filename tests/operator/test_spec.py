@@ -99,3 +99,19 @@ def test_adapters_with_lora_turned_off_are_refused_naming_the_field():
         parse_spec({"model": "org/m", "lora": {"enabled": False},
                     "loraAdapters": [{"name": "sql", "source": "org/sql"}]})
     assert err.value.field == "spec.loraAdapters"
+
+
+def test_parser_enums_in_the_crd_are_the_engines_sglang_choices(crd_schema):
+    protocol = pytest.importorskip("sglang_engine.protocol")
+    engine = crd_schema["properties"]["spec"]["properties"]["engine"]["properties"]
+    assert engine["toolCallParser"]["enum"] == list(protocol.TOOL_CALL_PARSERS)
+    assert engine["reasoningParser"]["enum"] == list(protocol.REASONING_PARSERS)
+
+
+def test_parsers_are_refused_by_name_when_unknown_or_without_sglang():
+    with pytest.raises(SpecError) as err:
+        parse_spec({"model": "org/m", "engine": {"toolCallParser": "qwen9"}})
+    assert err.value.field == "spec.engine.toolCallParser" and "qwen25" in err.value.message
+    with pytest.raises(SpecError) as err:
+        parse_spec({"model": "org/m", "backend": "transformers", "engine": {"reasoningParser": "qwen3"}})
+    assert err.value.field == "spec.engine.reasoningParser" and "sglang backend" in err.value.message

@@ -30,7 +30,7 @@ from typing import Any
 import psutil
 import zmq
 
-from sglang_dev.sglang_sim import SIMULATED_BANNER
+from sglang_dev.sglang_sim import PLACEHOLDER_LOGPROB, SCRIPT_CLOSE, SCRIPT_OPEN, SIMULATED_BANNER
 from sglang_dev.sglang_sim.control import ControlRequests, abort_reason
 from sglang_dev.sglang_sim.group import Group, join_timeout
 from sglang_dev.sglang_sim.tokens import ModelTokens, Sequence, SyntheticTokens
@@ -127,6 +127,12 @@ class Request:
     surr_offset: int = 0
     started_at: float = field(default_factory=time.perf_counter)
     first_token_at: float = 0.0
+    script: list[int] | None = None  # a scripted reply's tokens (see SCRIPT_OPEN)
+    top_logprobs: int = -1  # -1: no logprobs asked; else how many alternatives per token
+    logprob_vals: list[float] = field(default_factory=list)
+    top_vals: list[list[float]] = field(default_factory=list)
+    top_ids: list[list[int]] = field(default_factory=list)
+    send_logprob_offset: int = 0
 
     @property
     def output_through_stop(self) -> list[int]:
@@ -156,7 +162,11 @@ class SimScheduler(ControlRequests):
         else:
             vocab = len(self.tokenizer)
             self.tokens = SyntheticTokens(self.tokenizer, vocab)
+        self.vocab_size = vocab
         self.eos_ids = self._eos_ids()
+        # A scripted reply ends as a model's turn ends: with the tokenizer's end-of-sequence token.
+        eos = self.tokenizer.eos_token_id
+        self.end_id = int(eos) if eos is not None else min(self.eos_ids, default=0)
         self.context_len = self._context_len()
         self.load_time = time.perf_counter() - began
 
@@ -295,6 +305,11 @@ class SimScheduler(ControlRequests):
             # As SGLang: a busy server answers health checks with its ongoing outputs.
             return
         prompt = list(req.input_ids or [])
+        # Scheduler.init_req_max_new_tokens: no max_new_tokens (an OpenAI request without max_tokens) means
+        # up to the end of the context.
+        asked = req.sampling_params.max_new_tokens
+        req.sampling_params.max_new_tokens = max(0, min(asked if asked is not None else 1 << 30,
+                                                        self.context_len - 1 - len(prompt) - 1))
         adapter = req.lora_id
         seed = req.sampling_params.sampling_seed
         if seed is None:
@@ -305,6 +320,9 @@ class SimScheduler(ControlRequests):
                     stream=req.stream, lora_id=adapter, seq=Sequence(prompt, adapter, seed),
                     cached_tokens=cached, next_at=time.monotonic() + delay)
         r.surr_offset = max(len(prompt) - INIT_INCREMENTAL_DETOKENIZATION_OFFSET, 0)
+        r.script = self._script(prompt)
+        if req.return_logprob:
+            r.top_logprobs = max(req.top_logprobs_num or 0, 0)
         if adapter is not None and adapter not in self.adapters:
             r.to_finish = abort_reason(f"LoRA adapter {adapter} is not loaded", 400)
         session = req.session_params.id if req.session_params is not None else None
@@ -312,6 +330,16 @@ class SimScheduler(ControlRequests):
             r.to_finish = abort_reason(f"Invalid request: session id {session} does not exist", 400)
         self.prefix_cache.insert(prompt, adapter)
         self.running[r.rid] = r
+
+    def _script(self, prompt: list[int]) -> list[int] | None:
+        """The tokens of the prompt's last `[[sim-reply]]TEXT[[/sim-reply]]`, or None (no script)."""
+        text = str(self.tokenizer.decode(prompt))
+        start = text.rfind(SCRIPT_OPEN)
+        end = text.find(SCRIPT_CLOSE, start)
+        if start < 0 or end < 0:
+            return None
+        reply = text[start + len(SCRIPT_OPEN):end]
+        return list(self.tokenizer.encode(reply, add_special_tokens=False))
 
     def _step(self) -> None:
         now = time.monotonic()
@@ -344,14 +372,21 @@ class SimScheduler(ControlRequests):
         """One decode step: a token, then SGLang's finish checks (token, string, length)."""
         sp = r.sp
         if not r.output_ids:
-            self.tokens.start(r.seq)
+            if r.script is None:
+                self.tokens.start(r.seq)
             r.first_token_at = time.perf_counter()
         if sp.max_new_tokens == 0:
             r.finished_reason = {"type": "length", "length": 0}
             return
-        stops = sorted(self.eos_ids | set(sp.stop_token_ids or ()))
-        banned = stops if len(r.output_ids) < (sp.min_new_tokens or 0) else []
-        token = self.tokens.next_token(r.seq, sp, banned)
+        if r.script is not None:
+            done = len(r.output_ids)
+            token = r.script[done] if done < len(r.script) else self.end_id
+        else:
+            stops = sorted(self.eos_ids | set(sp.stop_token_ids or ()))
+            banned = stops if len(r.output_ids) < (sp.min_new_tokens or 0) else []
+            token = self.tokens.next_token(r.seq, sp, banned)
+        if r.top_logprobs >= 0:
+            self._record_logprobs(r, token)
         r.output_ids.append(token)
         if not sp.ignore_eos and (token in self.eos_ids or token in (sp.stop_token_ids or ())):
             r.finished_reason = {"type": "stop", "matched": token}
@@ -365,6 +400,18 @@ class SimScheduler(ControlRequests):
                     return
         if len(r.output_ids) >= sp.max_new_tokens or len(r.prompt) + len(r.output_ids) >= self.context_len:
             r.finished_reason = {"type": "length", "length": len(r.output_ids)}
+
+    def _record_logprobs(self, r: Request, token: int) -> None:
+        if r.script is None and isinstance(self.tokens, ModelTokens):
+            value, top_vals, top_ids = self.tokens.logprobs(r.seq, token, r.top_logprobs)
+        else:  # no distribution to report: the token produced is certain, its alternatives placeholders
+            value = 0.0
+            alternatives = [(token + i) % self.vocab_size for i in range(1, r.top_logprobs)]
+            top_vals = [0.0, *[PLACEHOLDER_LOGPROB] * len(alternatives)][:r.top_logprobs]
+            top_ids = [token, *alternatives][:r.top_logprobs]
+        r.logprob_vals.append(value)
+        r.top_vals.append(top_vals)
+        r.top_ids.append(top_ids)
 
     def _tail_str(self, r: Request) -> str:
         tail_len = min((r.sp.stop_str_max_len or 0) + 1, len(r.output_ids))
@@ -384,6 +431,7 @@ class SimScheduler(ControlRequests):
     def _batch_output(self, batch: list[Request]) -> Any:
         rids, ipcs, reasons, texts, decode_ids, read_offsets, output_ids = [], [], [], [], [], [], []
         skip, spaces, no_trim, prompt_tokens, completion, cached, stats = [], [], [], [], [], [], []
+        lp_vals, lp_ids, top_vals, top_ids = [], [], [], []
         for r in batch:
             through = r.output_through_stop
             rids.append(r.rid)
@@ -404,6 +452,13 @@ class SimScheduler(ControlRequests):
             completion.append(len(through))
             cached.append(r.cached_tokens)
             stats.append(self._time_stats(r))
+            # Logprobs as the real scheduler sends them: the values of the tokens new since the last batch.
+            start, end = r.send_logprob_offset, len(through) if r.top_logprobs >= 0 else 0
+            lp_vals.append(r.logprob_vals[start:end])
+            lp_ids.append(through[start:end])
+            top_vals.append(r.top_vals[start:end])
+            top_ids.append(r.top_ids[start:end])
+            r.send_logprob_offset = max(end, start)
         n = len(batch)
         empty: list[list[Any]] = [[] for _ in range(n)]
         return self.io.BatchTokenIDOutput(
@@ -413,9 +468,9 @@ class SimScheduler(ControlRequests):
             prompt_tokens=prompt_tokens, reasoning_tokens=[0] * n, completion_tokens=completion,
             cached_tokens=cached,
             input_token_logprobs_val=empty, input_token_logprobs_idx=empty,
-            output_token_logprobs_val=empty, output_token_logprobs_idx=empty,
+            output_token_logprobs_val=lp_vals, output_token_logprobs_idx=lp_ids,
             input_top_logprobs_val=empty, input_top_logprobs_idx=empty,
-            output_top_logprobs_val=empty, output_top_logprobs_idx=empty,
+            output_top_logprobs_val=top_vals, output_top_logprobs_idx=top_ids,
             input_token_ids_logprobs_val=empty, input_token_ids_logprobs_idx=empty,
             output_token_ids_logprobs_val=empty, output_token_ids_logprobs_idx=empty,
             output_token_entropy_val=None, output_token_sampling_mask=None, output_hidden_states=None,

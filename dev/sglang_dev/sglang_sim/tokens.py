@@ -119,6 +119,14 @@ class ModelTokens:
         seq.pending = token
         return token
 
+    def logprobs(self, seq: Sequence, token: int, top: int) -> tuple[float, list[float], list[int]]:
+        """The produced token's log-probability under the distribution it was drawn from (before
+        temperature, as SGLang reports by default) and the `top` most likely tokens'."""
+        assert seq.logits is not None
+        logp = torch.log_softmax(seq.logits, dim=-1)
+        values, ids = torch.topk(logp, top) if top > 0 else (logp[:0], logp[:0].long())
+        return float(logp[token]), [float(v) for v in values], [int(i) for i in ids]
+
     def _forward(self, seq: Sequence, ids: list[int]) -> None:
         self._active = self.adapters.get(seq.adapter) if seq.adapter else None
         try:

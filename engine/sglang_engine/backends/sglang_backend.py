@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import hashlib
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from sglang_engine.backends.base import (
     GenerationRequest,
 )
 from sglang_engine.settings import EngineSettings, child_environment
+from sglang_engine.templating import resolve_chat_template
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,21 @@ def launch_argv(settings: EngineSettings) -> list[str]:
     `--lora-paths`; LoRA is enabled with an explicit pool shape instead."""
     from sglang_engine.tiny import resolve_model_path  # builds builtin:tiny on first use
 
-    return protocol.build_sglang_argv(settings, resolve_model_path(settings), {})
+    template = chat_template_file(settings) if settings.chat_template else None
+    return protocol.build_sglang_argv(settings, resolve_model_path(settings), {}, template)
+
+
+def chat_template_file(settings: EngineSettings) -> str:
+    """`--chat-template` (inline Jinja, or an absolute path to a file of it) as a `.jinja` file in the cache:
+    SGLang reads a path there, and takes one without the `.jinja` suffix for its own JSON template format."""
+    text = resolve_chat_template(settings.chat_template or "")
+    path = Path(settings.cache_dir) / f"chat-template-{hashlib.sha256(text.encode()).hexdigest()[:16]}.jinja"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return str(path)
 
 
 def print_argv(settings: EngineSettings) -> int:

@@ -374,18 +374,29 @@ class Api:
         return last
 
     # ---------------------------------------------------------------- models and health
-    async def models(self, request: web.Request) -> web.Response:
+    def model_cards(self) -> list[dict[str, Any]]:
+        """The base model and each loaded adapter, in OpenAI's shape plus `parent` and `max_model_len`."""
         created = int(self.engine.started_at)
         served = self.settings.model_name
         # `root` names what is served, never where it lies on disk: a repo id or builtin:tiny as given, a
         # path (an image folder, a mounted claim, a download cache) as the served name.
         model = self.settings.model
-        data = [{"id": served, "object": "model", "created": created, "owned_by": "sglang-operator",
-                 "root": served if model.startswith("/") else model, "parent": None}]
-        adapters = self.engine.backend.loaded_adapters()
-        data += [{"id": name, "object": "model", "created": created, "owned_by": "sglang-operator",
-                  "root": name, "parent": served} for name in adapters]
-        return web.json_response({"object": "list", "data": data})
+        common = {"object": "model", "created": created, "owned_by": "sglang-operator",
+                  "max_model_len": self.engine.context_length}
+        data = [{"id": served, **common, "root": served if model.startswith("/") else model, "parent": None}]
+        data += [{"id": name, **common, "root": name, "parent": served}
+                 for name in self.engine.backend.loaded_adapters()]
+        return data
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": self.model_cards()})
+
+    async def model(self, request: web.Request) -> web.Response:
+        """GET /v1/models/{id}: the served name, an adapter, or `<served>:<adapter>`; else 404."""
+        asked = request.match_info["model"]
+        adapter = self.engine.resolve_adapter(asked)  # 404 model_not_found for anything else
+        card = next(c for c in self.model_cards() if c["id"] == (adapter or self.settings.model_name))
+        return web.json_response({**card, "id": asked})
 
     async def livez(self, request: web.Request) -> web.Response:
         health = self.engine.backend.health()
@@ -503,6 +514,7 @@ def build_app(engine: Engine, adapters: AdapterController, metrics: EngineMetric
     app.router.add_post(CHAT_PATH, api.chat_completions)
     app.router.add_post(COMPLETIONS_PATH, api.completions)
     app.router.add_get("/v1/models", api.models)
+    app.router.add_get("/v1/models/{model:.+}", api.model)
     app.router.add_get(ADMIN_ADAPTERS_PATH, api.list_adapters)
     app.router.add_post(ADMIN_ADAPTERS_PATH, api.load_adapter)
     app.router.add_delete("/admin/adapters/{name}", api.unload_adapter)

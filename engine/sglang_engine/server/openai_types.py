@@ -18,6 +18,9 @@ class StreamOptions(BaseModel):
     include_obfuscation: bool | None = None  # OpenAI's padding against side channels: nothing to pad here
 
 
+OWN_BACKEND = "transformers"  # the backend the engine's own OpenAI implementation serves (SGLang delegates)
+
+
 class ChatCompletionRequest(BaseModel):
     # Unknown fields are refused by name: a misspelt parameter must not be silently ignored.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -46,8 +49,8 @@ class ChatCompletionRequest(BaseModel):
     user: str | None = None
     system: str | None = None  # the seed API's separate system prompt
     # Documented OpenAI parameters that SDKs and gateways send. Bookkeeping ones are accepted and ignored
-    # (nothing is stored, there is one service tier, tool calls are returned as text); the ones that would
-    # change the answer are accepted only at their neutral value (see sampling()).
+    # (nothing is stored, there is one service tier); the ones that would change the answer are accepted
+    # only at their neutral value (see unsupported()).
     parallel_tool_calls: bool | None = None
     metadata: dict[str, str] | None = None
     store: bool | None = None
@@ -59,18 +62,11 @@ class ChatCompletionRequest(BaseModel):
     response_format: dict[str, Any] | None = None
 
     def sampling(self) -> SamplingRequest:
-        for name in ("presence_penalty", "frequency_penalty"):
-            if getattr(self, name):  # 0 / None are the neutral value: fine
-                raise invalid_request(f"{name} is not supported by this engine.", name)
-        if self.logprobs:
-            raise invalid_request("logprobs is not supported by this engine.", "logprobs")
-        if self.top_logprobs:
-            raise invalid_request("top_logprobs is not supported by this engine.", "top_logprobs")
-        if self.logit_bias:
-            raise invalid_request("logit_bias is not supported by this engine.", "logit_bias")
-        if self.response_format and self.response_format.get("type") != "text":
-            raise invalid_request("response_format: only {\"type\": \"text\"} is supported by this engine.",
-                                  "response_format")
+        unsupported = self.unsupported()
+        if unsupported:
+            names = ", ".join(name + what for name, what in unsupported)
+            raise invalid_request(f"Not supported by the {OWN_BACKEND} backend: {names} (backend: sglang "
+                                  "serves SGLang's whole OpenAI API).", unsupported[0][0])
         max_tokens = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
         if max_tokens is None:
             max_tokens = self.max_new_tokens
@@ -81,6 +77,16 @@ class ChatCompletionRequest(BaseModel):
             stop=stop, skip_special_tokens=self.skip_special_tokens, seed=self.seed,
             n=1 if self.n is None else self.n,
         )
+
+    def unsupported(self) -> list[tuple[str, str]]:
+        """The features asked for that the engine's own implementation lacks: (parameter, detail)."""
+        found = [(name, "") for name in ("presence_penalty", "frequency_penalty", "logprobs", "top_logprobs",
+                                         "logit_bias") if getattr(self, name)]  # 0/None/{} are neutral
+        if self.tools and self.tool_choice != "none":
+            found.append(("tools", " (tool calls)"))
+        if self.response_format and self.response_format.get("type") != "text":
+            found.append(("response_format", f" {self.response_format.get('type')!r}"))
+        return found
 
     @property
     def include_usage(self) -> bool:

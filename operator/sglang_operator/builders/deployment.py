@@ -48,6 +48,7 @@ def engine_args(owner: Owner, spec: ModelSpec) -> list[str]:
         ("--revision", spec.revision), ("--context-length", eng.context_length),
         ("--mem-fraction-static", eng.mem_fraction_static), ("--dtype", eng.dtype),
         ("--max-running-requests", eng.max_running_requests), ("--chat-template", eng.chat_template),
+        ("--tool-call-parser", eng.tool_call_parser), ("--reasoning-parser", eng.reasoning_parser),
     ]
     lora = spec.lora if spec.lora is not None and spec.lora.enabled else None
     if lora is not None:
