@@ -71,6 +71,13 @@ def test_apply_wait_ready_and_stream_through_the_service(dev_cluster: Cluster) -
     # The operator read the engine's /status through the pod gateway: the model shows what it serves.
     sgm = dev_cluster.get("sgm", NAME)
     assert sgm["status"].get("phase") in ("Ready", "Running", "Serving") or sgm["status"]["conditions"]
+    # Its NetworkPolicy (stored, not enforced: this cluster's pod network enforces none): owned by the model,
+    # its spec written once (generation 1) across every reconcile so far. Only the API port is open: `dev up`
+    # runs the operator outside the cluster with no probe-port peers (SGLANG_OPERATOR_NETWORK_POLICY), so an
+    # enforcing network would keep it from /status; here nothing enforces it.
+    policy = dev_cluster.get("networkpolicy", NAME)
+    assert policy["metadata"]["ownerReferences"][0]["name"] == NAME and policy["metadata"]["generation"] == 1
+    assert [rule["ports"] for rule in policy["spec"]["ingress"]] == [[{"port": 8000, "protocol": "TCP"}]]
 
 
 def test_kubectl_logs_tail_and_follow(dev_cluster: Cluster) -> None:
@@ -188,6 +195,6 @@ def test_delete_collects_every_child(dev_cluster: Cluster) -> None:
     assert uids and all(dev_cluster.engine_pids(uid) for uid in uids)
     dev_cluster.kubectl.run("delete", "sgm", NAME, "--timeout=90s", timeout=100)
     selector = f"app.kubernetes.io/instance={NAME}"
-    until(lambda: not dev_cluster.get("deploy,rs,svc,cm,pods", "-l", selector)["items"], 90,
+    until(lambda: not dev_cluster.get("deploy,rs,svc,cm,netpol,pods", "-l", selector)["items"], 90,
           "every child deleted by the garbage collector")
     until(lambda: not any(dev_cluster.engine_pids(uid) for uid in uids), 90, "no engine process left")
