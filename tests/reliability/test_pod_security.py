@@ -14,6 +14,7 @@ import yaml
 from packaging_tools import VARIANTS
 from pss import restricted_violations
 from sglang_operator.builders import Owner, build_children
+from sglang_operator.builders.leaderworkerset import template_of
 from sglang_operator.settings import load_settings
 from sglang_operator.spec import parse_spec
 from sgm_testlib import FULL
@@ -23,8 +24,9 @@ OWNER = Owner(name="m", namespace="ml", uid="uid-1")
 
 
 def engine_pod(spec: dict) -> dict:
+    """The engine pods' template: a Deployment's, or a LeaderWorkerSet's (a model over several nodes)."""
     children = {c["kind"]: c for c in build_children(OWNER, parse_spec(spec), load_settings([], {}))}
-    return children["Deployment"]["spec"]["template"]
+    return template_of(children.get("Deployment") or children["LeaderWorkerSet"])
 
 
 def example_specs() -> list:
