@@ -75,8 +75,9 @@ ENV HOME=/cache/home \
     HF_HOME=/models/hf
 USER 1000:1000
 WORKDIR /cache
-# The OpenAI-compatible API, probes and metrics; SGLang itself listens on 127.0.0.1:30000 inside the pod.
-EXPOSE 8000
+# 8000: the OpenAI-compatible API (and probes, /status, /metrics); 8001: probes, /status and /metrics alone,
+# when started with --probe-port 8001 as the operator does. SGLang listens on 127.0.0.1:30000 inside the pod.
+EXPOSE 8000 8001
 ENTRYPOINT ["sglang-engine"]
 # Default: the built-in tiny model on CPU (`docker run -p 8000:8000 IMAGE`); the operator sets its own args.
 CMD ["serve", "--model", "builtin:tiny", "--backend", "transformers", "--host", "0.0.0.0", "--port", "8000"]

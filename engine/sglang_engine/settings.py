@@ -40,7 +40,8 @@ class EngineSettings(BaseModel):
     served_model_name: str | None = None  # default: derived from model
     host: str = "127.0.0.1"
     port: int = 8000
-    # /livez and /readyz also on a port of their own, so clients flooding `port` cannot starve the probes.
+    # /livez, /readyz, /status and /metrics also on a port of their own, so clients flooding `port` cannot
+    # starve the probes, and a NetworkPolicy can open the read-only endpoints without the API.
     probe_port: int | None = None
     # Connections per port at once (lowered to fit the open-file limit); beyond, new ones are closed.
     max_connections: int = Field(4096, ge=1)
@@ -199,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--served-model-name", help="the name clients pass as `model` (default: --model)")
     a("--host", help="listen address")
     a("--port", type=int, help="listen port")
-    a("--probe-port", type=int, help="also serve /livez and /readyz on this port (default: none)")
+    a("--probe-port", type=int,
+      help="also serve /livez, /readyz, /status and /metrics on this port (default: none)")
     a("--max-connections", type=int, help="open connections per port; more are closed at once")
     a("--header-timeout", dest="header_timeout_s", type=float, metavar="SECONDS",
       help="close a connection that has not sent a whole request head within this")

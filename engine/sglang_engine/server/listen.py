@@ -6,8 +6,8 @@ A client that opens connections and never finishes its headers would otherwise h
 - each port takes at most `max_connections` connections at once (fewer when the fd limit is lower), and
   closes a new one beyond that at once;
 - a connection that has not sent one complete request head within `header_timeout_s` is closed;
-- `/livez` and `/readyz` may also be served on a port of their own (`--probe-port`), whose connections
-  the API port's clients cannot use up.
+- `/livez` and `/readyz` (with the read-only `/status` and `/metrics`) may also be served on a port of their
+  own (`--probe-port`), whose connections the API port's clients cannot use up.
 """
 
 from __future__ import annotations
