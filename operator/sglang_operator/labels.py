@@ -20,6 +20,14 @@ def selector(cr_name: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": APP_NAME, INSTANCE: names.instance(cr_name)}
 
 
+ROUTER_APP_NAME = "sglang-router"
+
+
+def router_selector(cr_name: str) -> dict[str, str]:
+    """Pod selector of the router's Deployment (and of the model's Service while the router is on)."""
+    return {"app.kubernetes.io/name": ROUTER_APP_NAME, INSTANCE: names.instance(cr_name)}
+
+
 def selector_string(cr_name: str) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(selector(cr_name).items()))
 
@@ -37,7 +45,7 @@ def version_label(image: str) -> str:
 
 def child_labels(cr_name: str, component: str, image: str) -> dict[str, str]:
     return {
-        **selector(cr_name),
+        **(router_selector(cr_name) if component == "router" else selector(cr_name)),
         COMPONENT: component,
         "app.kubernetes.io/part-of": MANAGER,
         MANAGED_BY: MANAGER,

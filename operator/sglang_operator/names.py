@@ -22,6 +22,9 @@ CONFIG_DIR = "/etc/sglang-operator"
 CONFIG_FILE = f"{CONFIG_DIR}/config.json"
 CONFIG_KEY = "config.json"
 PVC_MOUNT_ROOT = "/mnt/pvc"
+ROUTER_CONTAINER = "router"
+ROUTER_METRICS_PORT = 29000  # SMG's Prometheus port (its default), which the operator reads for status
+ROUTER_METRICS_PORT_NAME = "metrics"
 
 _LABEL_SAFE = re.compile(r"[^a-z0-9-]")
 
@@ -68,6 +71,11 @@ def pdb(cr_name: str) -> str:
 
 def network_policy(cr_name: str) -> str:
     return fit(cr_name)
+
+
+def router(cr_name: str) -> str:
+    """The router's Deployment, ServiceAccount, Role and RoleBinding."""
+    return fit(cr_name, "-router")
 
 
 def configmap(cr_name: str) -> str:

@@ -11,6 +11,9 @@ Namespaced rules (a Role per watched namespace, or a ClusterRole when cluster-wi
 - pods: list (readiness, revision and IP for the engine /status read) and watch (kopf's pod event handler:
   a crash, an image pull error or an unschedulable pod reaches status at once, not at a resync).
 - events: create (lifecycle events, posted by the operator's API client).
+- the router (spec.router): its ServiceAccount, Role and RoleBinding: get, create, update, delete (when the
+  router is turned off); its Deployment is a Deployment (above). The Role grants list and watch on pods, which
+  the operator holds itself (above), so creating it needs no `escalate` or `bind`.
 The operator never reads Secrets: the engine gets them by secretKeyRef.
 Cluster scanning is disabled in kopf's settings (runner.py), so no CRD or Namespace access is needed.
 """
@@ -37,6 +40,8 @@ RULES: tuple[Rule, ...] = (
     Rule("networking.k8s.io", ("networkpolicies",), ("get", "list", "watch", "create", "update", "delete")),
     Rule("", ("pods",), ("list", "watch")),
     Rule("", ("events",), ("create",)),
+    Rule("", ("serviceaccounts",), ("get", "create", "update", "delete")),
+    Rule("rbac.authorization.k8s.io", ("roles", "rolebindings"), ("get", "create", "update", "delete")),
 )
 
 

@@ -18,16 +18,25 @@ from sglang_engine.protocol import PHASE_FAILED
 
 from sglang_operator import labels, names
 from sglang_operator.apply import ensure, remove_if_owned
-from sglang_operator.builders import Owner, build_children
+from sglang_operator.builders import Owner, build_children, child_key
 from sglang_operator.builders.deployment import REVISION_ANNOTATION
 from sglang_operator.builders.leaderworkerset import KIND as LWS_KIND
 from sglang_operator.builders.leaderworkerset import multi_node, template_of
+from sglang_operator.builders.router import ROUTER_KINDS
 from sglang_operator.engine_client import fetch_statuses
 from sglang_operator.kube import ApiError, KubeApi
 from sglang_operator.observed import DeploymentView, PodView
+from sglang_operator.router_client import router_engines
 from sglang_operator.settings import OperatorSettings
 from sglang_operator.spec import SpecError
-from sglang_operator.status import Observation, compute_status, serving_pods, starting_pods, status_changed
+from sglang_operator.status import (
+    Observation,
+    RouterView,
+    compute_status,
+    serving_pods,
+    starting_pods,
+    status_changed,
+)
 from sglang_operator.tenancy import NotAllowed, admit
 
 # Children the spec may not want (replicas <= 1, spec.networkPolicy.enabled false): deleted when owned.
@@ -170,8 +179,9 @@ async def reconcile(ctx: Context, body: dict[str, Any], emit: Emit) -> Result:
     workload_error: str | None = None
     for child in desired:
         kind = child["kind"]
+        key = child_key(child)  # the router's Deployment is "router Deployment"
         before = await ctx.api.get(kind, owner.namespace, child["metadata"]["name"])
-        if kind in WORKLOADS and before is not None:
+        if key in WORKLOADS and before is not None:
             revision_changed = DeploymentView.parse(before).template_revision != _template_revision(child)
         try:
             outcome = await ensure(ctx.api, child, owner.uid, before)
@@ -180,7 +190,7 @@ async def reconcile(ctx: Context, body: dict[str, Any], emit: Emit) -> Result:
                 raise
             workload_error = LWS_MISSING  # no such resource: not a crash loop, a condition (and a resync)
             continue
-        actions[kind], live[kind] = outcome.action, outcome.obj
+        actions[key], live[key] = outcome.action, outcome.obj
     for kind, name in OPTIONAL_CHILDREN:
         if kind not in actions and await remove_if_owned(ctx.api, kind, owner.namespace, name(owner.name),
                                                          owner.uid):
@@ -192,13 +202,20 @@ async def reconcile(ctx: Context, body: dict[str, Any], emit: Emit) -> Result:
                                                        owner.uid):
         actions[other] = "deleted"
 
-    desired_revision = _template_revision(next(c for c in desired if c["kind"] == workload_kind))
+    if not spec.routed:  # removed after the Service went back to the engines (applied above)
+        for kind in ROUTER_KINDS:
+            if await remove_if_owned(ctx.api, kind, owner.namespace, names.router(owner.name), owner.uid):
+                actions[f"router {kind}"] = "deleted"
+    router = await _observe_router(ctx, owner, live.get("router Deployment")) if spec.routed else None
+
+    desired_revision = _template_revision(next(c for c in desired if child_key(c) == workload_kind))
     config = next(c for c in desired if c["kind"] == "ConfigMap")["data"][names.CONFIG_KEY]
     pods, engines = await _observe_pods(ctx, owner, desired_revision)
     workload = live.get(workload_kind)
     obs = Observation(owner.name, owner.namespace, generation, spec, desired_revision=desired_revision,
                       desired_config=config, deployment=DeploymentView.parse(workload) if workload else None,
-                      pods=tuple(pods), engines=engines, previous=previous, workload_error=workload_error)
+                      pods=tuple(pods), engines=engines, previous=previous, workload_error=workload_error,
+                      router=router)
     status = compute_status(obs, now())
     written = await _write_status(ctx, owner, previous, status)
     for event in _events(actions, revision_changed, _is_ready(previous), _is_ready(status),
@@ -206,6 +223,16 @@ async def reconcile(ctx: Context, body: dict[str, Any], emit: Emit) -> Result:
             + loading_events(previous, status):
         await emit(*event)
     return Result(status, actions, written)
+
+
+async def _observe_router(ctx: Context, owner: Owner, deployment: dict[str, Any] | None) -> RouterView:
+    items = await ctx.api.list("Pod", owner.namespace, labels.router_selector(owner.name))
+    pods = [p for p in (PodView.parse(item) for item in items) if p.ip]
+    ready = int(((deployment or {}).get("status") or {}).get("readyReplicas") or 0)
+    if not pods:
+        return RouterView(ready, None, "no router pod has started yet")
+    engines, reason = await router_engines(ctx.http, pods, ctx.settings.engine_status_timeout)
+    return RouterView(ready, engines, reason)
 
 
 def _template_revision(workload: dict[str, Any]) -> str:

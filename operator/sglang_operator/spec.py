@@ -161,6 +161,21 @@ class NetworkPolicySpec(_Model):
     # None: every pod of the model's namespace; []: nobody but the model's own router.
     from_: tuple[NetworkPolicyPeer, ...] | None = Field(None, alias="from", max_length=32)
 
+# SGLang's gateway (SMG 1.13.0): the `--policy` choices of `python -m smg.launch_router --help`, in its order.
+# The CRD's enum repeats them (tests/operator/test_spec_schema.py compares); tests/operator/test_router.py
+# reads them from the installed smg's own parser.
+SMG_POLICIES = ("random", "round_robin", "passthrough", "cache_aware", "power_of_two", "least_load", "manual",
+                "consistent_hashing", "prefix_hash")
+RouterPolicy = Literal["random", "round_robin", "passthrough", "cache_aware", "power_of_two", "least_load",
+                       "manual", "consistent_hashing", "prefix_hash"]
+
+
+class RouterSpec(_Model):
+    enabled: bool = False
+    policy: RouterPolicy = "cache_aware"
+    replicas: int = Field(1, ge=1, le=16)
+    resources: ResourcesSpec | None = None
+
 
 class ModelSpec(_Model):
     model: str = Field(min_length=1, max_length=512)
@@ -186,6 +201,12 @@ class ModelSpec(_Model):
     shm_size: Quantity = "1Gi"
     api_key_secret: ApiKeySecretRef | None = None
     network_policy: NetworkPolicySpec = Field(default_factory=lambda: NetworkPolicySpec.model_validate({}))
+    router: RouterSpec | None = None
+
+    @property
+    def routed(self) -> bool:
+        """Clients reach the engines through SGLang's gateway (spec.router.enabled)."""
+        return self.router is not None and self.router.enabled
 
     @model_validator(mode="after")
     def _checks_the_schema_states_as_cel(self) -> ModelSpec:
@@ -248,6 +269,11 @@ def _problems(spec: ModelSpec) -> list[tuple[str, str]]:
             found.append(("spec.backend", "nodes > 1 needs the sglang backend"))
     for i, peer in enumerate(spec.network_policy.from_ or ()):
         found += [(f"spec.networkPolicy.from[{i}]{where}", problem) for where, problem in peer_problems(peer)]
+
+    router = spec.router.resources if spec.router is not None else None
+    for kind in ("limits", "requests"):
+        if router is not None and "nvidia.com/gpu" in getattr(router, kind):
+            found.append((f"spec.router.resources.{kind}", "the router needs no GPU"))
     for kind in ("limits", "requests"):
         if spec.resources is not None and "nvidia.com/gpu" in getattr(spec.resources, kind):
             found.append((f"spec.resources.{kind}", "nvidia.com/gpu comes from tensorParallelSize"))

@@ -40,6 +40,23 @@ class Observation:
     engines: dict[str, EngineStatus | str] = field(default_factory=dict)
     previous: dict[str, Any] = field(default_factory=dict)
     workload_error: str | None = None  # the workload could not be made (no LeaderWorkerSet API): why
+    router: RouterView | None = None  # spec.router on: what its Deployment and SMG's metrics say
+
+
+@dataclass(frozen=True)
+class RouterView:
+    """The router (SGLang's gateway) as observed: ready pods, and engines a ready one routes to."""
+
+    ready_replicas: int
+    engines: int | None  # None: no ready router answered its metrics
+    message: str = ""
+
+    def status(self) -> dict[str, Any]:
+        return {"readyReplicas": self.ready_replicas, "engines": self.engines or 0, "message": self.message}
+
+    @property
+    def serving(self) -> bool:
+        return self.ready_replicas > 0 and bool(self.engines)
 
 
 def config_hash(text: str) -> str:
@@ -228,8 +245,12 @@ def compute_status(obs: Observation, now: str) -> dict[str, Any]:
         ready = (False, a_reason, a_message)
     elif adapters_ok is not True:
         ready = (False, "AdaptersNotReady", a_message)
+    elif obs.router is not None and not obs.router.serving:
+        # Clients reach the model through the router only: replicas it does not route to serve nobody.
+        ready = (False, "RouterNotReady", obs.router.message or "the router routes to no engine yet")
     else:
-        ready = (True, "AllReplicasReady", f"{desired} replicas serve the current revision")
+        ready = (True, "AllReplicasReady", f"{desired} replicas serve the current revision"
+                 + (f" through the router ({obs.router.engines} engines)" if obs.router else ""))
 
     # Degraded means something broke and needs a fix (a crashing or unpullable pod, a failed adapter, a
     # replica lost after being Ready), not that a change is being applied or waits for capacity: that is
@@ -264,7 +285,7 @@ def compute_status(obs: Observation, now: str) -> dict[str, Any]:
         _condition(obs, now, "Degraded", *degraded),
     ]
     return {**base, "phase": phase, "readyReplicas": len(serving), "adapters": adapters, "loading": loading,
-            "conditions": conditions}
+            "router": obs.router.status() if obs.router is not None else None, "conditions": conditions}
 
 
 def status_changed(current: dict[str, Any] | None, desired: dict[str, Any]) -> bool:

@@ -182,6 +182,16 @@ def test_the_rbac_rules_are_exactly_what_the_operator_uses(lws_emulator):
             await eventually(lambda: _lws_replicas(api, 2), what="LWS scaled")
             await _set_spec(api, {"nodes": 1})
             await eventually(lambda: _gone(api, "LeaderWorkerSet", "m-lws"), what="LWS replaced")
+            await _set_spec(api, {"router": {"enabled": True}})  # its ServiceAccount, Role and RoleBinding
+            await eventually(lambda: api.get("Deployment", "default", "m-router"), what="router")
+            for kind in ("ServiceAccount", "Role", "RoleBinding"):
+                child = await api.get(kind, "default", "m-router")
+                child["metadata"]["labels"]["app.kubernetes.io/managed-by"] = "someone-else"
+                await api.replace(child)
+                await eventually(lambda kind=kind: _restored(api, kind, "m-router"), what=f"{kind} restored")
+            await _set_spec(api, {"router": {"enabled": False}})
+            for kind in ("Deployment", "RoleBinding", "Role", "ServiceAccount"):
+                await eventually(lambda kind=kind: _gone(api, kind, "m-router"), what=f"router {kind} gone")
 
     asyncio.run(scenario())
     granted = {(r.api_group, res, verb) for r in RULES for res in r.resources for verb in r.verbs}

@@ -42,4 +42,12 @@ scanning (no CRD or Namespace access) and runs kopf standalone (no peering objec
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+# The router (spec.router): its ServiceAccount, and the Role (list and watch pods, which the operator holds
+# itself, so no escalate or bind) and RoleBinding its Kubernetes discovery uses; deleted when it is turned off.
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [get, create, update, delete]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles, rolebindings]
+  verbs: [get, create, update, delete]
 {{- end }}
