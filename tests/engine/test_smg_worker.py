@@ -67,8 +67,8 @@ def test_smg_registers_the_engines_and_streams_through_them(engines: list[str], 
             client(smg.base, "wrong").chat.completions.create(
                 model="tiny", messages=[{"role": "user", "content": "Hi"}])
         # SMG routes by the first /v1/models entry of a worker (the served model) and rewrites its
-        # --model-alias names to it, so an adapter cannot be named through SMG 1.13.0: the engines'
-        # Service (<name>-engines) serves adapters (docs/operations.md). This fails when SMG learns it.
+        # --model-alias names to it, so an adapter cannot be named through SMG 1.13.0 (docs/operations.md:
+        # keep the router off for adapters). This fails when SMG learns it.
         with pytest.raises(NotFoundError, match="No worker available for model 'l5'"):
             client(smg.base).chat.completions.create(model="l5", messages=[{"role": "user", "content": "Hi"}])
 
