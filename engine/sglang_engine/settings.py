@@ -153,6 +153,10 @@ class EngineSettings(BaseModel):
 # Where the engine's secrets may come from in the environment (the operator sets the first from apiKeySecret).
 API_KEY_ENV = "SGLANG_ENGINE_API_KEY"
 ADMIN_TOKEN_ENV = "SGLANG_ENGINE_ADMIN_TOKEN"
+# Which SGLang the engine launches, from the environment (a pod, the local cluster's node or a test points the
+# real launch path at another module or venv without new flags).
+SGLANG_MODULE_ENV = "SGLANG_ENGINE_SGLANG_MODULE"
+SGLANG_PYTHON_ENV = "SGLANG_ENGINE_SGLANG_PYTHON"
 
 
 def child_environment() -> dict[str, str]:
@@ -242,12 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
       "anywhere)")
     a("--config", dest="config_file", metavar="FILE",
       help="watched JSON file of desired adapters and generation defaults")
-    # The env default lets a pod (or a test) point the real launch path at a stand-in without new flags.
-    a("--sglang-module", default=os.environ.get("SGLANG_ENGINE_SGLANG_MODULE", d("sglang_module")),
-      help="the Python module that launches SGLang (env SGLANG_ENGINE_SGLANG_MODULE; default: %(default)s)")
-    a("--sglang-python", default=os.environ.get("SGLANG_ENGINE_SGLANG_PYTHON", d("sglang_python")),
+    a("--sglang-module", default=os.environ.get(SGLANG_MODULE_ENV, d("sglang_module")),
+      help=f"the Python module that launches SGLang (env {SGLANG_MODULE_ENV}; default: %(default)s)")
+    a("--sglang-python", default=os.environ.get(SGLANG_PYTHON_ENV, d("sglang_python")),
       help="the Python interpreter that runs SGLang's module, which may live in another venv "
-           "(env SGLANG_ENGINE_SGLANG_PYTHON; default: the engine's own)")
+           f"(env {SGLANG_PYTHON_ENV}; default: the engine's own)")
     a("--sglang-port", type=int, help="SGLang's loopback port inside the pod")
     a("--startup-timeout", dest="startup_timeout_s", type=float, metavar="SECONDS",
       help="how long the backend may take to load the model")

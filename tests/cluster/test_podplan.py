@@ -53,6 +53,46 @@ def test_operator_pod_maps_to_a_local_engine(tmp_path: Path) -> None:
     assert engine.env["SGLANG_DEV_CLUSTER"] == "c1"
 
 
+SIM_ENV = {"SGLANG_ENGINE_SGLANG_PYTHON": "/repo/.cache/sglang-venv/bin/python",
+           "SGLANG_ENGINE_SGLANG_MODULE": "sglang_dev.sglang_sim"}
+
+
+def test_the_sglang_backend_runs_the_simulator_from_the_nodes_environment(tmp_path: Path) -> None:
+    """The operator's backend: sglang pod, unchanged, gets the node's SGLang (the side venv's python and the
+    simulator module) through the engine's environment, and an event says the scheduler is simulated."""
+    from sglang_operator.render import render_documents
+
+    cr = {"apiVersion": "serving.sglang-operator.io/v1alpha1", "kind": "SGLangModel",
+          "metadata": {"name": "s", "namespace": "default"},
+          "spec": {"model": "builtin:tiny", "backend": "sglang"}}
+    deployment = next(c for c in render_documents([cr]) if c["kind"] == "Deployment")
+    pod = {"metadata": {"name": "s-abc-x", "namespace": "default", "uid": "u"},
+           "spec": deployment["spec"]["template"]["spec"]}
+    # A /tmp path in the node's environment stays as it is (the pod's /tmp is an emptyDir, which remaps).
+    node_env = {**SIM_ENV, "SGLANG_ENGINE_SGLANG_PYTHON": "/tmp/repo/.cache/sglang-venv/bin/python"}
+    plan = plan_pod(pod, _ctx(tmp_path, sglang_env=node_env))
+    assert node_env.items() <= plan.containers[0].env.items()
+    assert any("SIMULATED scheduler" in note for note in plan.notes), plan.notes
+    unbuilt = plan_pod(pod, _ctx(tmp_path))
+    assert "SGLANG_ENGINE_SGLANG_MODULE" not in unbuilt.containers[0].env
+    assert any("make sglang-sim" in note for note in unbuilt.notes), unbuilt.notes
+
+
+def test_a_container_choosing_its_sglang_keeps_it(tmp_path: Path) -> None:
+    own = {"env": [{"name": "SGLANG_ENGINE_SGLANG_MODULE", "value": "sglang_standin"}],
+           "args": ["serve", "--backend", "sglang"]}
+    plan = plan_pod(_pod(own), _ctx(tmp_path, sglang_env=SIM_ENV))
+    env = plan.containers[0].env
+    assert env["SGLANG_ENGINE_SGLANG_MODULE"] == "sglang_standin"
+    assert "SGLANG_ENGINE_SGLANG_PYTHON" not in env  # the pair comes from one place: not mixed
+    assert any("launches sglang_standin (the container's own choice)" in n for n in plan.notes), plan.notes
+    on_a_node_without_the_side_venv = plan_pod(_pod(own), _ctx(tmp_path))
+    assert any("launches sglang_standin" in n for n in on_a_node_without_the_side_venv.notes)
+    transformers = plan_pod(_pod({"args": ["serve", "--backend", "transformers"]}), _ctx(tmp_path,
+                                                                                          sglang_env=SIM_ENV))
+    assert not any("sglang" in n for n in transformers.notes)
+
+
 def test_host_rewrite_both_forms() -> None:
     assert podplan.rewrite_host(["--host", "0.0.0.0", "--port", "8000"], "127.1.1.1") == \
         ["--host", "127.1.1.1", "--port", "8000"]

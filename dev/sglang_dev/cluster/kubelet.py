@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sglang_dev import sglang_sim
 from sglang_dev.cluster import kubeapi, podnet, procs, volumes
 from sglang_dev.cluster.container import Backoff, ContainerRunner
 from sglang_dev.cluster.kubeapi import CONFIGMAPS, PODS, SECRETS, ApiError, Informer, KubeClient
@@ -170,7 +171,7 @@ class PodWorker:
             secrets=k.data(SECRETS, self.namespace),
             markers={procs.CLUSTER_MARKER: k.cluster_id, procs.CONTAINER_MARKER: marker},
             probe_period_cap=k.probe_period_cap, sglang_port=self.sglang_port,
-            service_account_token=self.token)
+            service_account_token=self.token, sglang_env=k.sglang_env)
 
     def _wants_token(self) -> bool:
         volumes = (self.pod.get("spec") or {}).get("volumes") or []
@@ -327,6 +328,7 @@ class Kubelet:
         self.layout = layout
         self.cluster_id = cluster_id
         self.engine_path = engine_executable()
+        self.sglang_env = sglang_sim.engine_env()  # backend sglang: SGLang's frontend, simulated scheduler
         self.backoff = backoff or Backoff()
         self.probe_period_cap = probe_period_cap
         self.ips = IpAllocator(prefix)

@@ -21,10 +21,15 @@ Mapping rules (the local kubelet's whole contract):
   spec.serviceAccountName, status.podIP, status.podIPs, status.hostIP), `envFrom` (configMapRef, secretRef).
 - Probes: httpGet and tcpSocket (exec cannot run a command inside an image: a pod error).
 - `nvidia.com/gpu` and other resources are accepted and ignored (reported as a pod event).
+- The SGLang backend: this machine has no GPU, so the node gives every container the environment that makes
+  the engine launch SGLang's real frontend with a simulated scheduler (`PodContext.sglang_env`:
+  `SGLANG_ENGINE_SGLANG_PYTHON` = the side venv's python, `SGLANG_ENGINE_SGLANG_MODULE` =
+  `sglang_dev.sglang_sim`), unless the container sets either variable itself. Said in a pod event.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -32,6 +37,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sglang_engine.settings import SGLANG_MODULE_ENV
 
 ENGINE_COMMAND = "sglang-engine"
 WILDCARD_HOSTS = ("0.0.0.0", "::", "[::]")
@@ -118,6 +125,8 @@ class PodContext:
     probe_period_cap: float | None = None
     sglang_port: int | None = None  # this pod's private SGLang port (see the module docstring)
     service_account_token: str | None = None  # a TokenRequest token bound to the pod (projected volumes)
+    # The engine's SGLang on this node (sglang_dev.sglang_sim.engine_env()); empty: no side venv built.
+    sglang_env: Mapping[str, str] = field(default_factory=dict)
 
 
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
@@ -395,6 +404,8 @@ def plan_container(container: Mapping[str, Any], index: int, pod: Mapping[str, A
     user_env = resolve_env(container, pod, ctx, where)
     env = {**base_env(ctx, (pod.get("metadata") or {}).get("name", ""), mounts), **user_env}
     env = {k: remap_value(v, mounts) for k, v in env.items()}
+    if not ctx.sglang_env.keys() & user_env.keys():  # the node's paths, never remapped into a volume
+        env.update(ctx.sglang_env)
     env.update(ctx.markers)
     argv = [expand(a, user_env) for a in argv]
     argv = rewrite_host([ctx.engine_path, *(remap_value(a, mounts) for a in argv[1:])], ctx.pod_ip)
@@ -407,6 +418,21 @@ def plan_container(container: Mapping[str, Any], index: int, pod: Mapping[str, A
         readiness=_probe(container.get("readinessProbe"), ports, ctx, f"{where}.readinessProbe"),
         liveness=_probe(container.get("livenessProbe"), ports, ctx, f"{where}.livenessProbe"),
         ports=ports)
+
+
+def _sglang_note(plan: ContainerPlan, ctx: PodContext) -> str | None:
+    """What runs as SGLang in a `--backend sglang` container (the real thing needs a GPU)."""
+    argv = list(plan.argv[: plan.argv.index("--")] if "--" in plan.argv else plan.argv)
+    if "--backend=sglang" not in argv and ("--backend", "sglang") not in itertools.pairwise(argv):
+        return None
+    module = plan.env.get(SGLANG_MODULE_ENV)
+    if module is None:
+        return (f"container {plan.name}: backend sglang, but this machine has no SGLang side venv (`make "
+                "sglang-sim`): the engine's `python -m sglang.launch_server` will fail")
+    if ctx.sglang_env and dict(ctx.sglang_env).items() <= plan.env.items():
+        return (f"container {plan.name}: backend sglang runs SGLang's real frontend with a SIMULATED "
+                f"scheduler ({module}: no GPU here; ~2.8 GB of RAM per pod)")
+    return f"container {plan.name}: backend sglang launches {module} (the container's own choice)"
 
 
 def _notes(spec: Mapping[str, Any]) -> tuple[str, ...]:
@@ -459,5 +485,6 @@ def plan_pod(pod: Mapping[str, Any], ctx: PodContext) -> PodPlan:
                        for i, c in enumerate(spec.get("containers") or []))
     if not containers:
         raise PodError("CreateContainerConfigError", "spec.containers: at least one container is required")
+    sglang = tuple(note for c in containers if (note := _sglang_note(c, ctx)))
     return PodPlan(containers, volumes, float(spec.get("terminationGracePeriodSeconds", 30)),
-                   spec.get("restartPolicy", "Always"), _notes(spec))
+                   spec.get("restartPolicy", "Always"), _notes(spec) + sglang)

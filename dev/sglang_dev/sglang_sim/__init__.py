@@ -22,6 +22,7 @@ Only this package's `__init__` is importable without SGLang (it holds constants 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 MODULE = "sglang_dev.sglang_sim"
@@ -40,3 +41,14 @@ def scripted(text: str) -> str:
 REPO_ROOT = Path(__file__).resolve().parents[3]
 # Built by scripts/sglang_venv.sh (`make sglang-sim`).
 SIDE_VENV_PYTHON = REPO_ROOT / ".cache" / "sglang-venv" / "bin" / "python"
+
+
+def engine_env(python: Path = SIDE_VENV_PYTHON) -> dict[str, str]:
+    """The environment that makes an engine's SGLang backend this simulator (the local cluster's node gives it
+    to its pods); empty when the side venv is not built. (The engine is imported here, not at the top: the
+    side venv, which imports this package, has SGLang but not the engine.)"""
+    from sglang_engine.settings import SGLANG_MODULE_ENV, SGLANG_PYTHON_ENV
+
+    if not os.access(python, os.X_OK):
+        return {}
+    return {SGLANG_PYTHON_ENV: str(python), SGLANG_MODULE_ENV: MODULE}
