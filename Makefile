@@ -40,8 +40,9 @@ serve-tiny: install
 
 # The whole system on this machine: local cluster (API emulator, operator, kubelet, service proxy),
 # examples/tiny.yaml applied with kubectl, a streamed chat completion, a LoRA adapter added live.
-# KEEP=1 leaves the cluster running (stop it with `.venv/bin/sglang-operator dev down`).
-demo: install
+# KEEP=1 leaves the cluster running (stop it with `.venv/bin/sglang-operator dev down`). BACKEND=sglang
+# serves examples/tiny-sglang.yaml: SGLang's real frontend with a simulated scheduler (builds sglang-sim).
+demo: install $(if $(filter sglang,$(BACKEND)),sglang-sim)
 	$(PY) scripts/demo.py
 
 test: install sglang-sim cluster-bins

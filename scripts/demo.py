@@ -6,7 +6,9 @@
    local processes, a Service proxy following EndpointSlices, the operator; all on loopback).
    EMULATOR=1 uses the API emulator and the project's own Deployment controller instead (no Go build);
 2. applies examples/tiny.yaml (builtin:tiny on the transformers backend) with the real kubectl;
-3. waits with `kubectl wait --for=condition=Ready sgm/tiny`, showing progress while it waits;
+   BACKEND=sglang applies examples/tiny-sglang.yaml instead: the SGLang backend, which runs here as SGLang
+   0.5.23's real HTTP frontend with a simulated scheduler (`make sglang-sim`; ~2.8 GB more RAM, ~30 s more);
+3. waits with `kubectl wait --for=condition=Ready sgm/<model>`, showing progress while it waits;
 4. streams a chat completion through the Service's local address with the `openai` client;
 5. adds a LoRA adapter (builtin:tiny-lora-7, built by the engine) with `kubectl patch`, and shows it appear
    in /v1/models while the same pod (same uid) keeps running;
@@ -25,13 +27,19 @@ import time
 import urllib.request
 from pathlib import Path
 
+import yaml
+from sglang_dev import sglang_sim
 from sglang_dev.cluster.layout import Layout
 from sglang_dev.cluster.tools import Kubectl, service_url
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = Layout.at(os.environ.get("STATE_DIR", ROOT / ".state" / "dev"))
-EXAMPLE = ROOT / "examples" / "tiny.yaml"
-MODEL = "tiny"
+# The default is the transformers backend: the tiny model's real forward pass inside the engine, fast to
+# start and light. BACKEND=sglang: the engine launches SGLang (here its real frontend, simulated scheduler).
+EXAMPLES = {"transformers": ROOT / "examples" / "tiny.yaml", "sglang": ROOT / "examples" / "tiny-sglang.yaml"}
+BACKEND = os.environ.get("BACKEND") or "transformers"
+EXAMPLE = EXAMPLES.get(BACKEND, EXAMPLES["transformers"])
+MODEL = yaml.safe_load(EXAMPLE.read_text())["metadata"]["name"]
 NEW_ADAPTER = {"name": "tiny-chat", "source": "builtin:tiny-lora-7"}
 READY_TIMEOUT_S = 600
 EMULATOR = os.environ.get("EMULATOR") == "1"
@@ -161,6 +169,13 @@ def main() -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     keep = os.environ.get("KEEP") == "1"
     started_here = False
+    if BACKEND not in EXAMPLES:
+        print(f"demo: BACKEND={BACKEND!r}: expected one of {sorted(EXAMPLES)}", file=sys.stderr)
+        return 2
+    if BACKEND == "sglang" and not sglang_sim.engine_env():
+        print(f"demo: BACKEND=sglang needs SGLang's side venv ({sglang_sim.SIDE_VENV_PYTHON}): run "
+              "`make sglang-sim` (or `make demo BACKEND=sglang`, which builds it)", file=sys.stderr)
+        return 2
     try:
         if EMULATOR:
             step("Starting the local cluster (API emulator, operator, controller, kubelet, service proxy)")
@@ -176,6 +191,9 @@ def main() -> int:
         note(f"$ kubectl apply -f {EXAMPLE.relative_to(ROOT)}")
         note(kubectl.run("apply", "-f", str(EXAMPLE)).stdout.strip())
         step(f"Waiting until sgm/{MODEL} is Ready (first run builds builtin:tiny: allow a minute)")
+        if BACKEND == "sglang":
+            note("backend sglang: the engine launches SGLang 0.5.23's real HTTP frontend with a SIMULATED "
+                 "scheduler (no GPU here; sglang_dev.sglang_sim); its import takes ~20 s on 2 cores")
         wait_condition(kubectl, "Ready")
         base = service_url(STATE, "default", MODEL)
         step(f"Streaming a chat completion through the Service at {base}")

@@ -34,3 +34,13 @@ def test_the_demo_serves_a_model_adds_an_adapter_live_and_cleans_up(tmp_path: Pa
     assert "local cluster stopped; no process left" in out + proc.stderr
     assert info is not None, "the demo started no cluster in its state folder"
     assert not left, f"processes left after the demo: {left}"
+
+
+def test_an_unknown_backend_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    state = tmp_path / "demo-state"
+    env = {**os.environ, "STATE_DIR": str(state), "BACKEND": "vllm"}
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "BACKEND='vllm': expected one of ['sglang', 'transformers']" in proc.stderr
+    assert not state.exists()
