@@ -67,6 +67,12 @@ def test_streaming_through_sglang_with_usage_and_finish_reason(chain: Chain) -> 
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
+def test_status_says_the_scheduler_is_simulated(chain: Chain) -> None:
+    status = requests.get(f"{chain.base}/status", timeout=10).json()
+    assert status["backend"] == "sglang" and status["ready"]
+    assert any("scheduler is SIMULATED" in w for w in status["warnings"]), status
+
+
 def test_seeds_reach_sglang_as_sampling_seed(chain: Chain) -> None:
     client = chain.openai()
 

@@ -86,6 +86,10 @@ def _matches(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
+SIMULATED_SCHEDULER_WARNING = ("SGLang's scheduler is SIMULATED (a development SGLang, "
+                               "sglang_dev.sglang_sim): its tokens do not come from SGLang's GPU scheduler")
+
+
 def security_warnings(settings: EngineSettings) -> list[str]:
     """What an operator of this engine must know is open (logged at start, repeated on /status)."""
     if settings.api_key:
@@ -420,6 +424,8 @@ class Api:
         return web.json_response({"ready": True})
 
     async def status(self, request: web.Request) -> web.Response:
+        simulated = self.engine.backend.health().extra.get("sglang_scheduler") == "simulated"
+        warnings = [*security_warnings(self.settings), *([SIMULATED_SCHEDULER_WARNING] if simulated else [])]
         return web.json_response({
             "model": self.settings.model, "servedModelName": self.settings.model_name,
             "backend": self.settings.backend,
@@ -430,7 +436,7 @@ class Api:
             "configError": self.adapters.config_error,
             "adapters": self.adapters.public_statuses(),
             "apiKeyRequired": bool(self.settings.api_key),
-            "warnings": security_warnings(self.settings),
+            "warnings": warnings,
             "loading": self.load_progress().to_json(),
         })
 
