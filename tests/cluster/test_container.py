@@ -4,10 +4,13 @@ nothing behind (also a grandchild that escaped into its own session)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,14 +36,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _runner(tmp_path: Path, marker: str, ignore_term: bool = False) -> ContainerRunner:
+# An engine that, on SIGTERM, closes its ports at once and then drains for 2 s (waiting for SGLang to stop).
+SLOW_DRAIN = """
+import http.server, signal, sys, threading, time
+srv = http.server.HTTPServer((sys.argv[1], int(sys.argv[2])), http.server.SimpleHTTPRequestHandler)
+signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=srv.shutdown).start())
+srv.serve_forever()
+srv.server_close()
+time.sleep(2)
+"""
+
+
+def _runner(tmp_path: Path, marker: str, ignore_term: bool = False, code: str = SERVER) -> ContainerRunner:
     port = _free_port()
     probe = Probe("http", "127.0.0.1", port, "/", period_s=0.1, timeout_s=1, failure_threshold=3)
     # Startup gets a long budget (Python starts slowly on a loaded machine); liveness stays strict.
     startup = Probe("http", "127.0.0.1", port, "/", period_s=0.1, timeout_s=1, failure_threshold=300)
     env = {"PATH": os.environ["PATH"], "CHILD_PID_FILE": str(tmp_path / "child.pid"),
            procs.CONTAINER_MARKER: marker, **({"IGNORE_TERM": "1"} if ignore_term else {})}
-    plan = ContainerPlan("engine", (sys.executable, "-c", SERVER, "127.0.0.1", str(port)), env, tmp_path, (),
+    plan = ContainerPlan("engine", (sys.executable, "-c", code, "127.0.0.1", str(port)), env, tmp_path, (),
                          startup=startup, readiness=probe, liveness=probe)
     events: list[tuple[str, str, str]] = []
     runner = ContainerRunner(plan, "img", tmp_path / "engine.log", tmp_path / "engine.previous.log",
@@ -106,6 +120,29 @@ async def test_sigterm_ignored_means_sigkill_after_grace(tmp_path: Path) -> None
         procs.kill_marked(procs.CONTAINER_MARKER, marker)
 
 
+@pytest.mark.timeout(60)
+async def test_no_liveness_kill_while_the_pod_terminates(tmp_path: Path) -> None:
+    """Once termination begins the kubelet stops liveness (StopLivenessAndStartup): an engine draining with
+    its ports closed gets its whole grace period, not a liveness SIGKILL after 3 failed probes."""
+    marker = f"test-drain-{os.getpid()}-{id(tmp_path)}"
+    runner = _runner(tmp_path, marker, code=SLOW_DRAIN)
+    task = asyncio.create_task(runner.run())
+    try:
+        await _until(lambda: runner.state.ready)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await runner.stop(grace_s=20)
+        assert loop.time() - started >= 2
+        reasons = [e[1:] for e in runner.events]  # type: ignore[attr-defined]
+        assert not [r for r in reasons if "liveness" in r[1] or "did not stop" in r[1]], reasons
+        await _until(lambda: "terminated" in runner.status()["state"])
+        assert runner.status()["state"]["terminated"]["exitCode"] == 0
+    finally:
+        await runner.stop(grace_s=0.1)
+        task.cancel()
+        procs.kill_marked(procs.CONTAINER_MARKER, marker)
+
+
 @pytest.mark.timeout(30)
 async def test_a_command_that_cannot_start_is_a_container_error(tmp_path: Path) -> None:
     missing = str(tmp_path / "missing-sglang-engine")
@@ -122,3 +159,43 @@ async def test_a_command_that_cannot_start_is_a_container_error(tmp_path: Path) 
     finally:
         await runner.stop(grace_s=0.1)
         task.cancel()
+
+
+# A marked leader whose child drops the marker from what /proc shows (as setproctitle does to SGLang's
+# scheduler and detokenizer) but stays in its process group.
+LEADER = """
+import os, subprocess, sys, time
+env = {k: v for k, v in os.environ.items() if k != sys.argv[1]}
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.timeout(30)
+def test_unmarked_members_of_a_marked_group_are_found_and_their_survivors_killed() -> None:
+    marker = f"test-family-{os.getpid()}"
+    leader = subprocess.Popen([sys.executable, "-c", LEADER, procs.CONTAINER_MARKER], stdout=subprocess.PIPE,
+                              env={**os.environ, procs.CONTAINER_MARKER: marker}, start_new_session=True,
+                              text=True)
+    child = 0
+    try:
+        assert leader.stdout is not None
+        child = int(leader.stdout.readline())
+        assert procs.marked_pids(procs.CONTAINER_MARKER, marker) == [leader.pid]  # the child is invisible
+        family = procs.family([leader.pid])
+        assert {r.pid for r in family} == {leader.pid, child}
+        leader.kill()  # the leader goes first: the group's last member is found by nothing but the family
+        leader.wait()
+        assert procs.marked_pids(procs.CONTAINER_MARKER, marker) == [] and procs.start_time(child)
+        assert procs.kill_records(family) == [child]
+        deadline = time.monotonic() + 5
+        while procs.start_time(child) is not None:
+            assert time.monotonic() < deadline, "the killed child is still alive"
+            time.sleep(0.02)
+        assert procs.kill_records(family) == []
+    finally:
+        leader.kill()
+        if child:
+            with contextlib.suppress(OSError):
+                os.kill(child, signal.SIGKILL)

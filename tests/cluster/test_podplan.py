@@ -72,10 +72,22 @@ def test_the_sglang_backend_runs_the_simulator_from_the_nodes_environment(tmp_pa
     node_env = {**SIM_ENV, "SGLANG_ENGINE_SGLANG_PYTHON": "/tmp/repo/.cache/sglang-venv/bin/python"}
     plan = plan_pod(pod, _ctx(tmp_path, sglang_env=node_env))
     assert node_env.items() <= plan.containers[0].env.items()
+    # So does the node's TMPDIR (pytest's tmp_path is under /tmp too): SGLang's IPC sockets go there.
+    assert plan.containers[0].env["TMPDIR"] == str(tmp_path / "pod" / "tmp")
     assert any("SIMULATED scheduler" in note for note in plan.notes), plan.notes
     unbuilt = plan_pod(pod, _ctx(tmp_path))
     assert "SGLANG_ENGINE_SGLANG_MODULE" not in unbuilt.containers[0].env
     assert any("make sglang-sim" in note for note in unbuilt.notes), unbuilt.notes
+
+
+def test_a_deep_pod_folder_gets_a_short_tmpdir_for_sglangs_ipc_sockets() -> None:
+    shallow = Path("/work/repo/.state/dev/pods/default_tiny-6c9f8d7b5f-x2x9z")
+    assert podplan.pod_tmp_dir(shallow, "0f9e8d7c-aaaa-bbbb", "/tmp") == shallow / "tmp"
+    deep = Path("/home/someone/src/github.com/org/sglang-operator/.state/dev/pods/default_tiny-sglang-6c9f8d")
+    short = podplan.pod_tmp_dir(deep, "0f9e8d7c-aaaa-bbbb-cccc-dddd", "/tmp")
+    assert short == Path("/tmp/sglang-dev-pod-0f9e8d7c-aaaa-bbbb")
+    # SGLang's socket files are TMPDIR/tmpXXXXXXXX; a Unix socket path holds at most 107 bytes.
+    assert len(f"{short}/tmpabcdefgh") <= 107 and len(f"{shallow}/tmp/tmpabcdefgh") <= 107
 
 
 def test_a_container_choosing_its_sglang_keeps_it(tmp_path: Path) -> None:

@@ -89,6 +89,7 @@ class ContainerRunner:
         self.finished = False  # will not run again (restartPolicy says so)
         self._stopping = False
         self._kill_reason: str | None = None
+        self._family: list[procs.PidRecord] = []  # the pod's processes when termination began
 
     def status(self) -> dict[str, Any]:
         s = self.state
@@ -202,6 +203,8 @@ class ContainerRunner:
             ok, message = await probe_once(probe)
             if ok and until_success:
                 return True
+            if self._stopping:  # as the kubelet: no liveness or startup kill once termination began
+                return False
             failed = 0 if ok else failed + 1
             if failed >= probe.failure_threshold:
                 self.on_event("Warning", "Unhealthy", f"{name} probe failed: {message}")
@@ -231,6 +234,7 @@ class ContainerRunner:
         if proc is None or proc.returncode is not None:
             await self._reap_leftovers()
             return
+        self._family = await asyncio.to_thread(self._snapshot_family)
         procs.signal_group(proc.pid, signal.SIGTERM)
         try:
             async with asyncio.timeout(grace_s):
@@ -243,15 +247,27 @@ class ContainerRunner:
             await proc.wait()
         await self._reap_leftovers()
 
+    def _snapshot_family(self) -> list[procs.PidRecord]:
+        """The container's processes: marked ones and their process groups (SGLang's retitled children)."""
+        marker = self.plan.env.get(procs.CONTAINER_MARKER)
+        return procs.family(procs.marked_pids(procs.CONTAINER_MARKER, marker)) if marker else []
+
     async def _reap_leftovers(self) -> None:
         marker = self.plan.env.get(procs.CONTAINER_MARKER)
         if marker:
             # In a thread: it scans every process's environment in /proc and waits for the kills to land,
             # which must not stall the other pods' probes on this loop.
             found = await asyncio.to_thread(procs.kill_marked, procs.CONTAINER_MARKER, marker)
+            found += await asyncio.to_thread(procs.kill_records, self._family)
+            self._family = []
             if found:
                 log.info("container %s: killed %d leftover process(es) %s", self.plan.name, len(found), found)
 
-    async def stop(self, grace_s: float) -> None:
+    def begin_termination(self) -> None:
+        """The pod is terminating (before its preStop hook): liveness and startup probes stop, as the
+        kubelet's StopLivenessAndStartup; readiness goes on."""
         self._stopping = True
+
+    async def stop(self, grace_s: float) -> None:
+        self.begin_termination()
         await self.terminate(grace_s)

@@ -21,6 +21,7 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,14 @@ from sglang_dev.cluster import kubeapi, podnet, procs, volumes
 from sglang_dev.cluster.container import Backoff, ContainerRunner
 from sglang_dev.cluster.kubeapi import CONFIGMAPS, PODS, SECRETS, ApiError, Informer, KubeClient
 from sglang_dev.cluster.layout import Layout, write_json_atomic
-from sglang_dev.cluster.podplan import PodContext, PodError, PodPlan, plan_pod, referenced_objects
+from sglang_dev.cluster.podplan import (
+    PodContext,
+    PodError,
+    PodPlan,
+    plan_pod,
+    pod_tmp_dir,
+    referenced_objects,
+)
 
 log = logging.getLogger(__name__)
 PLAN_RETRY_S = 2.0
@@ -98,6 +106,7 @@ class PodWorker:
         self.pod_ip = pod_ip
         self.sglang_port = free_port()
         self.dir = kubelet.layout.pod_dir(self.namespace, self.name)
+        self.tmp_dir = pod_tmp_dir(self.dir, self.uid, tempfile.gettempdir())
         self.plan: PodPlan | None = None
         self.error: PodError | None = None
         self.runners: list[ContainerRunner] = []
@@ -171,7 +180,7 @@ class PodWorker:
             secrets=k.data(SECRETS, self.namespace),
             markers={procs.CLUSTER_MARKER: k.cluster_id, procs.CONTAINER_MARKER: marker},
             probe_period_cap=k.probe_period_cap, sglang_port=self.sglang_port,
-            service_account_token=self.token, sglang_env=k.sglang_env)
+            service_account_token=self.token, sglang_env=k.sglang_env, tmp_dir=self.tmp_dir)
 
     def _wants_token(self) -> bool:
         volumes = (self.pod.get("spec") or {}).get("volumes") or []
@@ -258,6 +267,8 @@ class PodWorker:
         spec = self.pod.get("spec") or {}
         grace = float(self.pod["metadata"].get("deletionGracePeriodSeconds",
                                                spec.get("terminationGracePeriodSeconds", 30)))
+        for runner in self.runners:
+            runner.begin_termination()
         pre_stop = max(pre_stop_sleep(c) for c in spec.get("containers") or [{}])
         if pre_stop and any("running" in r.state.state for r in self.runners):
             self.event("Normal", "Killing", f"Stopping pod: preStop sleep {pre_stop}s, then SIGTERM "
@@ -268,7 +279,7 @@ class PodWorker:
         for task in self._tasks:
             task.cancel()
         shutil.rmtree(self.dir / "volumes", ignore_errors=True)
-        shutil.rmtree(self.dir / "tmp", ignore_errors=True)
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
 
 RefKey = tuple[Any, str, str]  # (CONFIGMAPS | SECRETS, namespace, name)

@@ -127,6 +127,18 @@ class PodContext:
     service_account_token: str | None = None  # a TokenRequest token bound to the pod (projected volumes)
     # The engine's SGLang on this node (sglang_dev.sglang_sim.engine_env()); empty: no side venv built.
     sglang_env: Mapping[str, str] = field(default_factory=dict)
+    tmp_dir: Path | None = None  # the pod's TMPDIR (pod_tmp_dir()); None: <pod dir>/tmp
+
+
+# SGLang binds its ZMQ IPC sockets at TMPDIR/tmpXXXXXXXX, and a Unix socket path holds at most 107 bytes.
+TMP_DIR_MAX_LEN = 80
+
+
+def pod_tmp_dir(pod_dir: Path, uid: str, system_tmp: str) -> Path:
+    """<pod dir>/tmp, or a short folder in the system's temp folder when that path is too long for SGLang's
+    IPC sockets (a deep checkout or test folder)."""
+    inside = pod_dir / "tmp"
+    return inside if len(str(inside)) <= TMP_DIR_MAX_LEN else Path(system_tmp) / f"sglang-dev-pod-{uid[:18]}"
 
 
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
@@ -379,7 +391,7 @@ def _probe(raw: Mapping[str, Any] | None, ports: Mapping[str, int], ctx: PodCont
 def base_env(ctx: PodContext, pod_name: str, mounts: tuple[Mount, ...]) -> dict[str, str]:
     """What every container starts with: a PATH finding the engine, the host's caches, the markers."""
     env = {"PATH": os.path.dirname(ctx.engine_path) + os.pathsep + ctx.host_env.get("PATH", "/usr/bin:/bin"),
-           "HOSTNAME": pod_name, "PYTHONUNBUFFERED": "1", "TMPDIR": str(ctx.pod_dir / "tmp")}
+           "HOSTNAME": pod_name, "PYTHONUNBUFFERED": "1", "TMPDIR": str(ctx.tmp_dir or ctx.pod_dir / "tmp")}
     # HOME stays the host's so builtin models and HF caches are built once per machine, not once per pod.
     for key in ("HOME", "LANG", "LC_ALL", "SGLANG_ENGINE_CACHE", "HF_HUB_OFFLINE", "OMP_NUM_THREADS"):
         if key in ctx.host_env:
@@ -402,10 +414,11 @@ def plan_container(container: Mapping[str, Any], index: int, pod: Mapping[str, A
                        "machine")
     mounts = _mounts(container, volumes, where)
     user_env = resolve_env(container, pod, ctx, where)
-    env = {**base_env(ctx, (pod.get("metadata") or {}).get("name", ""), mounts), **user_env}
-    env = {k: remap_value(v, mounts) for k, v in env.items()}
-    if not ctx.sglang_env.keys() & user_env.keys():  # the node's paths, never remapped into a volume
-        env.update(ctx.sglang_env)
+    # Only the container's own values are paths inside the container; the node's (TMPDIR, PATH, the host's
+    # caches, the SGLang to run) stay as they are even under a mountPath such as /tmp.
+    env = {**base_env(ctx, (pod.get("metadata") or {}).get("name", ""), mounts),
+           **({} if ctx.sglang_env.keys() & user_env.keys() else ctx.sglang_env),
+           **{k: remap_value(v, mounts) for k, v in user_env.items()}}
     env.update(ctx.markers)
     argv = [expand(a, user_env) for a in argv]
     argv = rewrite_host([ctx.engine_path, *(remap_value(a, mounts) for a in argv[1:])], ctx.pod_ip)

@@ -2,8 +2,10 @@
 
 Every process the cluster starts gets its own session (process group = its pid) and an env marker
 `SGLANG_DEV_CLUSTER=<cluster id>` (plus `SGLANG_DEV_CONTAINER=<pod uid>/<container>` for pod containers).
-Children inherit the environment, so grandchildren that escaped into their own session (SGLang's server, its
-scheduler processes) are still found by scanning /proc for the marker: a poor man's cgroup.
+Children inherit the environment, so grandchildren that escaped into their own session (SGLang's server) are
+still found by scanning /proc for the marker: a poor man's cgroup. A process that retitles itself with
+setproctitle (SGLang's `sglang::scheduler`, `sglang::detokenizer`) overwrites the memory /proc shows as its
+environment, so the marker is lost; it stays in its parent's process group, which `family()` adds.
 """
 
 from __future__ import annotations
@@ -105,6 +107,33 @@ def marked_pids(marker: str, value: str, prefix: bool = False) -> list[int]:
         if start_time(pid) is not None:
             found.append(pid)
     return found
+
+
+def _group(pid: int) -> int | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(raw[raw.rindex(")") + 2:].split()[2])
+
+
+def family(pids: list[int]) -> list[PidRecord]:
+    """`pids` and every live process in their process groups (never the caller's own group), with start
+    times: kill the survivors later with `kill_records`, safe from pid reuse."""
+    groups = {g for g in map(_group, pids) if g is not None} - {os.getpgrp()}
+    members = set(pids) | {int(e.name) for e in Path("/proc").iterdir()
+                           if e.name.isdigit() and _group(int(e.name)) in groups}
+    records = [PidRecord(pid, start_time(pid)) for pid in sorted(members - {os.getpid()})]
+    return [r for r in records if r.start is not None]
+
+
+def kill_records(records: list[PidRecord]) -> list[int]:
+    """SIGKILL those of `records` still alive (same pid and start time); their pids."""
+    alive = [r.pid for r in records if r.alive()]
+    for pid in alive:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return alive
 
 
 def kill_marked(marker: str, value: str, prefix: bool = False, wait_s: float = 1.0) -> list[int]:
