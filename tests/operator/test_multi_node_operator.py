@@ -11,6 +11,7 @@ from sglang_operator.builders import Owner, build_children
 from sglang_operator.builders.deployment import REVISION_ANNOTATION
 from sglang_operator.builders.leaderworkerset import WORKER_INDEX_LABEL, template_of
 from sglang_operator.observed import DeploymentView, EngineStatus, PodView
+from sglang_operator.pod_health import PodProblem
 from sglang_operator.settings import load_settings
 from sglang_operator.spec import SpecError, parse_spec
 from sglang_operator.status import WORKLOAD_MISSING, Observation, compute_status, config_hash
@@ -168,3 +169,15 @@ async def test_without_the_lws_api_a_multi_node_model_gets_a_condition_not_a_cra
         assert cr["status"]["phase"] == "Degraded" and "leaderworkerset.x-k8s.io" in str(cr["status"])
         assert await api.get("Service", "default", "big") is not None  # the rest is in place meanwhile
         assert await api.get("Deployment", "default", "big") is None
+
+
+def test_a_worker_that_cannot_join_is_named_in_the_ready_condition() -> None:
+    """The common case of a node that never joins: its pod cannot be scheduled (no node with 8 free GPUs)."""
+    waiting = PodProblem("Unschedulable", "pod big-lws-0-1: 0/3 nodes are available: 3 Insufficient "
+                         "nvidia.com/gpu", False)
+    pods = (pod("big-lws-0", 0, ready=False), PodView(name="big-lws-0-1", revision=REV, leader=False,
+                                                      problem=waiting))
+    status = compute_status(observe(pods, ready_groups=0), "2026-01-01T00:00:00Z")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "Unschedulable" and "big-lws-0-1" in ready["message"], ready
+    assert status["phase"] == "Progressing"
