@@ -74,8 +74,11 @@ def allows(pol: dict, pod_labels: dict[str, str], src: dict[str, Any], port: int
 
 
 def engine_pod(spec: dict) -> dict[str, str]:
-    kids = children(spec)
-    return template_of(kids.get("Deployment") or kids["LeaderWorkerSet"])["metadata"]["labels"]
+    """The engine pods' labels (the Deployment's or LeaderWorkerSet's template; not the router's)."""
+    workloads = [c for c in build_children(OWNER, parse_spec(spec), SETTINGS)
+                 if c["kind"] in ("Deployment", "LeaderWorkerSet")]
+    (engine,) = [w for w in workloads if w["metadata"]["labels"][labels.COMPONENT] == "engine"]
+    return template_of(engine)["metadata"]["labels"]
 
 
 def pod(namespace: str, **lbls: str) -> dict[str, Any]:
@@ -142,6 +145,21 @@ def test_a_multi_node_models_pods_reach_each_other_on_every_port_and_nobody_else
     for src in (NEIGHBOUR, ROUTER, other_model, OPERATOR):
         assert not allows(pol, me, src, SGLANG_DIST_PORT), src
     assert not allows(policy({"model": "org/m"}), engine_pod({"model": "org/m"}), peer_rank, SGLANG_DIST_PORT)
+
+
+def test_the_models_own_router_as_built_reaches_the_api_port_and_is_not_isolated():
+    """spec.router's pods, with the labels the router builder gives them: let in on the API port (SMG
+    discovers the engines and calls them on 8000) even when `from` is empty, and not selected by the
+    engines' policy (their own ports stay as the router needs)."""
+    spec = {"model": "org/m", "router": {"enabled": True}, "networkPolicy": {"from": []}}
+    kids = build_children(OWNER, parse_spec(spec), SETTINGS)
+    router = next(c for c in kids if c["kind"] == "Deployment" and c["metadata"]["labels"][labels.COMPONENT]
+                  == "router")
+    router_pod = router["spec"]["template"]["metadata"]["labels"]
+    pol = next(c for c in kids if c["kind"] == "NetworkPolicy")
+    assert allows(pol, engine_pod(spec), pod("ml", **router_pod), names.HTTP_PORT)
+    assert not _labels_match(pol["spec"]["podSelector"], router_pod)
+    assert not allows(pol, engine_pod(spec), NEIGHBOUR, names.HTTP_PORT)
 
 
 def test_no_rule_ever_lacks_from_so_none_opens_a_port_to_everyone():
