@@ -7,7 +7,8 @@
    EMULATOR=1 uses the API emulator and the project's own Deployment controller instead (no Go build);
 2. applies examples/tiny.yaml (builtin:tiny on the transformers backend) with the real kubectl;
    BACKEND=sglang applies examples/tiny-sglang.yaml instead: the SGLang backend, which runs here as SGLang
-   0.5.23's real HTTP frontend with a simulated scheduler (`make sglang-sim`; ~2.8 GB more RAM, ~30 s more);
+   0.5.23's real HTTP frontend with a simulated scheduler (`make sglang-sim`; ~2.3 GB of RAM instead of
+   ~0.4 GB, slower to start);
 3. waits with `kubectl wait --for=condition=Ready sgm/<model>`, showing progress while it waits;
 4. streams a chat completion through the Service's local address with the `openai` client;
 5. adds a LoRA adapter (builtin:tiny-lora-7, built by the engine) with `kubectl patch`, and shows it appear

@@ -444,7 +444,7 @@ def _sglang_note(plan: ContainerPlan, ctx: PodContext) -> str | None:
                 "sglang-sim`): the engine's `python -m sglang.launch_server` will fail")
     if ctx.sglang_env and dict(ctx.sglang_env).items() <= plan.env.items():
         return (f"container {plan.name}: backend sglang runs SGLang's real frontend with a SIMULATED "
-                f"scheduler ({module}: no GPU here; ~2.8 GB of RAM per pod)")
+                f"scheduler ({module}: no GPU here; ~2.3 GB of RAM per pod)")
     return f"container {plan.name}: backend sglang launches {module} (the container's own choice)"
 
 

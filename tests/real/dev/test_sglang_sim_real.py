@@ -5,7 +5,7 @@ a streamed chat completion with the `openai` client (base and adapter), an adapt
 and a delete that leaves no process: SGLang's own children (tokenizer side, detokenizer, scheduler) exit by
 themselves within the grace period, not by the kubelet's leftover sweep.
 
-One SGLang pod at a time (~2.8 GB of RAM for the engine and SGLang's three processes)."""
+One SGLang pod at a time (~2.3 GB of RAM: the engine and SGLang's server, scheduler and detokenizer)."""
 
 from __future__ import annotations
 
