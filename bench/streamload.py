@@ -28,6 +28,16 @@ def is_openai_token(line: bytes) -> bool:
     return OPENAI_TOKEN in line
 
 
+CONTENT = b'"content":"'
+EMPTY_CONTENT = b'"content":""'
+
+
+def is_chat_token(line: bytes) -> bool:
+    """A chat chunk with text, in the engine's shape or SGLang's (`"delta":{"reasoning_content":null,...`):
+    the role chunk and the finish chunk carry empty content."""
+    return CONTENT in line and EMPTY_CONTENT not in line
+
+
 @dataclass
 class Target:
     """Where a path's clients send: URL, the JSON body for one request, and how a token line looks."""

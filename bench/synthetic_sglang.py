@@ -11,6 +11,11 @@ backend path against it. It encodes the protocol itself (imports nothing from sg
   then `data: [DONE]`.
 - `--incremental-streaming-output` (SGLang's flag): `text` and `output_ids` carry only what is new since
   the previous event, instead of everything so far.
+- `POST /v1/chat/completions` (SGLang's own OpenAI server, where the engine delegates chat): the same n tokens
+  as SGLang 0.5.23's chat stream shape (compact JSON: a role chunk, one chunk per token
+  `"delta":{"reasoning_content":null,"content":...}`, a finish chunk, the usage chunk when
+  `stream_options.include_usage`, then `data: [DONE]`), `model` echoed as sent; non-streamed: one
+  chat.completion object. `max_tokens` / `max_completion_tokens` give n (default 128).
 - Pacing: `POST /_bench/pace {"tokens_per_s": 30}` paces every stream on its own clock (token i is due
   at start + i/rate; the first token goes out at once, so time to first token measures the relay);
   `{"tokens_per_s": 0}` is unpaced (as fast as the loop can write). Also `--tokens-per-s` at launch.
@@ -59,6 +64,33 @@ def encoded_events(n: int, prompt_tokens: int, incremental: bool = False) -> tup
     return tuple(events)
 
 
+def _compact(obj: object) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+@lru_cache(maxsize=16)
+def chat_events(n: int, model: str, usage: bool) -> tuple[tuple[bytes, bytes], ...]:
+    """SGLang's chat stream as (bytes before the id, bytes after it) per event: the role chunk, n token
+    chunks, the finish chunk, and the usage chunk when asked."""
+    def chunk(delta: dict[str, object], finish: str | None = None) -> dict[str, object]:
+        return {"id": RID_MARK, "object": "chat.completion.chunk", "created": 0, "model": model,
+                "choices": [{"index": 0, "delta": {"reasoning_content": None, **delta}, "logprobs": None,
+                             "finish_reason": finish, "matched_stop": None}]}
+
+    objs = [chunk({"role": "assistant", "content": ""})]
+    objs += [chunk({"content": WORDS[i % len(WORDS)]}) for i in range(n)]
+    objs.append(chunk({"content": ""}, "length"))
+    if usage:
+        objs.append({"id": RID_MARK, "object": "chat.completion.chunk", "created": 0, "model": model,
+                     "choices": [], "usage": {"prompt_tokens": 24, "total_tokens": 24 + n,
+                                              "completion_tokens": n, "prompt_tokens_details": None}})
+    events = []
+    for obj in objs:
+        before, after = ("data: " + _compact(obj) + "\n\n").split(_compact(RID_MARK))
+        events.append((before.encode() + b'"', b'"' + after.encode()))
+    return tuple(events)
+
+
 class Upstream:
     def __init__(self, tokens_per_s: float, incremental: bool) -> None:
         self.tokens_per_s = tokens_per_s
@@ -98,6 +130,37 @@ class Upstream:
         return response
 
 
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        n = int(body.get("max_completion_tokens") or body.get("max_tokens") or 128)
+        rid = str(body.get("rid") or "r").encode()
+        model = str(body.get("model") or "default")
+        if not body.get("stream"):
+            return web.Response(content_type="application/json", text=_compact({
+                "id": rid.decode(), "object": "chat.completion", "created": 0, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": expected_text(n)},
+                             "finish_reason": "length"}],
+                "usage": {"prompt_tokens": 24, "completion_tokens": n, "total_tokens": 24 + n}}))
+        usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        loop = asyncio.get_running_loop()
+        rate = self.tokens_per_s
+        start = loop.time()
+        try:
+            for i, (before, after) in enumerate(chat_events(n, model, usage)):
+                if rate > 0 and 1 < i <= n:  # token i (event i) is due at start + (i - 1) / rate
+                    delay = start + (i - 1) / rate - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                await response.write(before + rid + after)
+            await response.write(DONE)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass
+        return response
+
+
 def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="synthetic_sglang")
     p.add_argument("--host", default="127.0.0.1")
@@ -110,6 +173,7 @@ def main(argv: list[str]) -> None:
     app.router.add_get("/health", upstream.health)
     app.router.add_get("/ready", upstream.health)
     app.router.add_post("/generate", upstream.generate)
+    app.router.add_post("/v1/chat/completions", upstream.chat)
     app.router.add_post("/abort_request", upstream.abort)
     app.router.add_post("/_bench/pace", upstream.pace)
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None, backlog=1024)

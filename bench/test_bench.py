@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine_stream import check_targets, ratios
 from operator_scale import resource_of
-from streamload import Stream, is_openai_token, is_upstream_token, percentile, summarize
+from streamload import Stream, is_chat_token, is_openai_token, is_upstream_token, percentile, summarize
 from synthetic_sglang import RID_MARK, encoded_events, expected_text
 
 
@@ -68,18 +68,25 @@ def test_ratios_and_targets() -> None:
     ]
     (row,) = ratios(runs)
     assert row["engine_over_direct"] == 0.85 and row["engine_over_seed"] == 17.0
-    assert row["ttft_p50_added_ms"] == 3.0 and row["itl_p99_added_ms"] == 0.0
+    assert row["ttft_p50_added_ms"] == 3.0 and row["itl_p99_added_ms"] == 0.0 and row["ttft_p50_ratio"] == 4.0
     met = {t["target"]: t["met"] for t in check_targets([row])}
     probe_row = {"mode": "paced", "level": 1, "ttft_p50_added_ms": 5.0}
-    probed = {t["target"]: t["value"] for t in check_targets([probe_row], {"added_p50_ms": 1.5})}
-    assert probed["added TTFT p50 at 1 stream <= 2 ms"] == 1.5
+    probed = {t["target"]: t["value"] for t in check_targets([probe_row], {"added_p50_ms": 0.5})}
+    assert probed["added TTFT p50 at 1 stream: <= 1 ms"] == 0.5
     assert probe_row["ttft_p50_added_ms"] == 5.0  # the per-run figure is left alone
-    assert met["throughput at 64 streams >= 0.9 of direct"] is False
-    assert met["engine >= 10x the seed pattern at 64 streams"] is True
-    assert met["throughput at 256 streams >= 0.8 of direct"] is None  # not measured
+    assert met["paced 30 tok/s, 64 streams: >= 0.98 of direct"] is False
+    assert met["paced 30 tok/s, 256 streams: >= 0.98 of direct"] is None  # not measured
 
 
 def test_resource_of_request_paths() -> None:
     assert resource_of("/apis/apps/v1/namespaces/default/deployments/m1") == "deployments"
     assert resource_of("/apis/g/v1/namespaces/default/sglangmodels/m1/status") == "sglangmodels/status"
     assert resource_of("/api/v1/namespaces/default/events") == "events"
+
+
+def test_chat_tokens_in_the_engines_shape_and_sglangs() -> None:
+    assert is_chat_token(b'data: {"choices":[{"index":0,"delta":{"content":" a"}}]}\n')
+    assert is_chat_token(b'data: {"choices":[{"index":0,"delta":{"reasoning_content":null,"content":" a"}}]}')
+    assert not is_chat_token(b'data: {"choices":[{"delta":{"reasoning_content":null,"role":"assistant",'
+                             b'"content":""}}]}')
+    assert not is_chat_token(b'data: {"choices":[],"usage":{"prompt_tokens":1}}')

@@ -58,13 +58,26 @@ def build_openapi(title: str = "sglang-engine", version: str = "0.1.0") -> dict[
                            "text/event-stream": {"schema": {"type": "string"}}}}
     paths = {
         "/v1/chat/completions": {"post": {
-            "summary": "OpenAI chat completions (streamed or not)",
+            "summary": "OpenAI chat completions (streamed or not). The schema is the transformers backend's; "
+                       "on the sglang backend the request goes to SGLang's own OpenAI server, which accepts "
+                       "its whole request model",
             "security": [{"bearer": []}, {}],
             "requestBody": {"required": True, "content": {"application/json": {"schema": chat}}},
             "responses": {"200": chat_ok, **_errors(400, 401, 404, 408, 413, 415, 421, 429, 500, 502, 503)},
         }},
+        "/v1/completions": {"post": {
+            "summary": "OpenAI completions, served by SGLang's own OpenAI server (sglang backend only)",
+            "security": [{"bearer": []}, {}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": JSON_OBJECT}}},
+            "responses": {"200": chat_ok, **_errors(400, 401, 404, 408, 413, 415, 421, 429, 502, 503)},
+        }},
         "/v1/models": {"get": _get("The base model and each loaded adapter", _json(JSON_OBJECT, "A list"),
                                    401)},
+        "/v1/models/{id}": {"get": {
+            **_get("One model: the served name, an adapter or <served>:<adapter>",
+                   _json(JSON_OBJECT, "A model"), 401, 404),
+            "parameters": [{"name": "id", "in": "path", "required": True,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 512}}]}},
         "/livez": {"get": _get("Liveness: fails once the backend cannot recover", health, 503)},
         "/readyz": {"get": _get("Readiness: the backend serves and no declared adapter is loading",
                                 health, 503)},
