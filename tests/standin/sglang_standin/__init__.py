@@ -2,8 +2,9 @@
 
 Kept only for process faults SGLang's real frontend cannot be made to produce, or produces only after a
 20-45 s start: ignoring SIGTERM while idle, never becoming ready, starting in well under a second for the
-launcher/cleanup tests (tests/engine/test_sglang_backend_lifecycle.py, tests/reliability/*). Everything about
-SGLang's wire protocol is tested against SGLang's real frontend with a simulated scheduler
+launcher/cleanup tests (tests/engine/test_sglang_backend_lifecycle.py, the SIGKILL-and-restart test in
+tests/reliability/test_backend_restart.py, the never-ready test in test_engine_process_faults.py).
+Everything about SGLang's wire protocol is tested against SGLang's real frontend with a simulated scheduler
 (dev/sglang_dev/sglang_sim). Known differences from the real frontend (found with it): /health is cheap here
 (a one-token generation there), top_k=0 is refused even when greedy, a missing adapter path and an unloaded
 adapter fail with messages of ours, a body without `Content-Type: application/json` is accepted.
