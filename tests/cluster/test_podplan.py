@@ -203,7 +203,8 @@ def test_probe_period_cap(tmp_path: Path) -> None:
     spec_periods = plan_pod(pod, _ctx(tmp_path)).containers[0]
     assert spec_periods.startup and spec_periods.startup.period_s == 10
     capped = plan_pod(pod, _ctx(tmp_path, probe_period_cap=2.0)).containers[0]
-    assert capped.startup and capped.startup.period_s == 2.0 and capped.startup.failure_threshold == 30
+    # The startup window (10 s x 30 = 300 s) is kept: 2 s x 150.
+    assert capped.startup and capped.startup.period_s == 2.0 and capped.startup.failure_threshold == 150
     assert capped.readiness and capped.readiness.period_s == 1
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -120,8 +121,10 @@ class PodContext:
     config_maps: Mapping[str, Mapping[str, str]]  # name -> data (binaryData decoded by the caller)
     secrets: Mapping[str, Mapping[str, str]]  # name -> decoded data
     markers: Mapping[str, str] = field(default_factory=dict)
-    # `dev up --probe-period-cap S`: every probe runs at least every S seconds (thresholds unchanged), so
-    # tests see readiness within S instead of the spec's 10 s periods. None: the spec's periods exactly.
+    # `dev up --probe-period-cap S`: every probe runs at least every S seconds, so tests see readiness within
+    # S instead of the spec's 10 s periods; thresholds unchanged, but the startup probe's, which grows to keep
+    # the spec's startup window (a slow start, such as SGLang's on a busy machine, is not killed sooner).
+    # None: the spec's periods exactly.
     probe_period_cap: float | None = None
     sglang_port: int | None = None  # this pod's private SGLang port (see the module docstring)
     service_account_token: str | None = None  # a TokenRequest token bound to the pod (projected volumes)
@@ -362,16 +365,21 @@ def _mounts(container: Mapping[str, Any], volumes: Mapping[str, VolumePlan], whe
 
 
 def _probe(raw: Mapping[str, Any] | None, ports: Mapping[str, int], ctx: PodContext,
-           where: str) -> Probe | None:
+           where: str, keep_window: bool = False) -> Probe | None:
+    """`keep_window` (the startup probe): under a period cap the failure threshold grows so that the time a
+    container has to start (period x threshold) stays what the spec says."""
     if not raw:
         return None
     pod_ip = ctx.pod_ip
-    period = raw.get("periodSeconds", 10)
+    spec_period = period = raw.get("periodSeconds", 10)
+    failures = raw.get("failureThreshold", 3)
     if ctx.probe_period_cap is not None:
         period = min(period, ctx.probe_period_cap)
+        if keep_window and period < spec_period:
+            failures = math.ceil(failures * spec_period / period)
     timing = {"initial_delay_s": raw.get("initialDelaySeconds", 0), "period_s": period,
               "timeout_s": raw.get("timeoutSeconds", 1), "success_threshold": raw.get("successThreshold", 1),
-              "failure_threshold": raw.get("failureThreshold", 3)}
+              "failure_threshold": failures}
     for kind, key in (("http", "httpGet"), ("tcp", "tcpSocket")):
         if key in raw:
             action = raw[key]
@@ -427,7 +435,7 @@ def plan_container(container: Mapping[str, Any], index: int, pod: Mapping[str, A
     cwd = Path(remap_path(container["workingDir"], mounts)) if container.get("workingDir") else ctx.pod_dir
     return ContainerPlan(
         name=name, argv=tuple(argv), env=env, cwd=cwd, mounts=mounts,
-        startup=_probe(container.get("startupProbe"), ports, ctx, f"{where}.startupProbe"),
+        startup=_probe(container.get("startupProbe"), ports, ctx, f"{where}.startupProbe", keep_window=True),
         readiness=_probe(container.get("readinessProbe"), ports, ctx, f"{where}.readinessProbe"),
         liveness=_probe(container.get("livenessProbe"), ports, ctx, f"{where}.livenessProbe"),
         ports=ports)
