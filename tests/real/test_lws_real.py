@@ -9,6 +9,7 @@ import json
 import time
 
 from sglang_engine import protocol
+from sglang_operator.apply import needs_write, stamped
 from sglang_operator.builders import Owner, build_children
 from sglang_operator.settings import load_settings
 from sglang_operator.spec import parse_spec
@@ -54,6 +55,34 @@ def test_the_operators_leaderworkerset_makes_groups_with_the_engines_environment
     assert sorted(leaders) == ["big-lws-0", "big-lws-1"]
     headless = json.loads(real_kubectl("get", "service", "big-lws", "-n", namespace, "-o", "json").stdout)
     assert headless["spec"]["clusterIP"] == "None"
+
+
+def test_what_lws_stores_still_contains_what_the_operator_wrote(real_kubectl, namespace):
+    """LWS's defaulting webhook and its CRD schema add fields but change none of the operator's: a resync
+    finds nothing to write (no update loop, nothing for a GitOps diff to chase)."""
+    desired = rendered(namespace)["LeaderWorkerSet"]
+    desired["metadata"].pop("ownerReferences")  # no SGLangModel to own it here
+    created = real_kubectl("create", "-f", "-", input=json.dumps(stamped(desired)))
+    assert created.returncode == 0, created.stderr
+    live = json.loads(real_kubectl("get", "leaderworkerset", "big-lws", "-n", namespace, "-o", "json").stdout)
+    assert live["spec"]["rolloutStrategy"]["rollingUpdateConfiguration"]["maxSurge"] == 1
+    assert not needs_write(live, desired), _first_difference(live, stamped(desired))
+
+
+def _first_difference(live, want, path="") -> str:
+    if isinstance(want, dict):
+        for key, value in want.items():
+            if key not in (live or {}):
+                return f"{path}.{key} missing"
+            if found := _first_difference(live[key], value, f"{path}.{key}"):
+                return found
+        return ""
+    if isinstance(want, list):
+        if not isinstance(live, list) or len(live) != len(want):
+            return f"{path}: {live!r} != {want!r}"
+        return next((f for i, (a, b) in enumerate(zip(live, want, strict=True))
+                     if (f := _first_difference(a, b, f"{path}[{i}]"))), "")
+    return "" if str(live) == str(want) else f"{path}: {live!r} != {want!r}"
 
 
 def test_lws_refuses_what_its_webhook_refuses(real_kubectl, namespace):
