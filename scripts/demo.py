@@ -149,14 +149,15 @@ def add_adapter(kubectl: Kubectl, base: str) -> None:
     note("-> the same pod kept running (no restart)")
 
 
-def how_to_continue(base: str) -> None:
+def how_to_continue(base: str, kubectl: Kubectl) -> None:
     step("Try it yourself")
     real = "" if EMULATOR else f"""
-    .tools/bin/kubectl logs -l app.kubernetes.io/instance={MODEL} -f   # an engine's log as it comes
-    .tools/bin/kubectl port-forward svc/{MODEL} 8080:8000   # then: curl localhost:8080/v1/models"""
+    $KUBECTL logs -l app.kubernetes.io/instance={MODEL} -f   # an engine's log as it comes
+    $KUBECTL port-forward svc/{MODEL} 8080:8000   # then: curl localhost:8080/v1/models"""
     print(f"""    export KUBECONFIG={STATE.kubeconfig}
-    .tools/bin/kubectl get sgm,deploy,pods,svc
-    .tools/bin/kubectl scale sgm/{MODEL} --replicas=2
+    KUBECTL={kubectl.binary}   # the kubectl of this cluster's Kubernetes release
+    $KUBECTL get sgm,deploy,pods,svc
+    $KUBECTL scale sgm/{MODEL} --replicas=2
     curl -N {base}/v1/chat/completions -H 'Content-Type: application/json' \\
          -d '{{"model": "{MODEL}", "stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}'{real}
     .venv/bin/sglang-operator dev status          # processes, models, pods, service addresses
@@ -202,7 +203,7 @@ def main() -> int:
         step(f"Adding LoRA adapter {NEW_ADAPTER['name']} ({NEW_ADAPTER['source']}) to sgm/{MODEL}")
         add_adapter(kubectl, base)
         stream_chat(base, NEW_ADAPTER["name"], "Same question, through the adapter.")
-        how_to_continue(base)
+        how_to_continue(base, kubectl)
         if keep:
             print("\nKEEP=1: the cluster keeps running; stop it with `.venv/bin/sglang-operator dev down`")
         return 0

@@ -25,6 +25,7 @@ from sglang_dev.cluster import procs
 from sglang_dev.cluster.kubeapi import PODS, SGLANGMODELS, Credentials, KubeClient
 from sglang_dev.cluster.layout import DEFAULT_STATE_DIR, ClusterInfo, Layout
 from sglang_dev.cluster.supervisor import READY_FILE, ClusterOptions, configure_logging, serve
+from sglang_dev.cluster.tools import Kubectl
 
 COMPONENTS = ("supervisor", "emulator", "kubelet-api", "operator")
 VERB_HELP = {
@@ -75,6 +76,7 @@ def running(layout: Layout) -> procs.PidRecord | None:
 
 def _print_export(layout: Layout) -> None:
     print(f"export KUBECONFIG={layout.kubeconfig}")
+    print(f"export KUBECTL={Kubectl.for_cluster(layout).binary}  # the kubectl for this cluster")
 
 
 def up(args: argparse.Namespace) -> int:

@@ -73,6 +73,7 @@ class ClusterInfo:
     cluster_id: str
     prefix: int  # second octet: pods get 127.<prefix>.1.x and up, Services 127.<prefix>.0.x
     api_url: str
+    emulator: bool = False  # the API emulator, not the real control plane (decides the kubectl: tools.py)
 
     def dump(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")

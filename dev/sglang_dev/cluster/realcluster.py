@@ -7,9 +7,11 @@ What runs (all on loopback, all carrying the cluster's env marker):
 - `k8s kubelet-api` (child process): the kubelet's HTTPS API for `kubectl logs` and `port-forward`;
 - the node agent (asyncio tasks here): the Node `local` with its Lease, the kubelet running the pods the
   scheduler binds to it, the Service proxy following EndpointSlices, and the pod gateway (podnet.py);
-- the operator (`sglang-operator run`, child process) with the kubeconfig in `<state>/operator.kubeconfig`
-  (today the admin's credentials; the one place to switch it to a ServiceAccount token) and HTTP_PROXY
-  set to the pod gateway, so it reaches pod IPs as it would inside a cluster.
+- the operator (`sglang-operator run`, child process) as the chart's ServiceAccount: the chart's
+  ServiceAccount and RBAC are created as `helm install` would, and the operator's kubeconfig
+  (`<state>/controlplane/operator.kubeconfig`) holds a token of it (operatorsa.py), so the real apiserver
+  enforces the chart's RBAC; HTTP_PROXY is set to the pod gateway, so it reaches pod IPs as it would inside
+  a cluster.
 Not used here: the project's own Deployment controller and garbage collector (the real ones run).
 """
 
@@ -26,14 +28,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sglang_operator.settings import load_settings
 
 from sglang_dev.cluster.children import Child, run_until_stopped
 from sglang_dev.cluster.kubeapi import NODES, Credentials, KubeClient, cancel_all
 from sglang_dev.cluster.kubelet import Kubelet
 from sglang_dev.cluster.layout import READY_FILE, ClusterInfo, Layout
 from sglang_dev.cluster.node import NODE_IP, NodeAgent, NodeConfig
+from sglang_dev.cluster.operatorsa import RELEASE_NAMESPACE, SERVICE_ACCOUNT, service_account_token
 from sglang_dev.cluster.podnet import PodGateway
 from sglang_dev.cluster.proxy import ServiceProxy
+from sglang_dev.cluster.tools import helm_binary
 
 log = logging.getLogger("sglang_dev.cluster")
 
@@ -145,14 +150,6 @@ async def clear_not_ready_taint(client: KubeClient) -> None:
         await client.patch(path, {"spec": {"taints": kept or None}})
 
 
-def operator_kubeconfig(layout: Layout, admin_kubeconfig: Path) -> Path:
-    """The operator's credentials, in one place: today a copy of the admin kubeconfig."""
-    target = layout.root / "operator.kubeconfig"
-    shutil.copyfile(admin_kubeconfig, target)
-    target.chmod(0o600)
-    return target
-
-
 async def close_client(client: KubeClient | None) -> None:
     if client is not None:
         with contextlib.suppress(Exception):
@@ -186,6 +183,17 @@ def node_credentials(plane: Any) -> tuple[Any, Path]:
     certificate for 127.0.0.1) and a kubeconfig using it."""
     pair = plane.issue_node_cert(NODE_NAME)
     return pair, plane.cert_kubeconfig(NODE_NAME, pair)
+
+
+async def operator_kubeconfig(plane: Any, client: KubeClient, layout: Layout, operator_args: tuple[str, ...],
+                              env: dict[str, str]) -> Path:
+    """The operator's credentials, in one place: a token of the chart's ServiceAccount, with the chart's RBAC
+    for the namespaces the operator's own settings watch (operatorsa.py), in `<state>/controlplane/`."""
+    watched = load_settings(list(operator_args), env).namespaces
+    token = await service_account_token(client, helm_binary(), watched, layout.root / "helm")
+    log.info("operator runs as system:serviceaccount:%s:%s (the chart's RBAC%s)", RELEASE_NAMESPACE,
+             SERVICE_ACCOUNT, f" in {', '.join(watched)}" if watched else ", cluster-wide")
+    return Path(plane.token_kubeconfig("operator", token))
 
 
 def kubelet_api_argv(plane: Any, pair: Any, layout: Layout, port_file: Path) -> list[str]:
@@ -236,8 +244,8 @@ async def run_real_cluster(layout: Layout, stop: asyncio.Event, cluster_id: str,
                                           node_options, probe_period_cap)
         operator_env = {**env, "HTTP_PROXY": node_side.gateway.url, "http_proxy": node_side.gateway.url,
                         "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
-        operator = Child("operator", [py, "-m", "sglang_operator.cli", "run", "--kubeconfig",
-                                      str(operator_kubeconfig(layout, handle.admin_kubeconfig)),
+        kubeconfig = await operator_kubeconfig(handle, client, layout, operator_args, operator_env)
+        operator = Child("operator", [py, "-m", "sglang_operator.cli", "run", "--kubeconfig", str(kubeconfig),
                                       *operator_args], layout, operator_env)
         await operator.start()
         tasks.append(asyncio.create_task(operator.supervise()))

@@ -110,7 +110,7 @@ async def run_emulator_cluster(layout: Layout, options: ClusterOptions, stop: as
     env = {**os.environ, procs.CLUSTER_MARKER: cluster_id}
     env.pop("KUBECONFIG", None)
     py = sys.executable
-    ClusterInfo(cluster_id, prefix, api_url).dump(layout.cluster_file)
+    ClusterInfo(cluster_id, prefix, api_url, emulator=True).dump(layout.cluster_file)
     log.info("cluster %s: loopback range 127.%d.0.0/16, state in %s", cluster_id, prefix, layout.root)
 
     # Graceful pod deletion as in a real cluster: a deleted pod shows Terminating (deletionTimestamp) while

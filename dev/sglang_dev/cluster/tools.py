@@ -10,20 +10,35 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sglang_dev.cluster.layout import Layout
+from sglang_dev.cluster.layout import ClusterInfo, Layout
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
-def kubectl_binary() -> str:
-    """The project's kubectl (`make install` puts it in .tools/bin), else one on PATH."""
-    local = REPO_ROOT / ".tools" / "bin" / "kubectl"
+def project_tool(name: str) -> str:
+    """A CLI the project installs (`make install` puts kubectl and helm in .tools/bin), else one on PATH."""
+    local = REPO_ROOT / ".tools" / "bin" / name
     if os.access(local, os.X_OK):
         return str(local)
-    found = shutil.which("kubectl")
+    found = shutil.which(name)
     if not found:
-        raise FileNotFoundError(f"kubectl not found at {local} or on PATH: run `make install`")
+        raise FileNotFoundError(f"{name} not found at {local} or on PATH: run `make install`")
     return found
+
+
+def kubectl_binary(real_control_plane: bool = True) -> str:
+    """The one place that says which kubectl drives a local cluster. The real control plane: the kubectl
+    built with it from the same Kubernetes release (`make cluster-bins`), so client and server never skew.
+    The API emulator: the project's kubectl v1.35 (.tools/bin), the client it was checked against."""
+    if real_control_plane:
+        from sglang_dev.controlplane import find_bins
+
+        return str(find_bins().kubectl)
+    return project_tool("kubectl")
+
+
+def helm_binary() -> str:
+    return project_tool("helm")
 
 
 @dataclass(frozen=True)
@@ -36,7 +51,8 @@ class Kubectl:
 
     @classmethod
     def for_cluster(cls, layout: Layout) -> Kubectl:
-        return cls(layout, kubectl_binary())
+        info = ClusterInfo.load(layout.cluster_file)
+        return cls(layout, kubectl_binary(real_control_plane=not (info and info.emulator)))
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "KUBECONFIG": str(self.layout.kubeconfig),
