@@ -55,6 +55,26 @@ def test_the_node_is_registered_with_gpus_and_a_lease(dev_cluster: Cluster) -> N
     assert lease["spec"]["holderIdentity"] == "local" and lease["spec"]["renewTime"]
 
 
+def test_the_operator_runs_as_the_charts_service_account(dev_cluster: Cluster) -> None:
+    """Its kubeconfig holds a token of the chart's ServiceAccount (no admin certificate): every scenario
+    below passes with the chart's RBAC only, and what it may not do is refused by the real authorizer."""
+    kubeconfig = str(dev_cluster.layout.root / "controlplane" / "operator.kubeconfig")
+    whoami = dev_cluster.kubectl.run("auth", "whoami", "-o", "json", "--kubeconfig", kubeconfig)
+    user = json.loads(whoami.stdout)["status"]["userInfo"]
+    assert user["username"] == "system:serviceaccount:sglang-system:sglang-operator"
+    assert "system:masters" not in user["groups"]
+
+    def can_i(verb: str, resource: str) -> str:
+        out = dev_cluster.kubectl.run("auth", "can-i", verb, resource, "--kubeconfig", kubeconfig,
+                                      check=False)
+        return out.stdout.strip()
+
+    for verb, resource in (("patch", "sglangmodels"), ("create", "deployments"), ("watch", "pods")):
+        assert can_i(verb, resource) == "yes", (verb, resource)
+    for verb, resource in (("get", "secrets"), ("delete", "deployments"), ("create", "pods")):
+        assert can_i(verb, resource) == "no", (verb, resource)
+
+
 def test_apply_wait_ready_and_stream_through_the_service(dev_cluster: Cluster) -> None:
     dev_cluster.apply(MODEL)
     dev_cluster.wait("Ready", NAME, timeout_s=150)
