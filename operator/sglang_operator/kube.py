@@ -33,6 +33,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
     "SGLangModel": ("/apis/serving.sglang-operator.io/v1alpha1", "sglangmodels"),
     "Event": ("/api/v1", "events"),
+    "Lease": ("/apis/coordination.k8s.io/v1", "leases"),
 }
 COMPONENT = "sglang-operator"
 

@@ -14,6 +14,8 @@ Namespaced rules (a Role per watched namespace, or a ClusterRole when cluster-wi
 - the router (spec.router): its ServiceAccount, Role and RoleBinding: get, create, update, delete (when the
   router is turned off); its Deployment is a Deployment (above). The Role grants list and watch on pods, which
   the operator holds itself (above), so creating it needs no `escalate` or `bind`.
+With leader election (several replicas), a Role in the operator's own namespace adds LEADER_ELECTION_RULES:
+the Lease it holds is read, created the first time and renewed or taken over with a PUT (leader.py).
 The operator never reads Secrets: the engine gets them by secretKeyRef.
 Cluster scanning is disabled in kopf's settings (runner.py), so no CRD or Namespace access is needed.
 """
@@ -44,8 +46,12 @@ RULES: tuple[Rule, ...] = (
     Rule("rbac.authorization.k8s.io", ("roles", "rolebindings"), ("get", "create", "update", "delete")),
 )
 
+LEADER_ELECTION_RULES: tuple[Rule, ...] = (
+    Rule("coordination.k8s.io", ("leases",), ("get", "create", "update")),
+)
 
-def as_policy_rules() -> list[dict]:
-    """RULES in the shape of a Role's `rules`."""
+
+def as_policy_rules(rules: tuple[Rule, ...] = RULES) -> list[dict]:
+    """Rules in the shape of a Role's `rules` (default: RULES)."""
     return [{"apiGroups": [r.api_group], "resources": list(r.resources), "verbs": list(r.verbs)}
-            for r in RULES]
+            for r in rules]

@@ -2,7 +2,8 @@
 
 kopf settings: handler progress and the diff base live in annotations under our own prefix
 (serving.sglang-operator.io/...), never in `.status` (status is ours, written from observation); standalone
-(no peering: the chart runs one replica with the Recreate strategy); no cluster scanning (CRD and namespace
+(no kopf peering: one replica, or several with leader election on a Lease, leader.py, where only the holder
+runs kopf at all); no cluster scanning (CRD and namespace
 observation would need extra RBAC; the CRD is installed before the operator starts); kopf posts no events of
 its own (lifecycle events are posted by the operator's API client, see reconcile.py).
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
+import socket
 import sys
 from typing import Any
 
@@ -19,7 +22,9 @@ import kopf
 
 from sglang_operator import names
 from sglang_operator.builders.common import API_GROUP
-from sglang_operator.handlers import Login, build_registry, make_memo
+from sglang_operator.handlers import Login, build_registry, default_login, make_memo
+from sglang_operator.kube import KubeApi
+from sglang_operator.leader import LeaderElector, LeadershipLost, LeaseTimings, standby_liveness
 from sglang_operator.settings import OperatorSettings, SettingsError, load_settings
 
 
@@ -47,9 +52,58 @@ def _kopf_kwargs(settings: OperatorSettings) -> dict[str, Any]:
 async def run_operator(settings: OperatorSettings, *, login: Login | None = None,
                        engine_port: int = names.PROBE_PORT, stop_flag: Any = None,
                        ready_flag: Any = None) -> None:
-    """The operator as a coroutine (tests and the local cluster run it in-process)."""
-    await kopf.operator(registry=build_registry(login), memo=make_memo(settings, engine_port),
-                        stop_flag=stop_flag, ready_flag=ready_flag, **_kopf_kwargs(settings))
+    """The operator as a coroutine (tests and the local cluster run it in-process). With a leader Lease it
+    first waits as a standby until it holds the Lease; raises LeadershipLost if it loses it."""
+    registry, memo = build_registry(login), make_memo(settings, engine_port)
+    if settings.lease is None:
+        await kopf.operator(registry=registry, memo=memo, stop_flag=stop_flag, ready_flag=ready_flag,
+                            **_kopf_kwargs(settings))
+        return
+    info = (login or default_login)(settings=kopf_settings(), logger=logging.getLogger("sglang_operator"))
+    if info is None:
+        raise kopf.LoginError("no credentials for the leader election (in-cluster or kubeconfig)")
+    namespace, name = settings.lease
+    identity = f"{socket.gethostname()}_{secrets.token_hex(4)}"  # unique per process, as client-go's
+    elector = LeaderElector(KubeApi.connect(info), namespace, name, identity,
+                            LeaseTimings.for_duration(settings.leader_lease_seconds))
+    try:
+        async with standby_liveness(settings.liveness):
+            await elector.acquire()
+        await _lead(elector, settings, registry, memo, stop_flag, ready_flag)
+    finally:
+        await elector.api.close()
+
+
+async def _lead(elector: LeaderElector, settings: OperatorSettings, registry: kopf.OperatorRegistry,
+                memo: kopf.Memo, stop_flag: Any, ready_flag: Any) -> None:
+    """kopf runs while the Lease is renewed; losing it stops kopf and raises, a graceful stop releases it."""
+    stop = asyncio.Event()
+    holding = asyncio.create_task(elector.hold(), name="leader lease")
+    holding.add_done_callback(lambda _: stop.set())
+    watchers = [holding]
+    if stop_flag is not None:
+        watchers.append(asyncio.create_task(_wait_flag(stop_flag, stop)))
+    try:
+        await kopf.operator(registry=registry, memo=memo, stop_flag=stop, ready_flag=ready_flag,
+                            **_kopf_kwargs(settings))
+    finally:
+        for task in watchers:
+            task.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+    if holding.done() and not holding.cancelled() and holding.exception() is not None:
+        raise holding.exception()  # type: ignore[misc]
+    await elector.release()
+
+
+async def _wait_flag(flag: Any, stop: asyncio.Event) -> None:
+    """Forward a caller's stop flag (asyncio.Event or Future, threading.Event) to `stop`."""
+    if isinstance(flag, asyncio.Event):
+        await flag.wait()
+    elif isinstance(flag, asyncio.Future):
+        await asyncio.wait([flag])
+    else:
+        await asyncio.to_thread(flag.wait)
+    stop.set()
 
 
 def _configure_logging(settings: OperatorSettings) -> None:
@@ -70,5 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("sglang_operator").info(
         "starting: %s, engine image %s", "cluster-wide" if settings.cluster_wide else
         f"namespaces {','.join(settings.namespaces)}", settings.engine_image)
-    asyncio.run(run_operator(settings))
+    try:
+        asyncio.run(run_operator(settings))
+    except LeadershipLost as err:  # client-go's way: exit, and the restart is a candidate again
+        logging.getLogger("sglang_operator").error("leadership lost, exiting: %s", err)
+        return 1
     return 0

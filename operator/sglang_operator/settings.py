@@ -28,6 +28,10 @@ The Helm chart maps its values onto exactly these names (env var / flag: meaning
   means http://0.0.0.0:<port>/healthz; the flag takes the full URL. Default: off.
 - KUBECONFIG / --kubeconfig FILE: default in-cluster service account, then ~/.kube/config.
 - SGLANG_OPERATOR_ENGINE_STATUS_TIMEOUT (env only): seconds for each pod's engine GET /status (default 2).
+- SGLANG_OPERATOR_LEADER_LEASE / --leader-lease NAMESPACE/NAME: leader election on that Lease (several
+  replicas; one reconciles at a time, see leader.py). Default: off (one replica).
+- SGLANG_OPERATOR_LEADER_LEASE_SECONDS / --leader-lease-seconds N: the Lease's duration (default 15, as
+  client-go): the longest a standby waits after the leader died without releasing it.
 
 A bad value exits with a message naming the variable or flag.
 """
@@ -66,13 +70,19 @@ ENV_LOG_FORMAT = "SGLANG_OPERATOR_LOG_FORMAT"
 ENV_LOG_LEVEL = "SGLANG_OPERATOR_LOG_LEVEL"
 ENV_HEALTH_PORT = "SGLANG_OPERATOR_HEALTH_PORT"
 ENV_ENGINE_STATUS_TIMEOUT = "SGLANG_OPERATOR_ENGINE_STATUS_TIMEOUT"
+ENV_LEADER_LEASE = "SGLANG_OPERATOR_LEADER_LEASE"
+ENV_LEADER_LEASE_SECONDS = "SGLANG_OPERATOR_LEADER_LEASE_SECONDS"
 
 # Every env var the operator reads (the chart's tests compare against this).
 ENV_VARS = (
     ENV_NAMESPACES, ENV_ENGINE_IMAGE, ENV_IMAGE_PULL_POLICY, ENV_POD_DEFAULTS, ENV_NETWORK_POLICY,
     ENV_TENANCY, ENV_RESYNC_SECONDS,
-    ENV_LOG_FORMAT, ENV_LOG_LEVEL, ENV_HEALTH_PORT, ENV_ENGINE_STATUS_TIMEOUT, "KUBECONFIG",
+    ENV_LOG_FORMAT, ENV_LOG_LEVEL, ENV_HEALTH_PORT, ENV_ENGINE_STATUS_TIMEOUT, ENV_LEADER_LEASE,
+    ENV_LEADER_LEASE_SECONDS, "KUBECONFIG",
 )
+
+
+LEASE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"  # namespace/name
 
 
 class SettingsError(ValueError):
@@ -147,6 +157,8 @@ class OperatorSettings(BaseModel):
     liveness: str | None = None  # e.g. http://0.0.0.0:8080/healthz
     kubeconfig: str | None = None
     engine_status_timeout: float = Field(2.0, gt=0)
+    leader_lease: str | None = Field(None, pattern=LEASE_PATTERN)
+    leader_lease_seconds: float = Field(15.0, ge=3)
 
     @field_validator("namespaces")
     @classmethod
@@ -156,6 +168,14 @@ class OperatorSettings(BaseModel):
     @property
     def cluster_wide(self) -> bool:
         return not self.namespaces
+
+    @property
+    def lease(self) -> tuple[str, str] | None:
+        """(namespace, name) of the leader-election Lease, or None without leader election."""
+        if not self.leader_lease:
+            return None
+        namespace, _, name = self.leader_lease.partition("/")
+        return namespace, name
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--log-level", help=f"debug, info, warning or error (env {ENV_LOG_LEVEL})")
     a("--liveness",
       help=f"kopf liveness endpoint URL, e.g. http://0.0.0.0:8080/healthz (env {ENV_HEALTH_PORT}: a port)")
+    a("--leader-lease", metavar="NAMESPACE/NAME",
+      help=f"leader election on this Lease, for several replicas (env {ENV_LEADER_LEASE}); default off")
+    a("--leader-lease-seconds", help=f"the Lease's duration (env {ENV_LEADER_LEASE_SECONDS}, default 15)")
     return p
 
 
@@ -187,6 +210,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         ENV_ENGINE_IMAGE: "engine_image", ENV_IMAGE_PULL_POLICY: "image_pull_policy",
         ENV_RESYNC_SECONDS: "resync_seconds", ENV_LOG_FORMAT: "log_format", ENV_LOG_LEVEL: "log_level",
         ENV_ENGINE_STATUS_TIMEOUT: "engine_status_timeout", "KUBECONFIG": "kubeconfig",
+        ENV_LEADER_LEASE: "leader_lease", ENV_LEADER_LEASE_SECONDS: "leader_lease_seconds",
     }
     for var, field in simple.items():
         if env.get(var, "").strip():
@@ -222,6 +246,8 @@ _FIELD_SOURCE = {
     "log_format": f"--log-format / {ENV_LOG_FORMAT}",
     "log_level": f"--log-level / {ENV_LOG_LEVEL}", "liveness": f"--liveness / {ENV_HEALTH_PORT}",
     "engine_status_timeout": ENV_ENGINE_STATUS_TIMEOUT, "kubeconfig": "--kubeconfig / KUBECONFIG",
+    "leader_lease": f"--leader-lease / {ENV_LEADER_LEASE}",
+    "leader_lease_seconds": f"--leader-lease-seconds / {ENV_LEADER_LEASE_SECONDS}",
 }
 
 

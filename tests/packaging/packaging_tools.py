@@ -17,7 +17,8 @@ CHART = ROOT / "charts" / "sglang-operator"
 TOOLS = ROOT / ".tools" / "bin"
 HELM_TIMEOUT_S = 60
 
-# The renderings the chart must get right: defaults, namespaced mode, monitoring enabled (issue 5), no RBAC.
+# The renderings the chart must get right: defaults, namespaced mode, monitoring enabled (issue 5), no RBAC,
+# two replicas with leader election.
 VARIANTS: dict[str, list[str]] = {
     "default": [],
     "namespaced": ["--set", "watchNamespaces={team-a,team-b}"],
@@ -27,6 +28,8 @@ VARIANTS: dict[str, list[str]] = {
     # Bring-your-own RBAC and ServiceAccount.
     "no-rbac": ["--set", "rbac.create=false", "--set", "serviceAccount.create=false",
                 "--set", "serviceAccount.name=ops-sa"],
+    # High availability: two replicas with leader election on a Lease.
+    "ha": ["--set", "replicas=2", "--set", "leaderElection.enabled=true"],
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from packaging_tools import by_kind
-from sglang_operator.rbac import as_policy_rules
+from sglang_operator.rbac import LEADER_ELECTION_RULES, as_policy_rules
 
 
 def _canonical(rules: list[dict]) -> list[tuple]:
@@ -44,3 +44,17 @@ def test_no_wildcards_and_no_secrets(render):
             for group, resource, verbs in _canonical(doc["rules"]):
                 assert "*" not in (group, resource, *verbs)
                 assert resource != "secrets"
+
+
+def test_leader_election_adds_only_a_lease_role_in_the_release_namespace(render):
+    docs = render("ha")
+    (role,) = by_kind(docs, "Role")
+    (binding,) = by_kind(docs, "RoleBinding")
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "sglang-system"
+    assert _canonical(role["rules"]) == _canonical(as_policy_rules(LEADER_ELECTION_RULES))
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    (sa,) = by_kind(docs, "ServiceAccount")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                                    "namespace": "sglang-system"}]
+    assert all("leases" not in rule["resources"] for doc in by_kind(render("default"), "ClusterRole")
+               for rule in doc["rules"])

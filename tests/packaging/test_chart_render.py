@@ -70,6 +70,17 @@ def test_operator_deployment_is_one_replica_recreate_restricted_with_health_prob
     assert container["resources"]["requests"] and container["resources"]["limits"]
 
 
+def test_ha_runs_two_replicas_with_leader_election_on_a_lease_named_after_the_release(render, run_helm):
+    docs = render("ha")
+    (deploy,) = by_kind(docs, "Deployment")
+    assert deploy["spec"]["replicas"] == 2 and deploy["spec"]["strategy"] == {"type": "RollingUpdate"}
+    settings = load_settings([], env=_operator_env(docs))
+    assert settings.lease == ("sglang-system", deploy["metadata"]["name"])
+    assert settings.leader_lease_seconds == 15
+    out = run_helm("template", "rel", str(CHART), "--set", "replicas=2")
+    assert out.returncode != 0 and "leaderElection.enabled" in out.stderr
+
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_every_pod_meets_the_restricted_pod_security_standard(render, variant):
     docs = render(variant)
