@@ -1,10 +1,13 @@
-"""Operator scale: N SGLangModels created at once against the in-process API emulator, with the real
-operator as a subprocess (`sglang-operator run`, so its RSS is its own).
+"""Operator scale: N SGLangModels created at once, with the real operator as a subprocess
+(`sglang-operator run`, so its RSS is its own), against the in-process API emulator (default) or the real
+control plane (`--cluster real`: etcd, kube-apiserver, controller-manager, scheduler from `make cluster-bins`,
+the operator as the chart's ServiceAccount, its requests counted by a proxy; see realplane.py).
 
     .venv/bin/python bench/operator_scale.py                         # 50, 200, 500 models, 60 s quiet
     .venv/bin/python bench/operator_scale.py --sizes 500 --quiet 120
+    .venv/bin/python bench/operator_scale.py --cluster real --sizes 500,2000 --quiet 60
 
-Per size, on a fresh emulator: (1) create N models in one burst; converged = every model has its
+Per size, on a fresh cluster: (1) create N models in one burst; converged = every model has its
 Deployment, Service and ConfigMap and a status with observedGeneration == generation (no kubelet runs
 here, so phase stays Progressing); time to converge, the operator's API requests per model, its peak RSS
 (VmHWM). (2) A quiet period (default 60 s) counting the operator's write requests. (3) An operator restart
@@ -22,7 +25,6 @@ import os
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import kmock
 from procs import BENCH_DIR, ROOT, VENV_BIN, Proc, free_port, patched_copy, print_log_tails, rss_mb, wait_http
+from realplane import WRITE_METHODS, RealPlane, RequestCounts, resource_of
 from report import publish, write_operator_report
 from sglang_dev.emulator import Emulator, crd_documents, install_crds, kubeconfig_text
 from sglang_dev.emulator.api import WriteOptions
-from sglang_dev.emulator.faults import WRITE_METHODS
 from sglang_operator import names as names_
 
 GROUP, VERSION, PLURAL = "serving.sglang-operator.io", "v1alpha1", "sglangmodels"
@@ -45,41 +47,15 @@ POLL_S = 0.25
 class CountingEmulator(Emulator):
     """The emulator, counting the operator's requests by kind (its own log is capped and shared)."""
 
-    counts: Counter[str]
-    child_gets: dict[str, set[str]]
-    write_samples: list[str]
-
-    def reset_counts(self) -> None:
-        self.counts = Counter()
-        self.child_gets = {plural: set() for _, _, plural in CHILDREN}
-        self.write_samples: list[str] = []
+    counter: RequestCounts
 
     async def __call__(self, raw: Any) -> Any:
-        counts = self.counts
-        counts["total"] += 1
-        if raw.method in WRITE_METHODS:
-            counts["writes"] += 1
-            counts[f"{raw.method} {resource_of(raw.path)}"] += 1
-            if len(self.write_samples) < 20:
-                body = (await raw.read())[:1500].decode(errors="replace")
-                self.write_samples.append(f"{raw.method} {raw.path} {body}")
-        elif raw.query.get("watch") in ("true", "1"):
-            counts["watches"] += 1
-        else:
-            counts["reads"] += 1
-            parts = raw.path.rstrip("/").split("/")
-            if raw.method == "GET" and len(parts) >= 2 and parts[-2] in self.child_gets:
-                self.child_gets[parts[-2]].add(parts[-1])
+        sample = raw.method in WRITE_METHODS and len(self.counter.write_samples) < 20
+        self.counter.record(raw.method, raw.path, raw.query, (await raw.read()) if sample else b"")
         return await super().__call__(raw)
 
 
-def resource_of(path: str) -> str:
-    """`/apis/apps/v1/namespaces/default/deployments/m1/status` -> `deployments/status`."""
-    parts = path.strip("/").split("/")
-    if "namespaces" in parts and len(parts) > parts.index("namespaces") + 2:
-        rest = parts[parts.index("namespaces") + 2:]
-        return rest[0] + ("/" + rest[2] if len(rest) > 2 else "")
-    return parts[-1]
+__all__ = ["resource_of"]  # re-exported for the bench tests
 
 
 def model_body(i: int) -> dict[str, Any]:
@@ -92,24 +68,87 @@ def model_body(i: int) -> dict[str, Any]:
 HANDLED_ANNOTATION = f"{GROUP}/last-handled-configuration"  # kopf's mark: the model's handlers finished
 
 
-def converged(emulator: Emulator, names: list[str], handled: bool) -> int:
-    """How many models have every child and a status for their current generation (and, with `handled`,
-    kopf's last-handled mark: its bookkeeping patch comes after the status write)."""
-    store = emulator.store
-    cr_key = store.resource(GROUP, VERSION, PLURAL).key
-    child_keys = [store.resource(g, v, p).key for g, v, p in CHILDREN]
-    done = 0
-    for name in names:
-        cr = store.get(cr_key, NAMESPACE, name)
-        status = (cr or {}).get("status") or {}
-        if cr is None or status.get("observedGeneration") != cr["metadata"].get("generation"):
-            continue
-        if handled and HANDLED_ANNOTATION not in (cr["metadata"].get("annotations") or {}):
-            continue
-        child_names = (names_.deployment(name), names_.service(name), names_.configmap(name))
-        if all(store.get(k, NAMESPACE, n) is not None for k, n in zip(child_keys, child_names, strict=True)):
-            done += 1
-    return done
+def settled(cr: dict[str, Any] | None, handled: bool) -> bool:
+    """A status for the current generation (and, with `handled`, kopf's last-handled mark: its bookkeeping
+    patch comes after the status write)."""
+    status = (cr or {}).get("status") or {}
+    if cr is None or status.get("observedGeneration") != cr["metadata"].get("generation"):
+        return False
+    return not handled or HANDLED_ANNOTATION in (cr["metadata"].get("annotations") or {})
+
+
+def child_names(name: str) -> tuple[str, str, str]:
+    return names_.deployment(name), names_.service(name), names_.configmap(name)
+
+
+class EmulatorCluster:
+    """The in-process API emulator: creation in its store (no HTTP), convergence read from the store."""
+
+    def __init__(self, folder: Path) -> None:
+        self.emulator = CountingEmulator(bookmark_interval=5.0)
+        self.emulator.counter = self.counts = RequestCounts()
+        install_crds(self.emulator, crd_documents([ROOT / "crds"]))
+        self.server = kmock.Server(self.emulator, host="127.0.0.1")
+        self.operator_kubeconfig = folder / "operator.kubeconfig"
+        self.poll_s = POLL_S
+
+    async def __aenter__(self) -> EmulatorCluster:
+        await self.emulator.__aenter__()
+        await self.server.__aenter__()
+        self.operator_kubeconfig.write_text(kubeconfig_text(f"http://127.0.0.1:{self.server.port}"))
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.emulator.close_watches()
+        await self.server.__aexit__(*exc)
+        await self.emulator.__aexit__(*exc)
+
+    async def create_models(self, n: int) -> None:
+        cr_type = self.emulator.store.resource(GROUP, VERSION, PLURAL)
+        for i in range(n):  # one burst: nothing yields between creates
+            self.emulator.api.create(cr_type, NAMESPACE, model_body(i), WriteOptions())
+
+    async def converged(self, names: list[str], handled: bool) -> int:
+        """How many models are settled and have every child."""
+        store = self.emulator.store
+        cr_key = store.resource(GROUP, VERSION, PLURAL).key
+        child_keys = [store.resource(g, v, p).key for g, v, p in CHILDREN]
+        return sum(1 for name in names if settled(store.get(cr_key, NAMESPACE, name), handled) and all(
+            store.get(key, NAMESPACE, child) is not None
+            for key, child in zip(child_keys, child_names(name), strict=True)))
+
+
+class RealCluster(RealPlane):
+    """The real control plane: models created over HTTP by the admin (16 at a time, the clock running),
+    convergence from a list of the models, every child checked once they have all settled."""
+
+    poll_s = 1.0
+
+    async def create_models(self, n: int) -> None:
+        assert self.admin is not None
+        admin, path, gate = self.admin, f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}", \
+            asyncio.Semaphore(16)
+
+        async def create(i: int) -> None:
+            async with gate:
+                await admin.create(path, model_body(i))
+
+        await asyncio.gather(*(create(i) for i in range(n)))
+
+    async def converged(self, names: list[str], handled: bool) -> int:
+        assert self.admin is not None
+        items = (await self.admin.list(f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}"))["items"]
+        done = {cr["metadata"]["name"] for cr in items if settled(cr, handled)}
+        if len(done) < len(names):
+            return len(done)
+        present = set()
+        for group, version, plural in CHILDREN:
+            base = f"/api/{version}" if not group else f"/apis/{group}/{version}"
+            listed = await self.admin.list(f"{base}/namespaces/{NAMESPACE}/{plural}")
+            present |= {(plural, obj["metadata"]["name"]) for obj in listed["items"]}
+        plurals = [plural for _, _, plural in CHILDREN]
+        return sum(1 for name in names if all(
+            (plural, child) in present for plural, child in zip(plurals, child_names(name), strict=True)))
 
 
 class Scale:
@@ -132,73 +171,69 @@ class Scale:
         await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/healthz", 60, proc)
 
     async def run_size(self, n: int) -> dict[str, Any]:
-        emulator = CountingEmulator(bookmark_interval=5.0)
-        emulator.reset_counts()
-        install_crds(emulator, crd_documents([ROOT / "crds"]))
-        async with emulator, kmock.Server(emulator, host="127.0.0.1") as server:
-            kubeconfig = self.tmp / f"kubeconfig-{n}"
-            kubeconfig.write_text(kubeconfig_text(f"http://127.0.0.1:{server.port}"))
-            operator, port = self.start_operator(kubeconfig, f"{n}-a")
+        folder = self.tmp / f"cluster-{n}"
+        folder.mkdir()
+        cluster = RealCluster(folder) if self.args.cluster == "real" else EmulatorCluster(folder)
+        async with cluster:
+            operator, port = self.start_operator(cluster.operator_kubeconfig, f"{n}-a")
             try:
                 await self.wait_live(operator, port)
-                return await self._phases(emulator, operator, n, kubeconfig)
+                return await self._phases(cluster, operator, n)
             finally:
                 operator.stop(grace=10)
-                emulator.close_watches()
 
-    async def _phases(self, emulator: CountingEmulator, operator: Proc, n: int,
-                      kubeconfig: Path) -> dict[str, Any]:
+    async def _phases(self, cluster: EmulatorCluster | RealCluster, operator: Proc, n: int) -> dict[str, Any]:
         args = self.args
-        result: dict[str, Any] = {"models": n}
+        result: dict[str, Any] = {"models": n, "cluster": args.cluster}
         names = [f"m{i:04d}" for i in range(n)]
-        cr_type = emulator.store.resource(GROUP, VERSION, PLURAL)
-        emulator.reset_counts()
+        counts = cluster.counts
+        counts.reset()
         started = time.monotonic()
-        for i in range(n):  # one burst: nothing yields between creates
-            emulator.api.create(cr_type, NAMESPACE, model_body(i), WriteOptions())
+        await cluster.create_models(n)
+        result["create_s"] = round(time.monotonic() - started, 2)
         done, status_s = 0, None
         while time.monotonic() - started < args.converge_timeout:
-            await asyncio.sleep(POLL_S)
-            if status_s is None and converged(emulator, names, handled=False) == n:
+            await asyncio.sleep(cluster.poll_s)
+            if status_s is None and await cluster.converged(names, handled=False) == n:
                 status_s = round(time.monotonic() - started, 2)
-            done = converged(emulator, names, handled=True)
+            done = await cluster.converged(names, handled=True)
             if done == n:
                 break
         result["status_s"] = status_s
         result["converge_s"] = round(time.monotonic() - started, 2) if done == n else None
         result["converged"] = done
-        counts = dict(emulator.counts)
-        result["requests_to_converge"] = counts
-        result["requests_per_model"] = round(counts.get("total", 0) / n, 2)
-        result["writes_per_model"] = round(counts.get("writes", 0) / n, 2)
+        totals = dict(counts.counts)
+        result["requests_to_converge"] = totals
+        result["requests_per_model"] = round(totals.get("total", 0) / n, 2)
+        result["writes_per_model"] = round(totals.get("writes", 0) / n, 2)
 
-        emulator.reset_counts()
+        counts.reset()
         await asyncio.sleep(args.quiet)
         result["quiet_s"] = args.quiet
-        result["quiet_writes"] = emulator.counts.get("writes", 0)
-        result["quiet_requests"] = dict(emulator.counts)
-        result["quiet_write_samples"] = emulator.write_samples
-        result["quiet_requests_per_s"] = round(emulator.counts.get("total", 0) / args.quiet, 1)
+        result["quiet_writes"] = counts.counts.get("writes", 0)
+        result["quiet_requests"] = dict(counts.counts)
+        result["quiet_write_samples"] = counts.write_samples
+        result["quiet_requests_per_s"] = round(counts.counts.get("total", 0) / args.quiet, 1)
         result["rss_mb_after_quiet"] = round(rss_mb(operator.pid), 1)
         result["peak_rss_mb"] = round(rss_mb(operator.pid, "VmHWM"), 1)
 
         operator.stop(grace=10)
-        emulator.reset_counts()
+        counts.reset()
         restarted = time.monotonic()
-        second, port = self.start_operator(kubeconfig, f"{n}-b")
+        second, port = self.start_operator(cluster.operator_kubeconfig, f"{n}-b")
         try:
             await self.wait_live(second, port)
             resynced = None
             while time.monotonic() - restarted < args.converge_timeout:
                 await asyncio.sleep(POLL_S)
-                if all(len(seen) >= n for seen in emulator.child_gets.values()):
+                if all(len(seen) >= n for seen in counts.child_gets.values()):
                     resynced = round(time.monotonic() - restarted, 2)
                     break
             await asyncio.sleep(args.settle)
             result["restart_resync_s"] = resynced
-            result["restart_writes"] = emulator.counts.get("writes", 0)
-            result["restart_requests"] = dict(emulator.counts)
-            result["restart_write_samples"] = emulator.write_samples
+            result["restart_writes"] = counts.counts.get("writes", 0)
+            result["restart_requests"] = dict(counts.counts)
+            result["restart_write_samples"] = counts.write_samples
             result["restart_peak_rss_mb"] = round(rss_mb(second.pid, "VmHWM"), 1)
         finally:
             second.stop(grace=10)
@@ -223,6 +258,8 @@ def check_targets(sizes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="operator_scale", description=__doc__.split("\n\n")[0])
+    p.add_argument("--cluster", choices=("emulator", "real"), default="emulator",
+                   help="the in-process API emulator, or the real control plane (make cluster-bins)")
     p.add_argument("--sizes", default="50,200,500", help="models per run, comma list")
     p.add_argument("--quiet", type=float, default=60.0, help="quiet period after convergence (s)")
     p.add_argument("--resync", type=float, default=60.0, help="operator resync period (s; its default)")
