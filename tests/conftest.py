@@ -1,7 +1,10 @@
-"""Project-wide fixtures: the Kubernetes API emulator, and the real kubectl and helm pointed at it.
+"""Project-wide fixtures: the Kubernetes API emulator, and the real kubectl and helm pointed at it (fast,
+per test); the local cluster on the real control plane (`dev_cluster`, once per session, for tests/e2e and any
+other end-to-end test).
 
 `make install` puts kubectl and helm into .tools/bin (scripts/install_tools.py); a missing binary fails
-the test loudly rather than skipping it, so CI cannot go green without having run them.
+the test loudly rather than skipping it, so CI cannot go green without having run them. `make cluster-bins`
+builds the real control plane; without it `dev_cluster` fails (never skips) for the same reason.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ from pathlib import Path
 
 import pytest
 from clitools import cli_runner, tool_path
+from e2e_lib import Cluster, dev
+from sglang_dev.cluster import procs
+from sglang_dev.cluster.layout import ClusterInfo, Layout
+from sglang_dev.cluster.tools import Kubectl
 from sglang_dev.emulator import EmulatorThread
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,3 +65,27 @@ def helm(emulator: EmulatorThread, tmp_path: Path) -> Callable[..., subprocess.C
         "HELM_DATA_HOME": str(home / "data"),
     }
     return cli_runner([str(tool_path("helm")), "--kubeconfig", str(emulator.kubeconfig)], env)
+
+
+@pytest.fixture(scope="session")
+def dev_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """`sglang-operator dev up` on the real control plane (etcd, kube-apiserver, controller-manager, scheduler
+    from `make cluster-bins`; the node agent; the operator as the chart's ServiceAccount), once per session,
+    driven with the kubectl of its release; `dev down` at the end must leave no process behind.
+    Probes at least every second: readiness within a second of the engine's, not the spec's 10 s periods
+    (the kubelet's probe semantics themselves are covered in tests/cluster/test_container.py)."""
+    state = tmp_path_factory.mktemp("dev-cluster")
+    layout = Layout.at(state)
+    up = dev("up", state, "--detach", "--timeout", "180", "--probe-period-cap", "1", timeout=240)
+    info = ClusterInfo.load(layout.cluster_file)
+    try:
+        assert up.returncode == 0, f"dev up failed:\n{up.stderr[-4000:]}"
+        assert info is not None
+        yield Cluster(layout, info, Kubectl.for_cluster(layout))
+    finally:
+        down = dev("down", state)
+        if info is not None:
+            left = procs.marked_pids(procs.CLUSTER_MARKER, info.cluster_id)
+            procs.kill_marked(procs.CLUSTER_MARKER, info.cluster_id)
+            assert not left, f"processes left after dev down: {left}\n{down.stderr[-2000:]}"
+        assert down.returncode == 0, down.stderr[-2000:]

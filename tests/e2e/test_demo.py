@@ -1,6 +1,8 @@
-"""README's first command: `make demo` runs scripts/demo.py. Run it as a newcomer would (its own cluster, in a
-temporary state folder) and check what it tells them, and that it leaves nothing running. Here with
-EMULATOR=1 (the API emulator); tests/real/test_demo.py runs it on the real control plane."""
+"""README's first command: `make demo` (scripts/demo.py) on the real control plane: the model's pod scheduled
+by kube-scheduler onto the node agent, a streamed chat completion through the Service, a LoRA adapter added
+with kubectl patch while the same pod keeps running. It runs against the session's cluster (the demo uses a
+running cluster when there is one, and leaves it running); the fixture's `dev down` checks nothing is left.
+(`EMULATOR=1 make demo`, the demo on the API emulator, is not run here: the emulator is a unit-test tool.)"""
 
 from __future__ import annotations
 
@@ -9,31 +11,31 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sglang_dev.cluster import procs
-from sglang_dev.cluster.layout import ClusterInfo, Layout
+import pytest
+from e2e_lib import Cluster, until
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
 
-def test_the_demo_serves_a_model_adds_an_adapter_live_and_cleans_up(tmp_path: Path) -> None:
-    state = tmp_path / "demo-state"
-    env = {**os.environ, "STATE_DIR": str(state), "EMULATOR": "1"}
+def test_the_demo_on_the_real_control_plane(dev_cluster: Cluster) -> None:
+    env = {**os.environ, "STATE_DIR": str(dev_cluster.layout.root)}
     env.pop("KEEP", None)
+    env.pop("EMULATOR", None)
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py")], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=400)
-    info = ClusterInfo.load(Layout.at(state).cluster_file)
-    left = procs.marked_pids(procs.CLUSTER_MARKER, info.cluster_id) if info else []
-    if info:
-        procs.kill_marked(procs.CLUSTER_MARKER, info.cluster_id)
+                          capture_output=True, text=True, timeout=380)
     out = proc.stdout
-    assert proc.returncode == 0, f"demo failed ({proc.returncode}):\n{out[-3000:]}\n{proc.stderr[-3000:]}"
-    assert "condition met" in out  # kubectl wait --for=condition=Ready
-    assert out.count("POST http://") == 2  # a streamed completion from the base model, then via the adapter
-    assert "/v1/models now:" in out and "tiny-chat" in out
-    assert "the same pod kept running (no restart)" in out
-    assert "local cluster stopped; no process left" in out + proc.stderr
-    assert info is not None, "the demo started no cluster in its state folder"
-    assert not left, f"processes left after the demo: {left}"
+    try:
+        assert proc.returncode == 0, f"demo failed ({proc.returncode}):\n{out[-3000:]}\n{proc.stderr[-3000:]}"
+        assert "condition met" in out
+        assert out.count("POST http://") == 2
+        assert "/v1/models now:" in out and "tiny-chat" in out
+        assert "the same pod kept running (no restart)" in out
+        (pod,) = dev_cluster.pods("tiny")
+        assert pod["spec"]["nodeName"] == "local"
+    finally:
+        dev_cluster.kubectl.run("delete", "sgm", "tiny", "--ignore-not-found", "--timeout=90s", timeout=100)
+        until(lambda: not dev_cluster.pods("tiny"), 90, "the demo's pods gone")
 
 
 def test_an_unknown_backend_is_refused_before_anything_starts(tmp_path: Path) -> None:

@@ -8,33 +8,33 @@ from e2e_lib import Cluster, until
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 
-def test_a_non_engine_image_is_refused_with_a_reason(cluster: Cluster) -> None:
-    cluster.kubectl.run("run", "web", "--image=nginx:1.27", "--restart=Never")
+def test_a_non_engine_image_is_refused_with_a_reason(dev_cluster: Cluster) -> None:
+    dev_cluster.kubectl.run("run", "web", "--image=nginx:1.27", "--restart=Never")
 
     def waiting() -> dict | None:
-        statuses = (cluster.get("pod", "web").get("status") or {}).get("containerStatuses") or []
+        statuses = (dev_cluster.get("pod", "web").get("status") or {}).get("containerStatuses") or []
         return statuses[0]["state"].get("waiting") if statuses else None
 
     state = until(waiting, 30, "the pod's container status")
     assert state["reason"] == "ImageNotSupported"
     assert "nginx:1.27" in state["message"] and "sglang-engine" in state["message"]
-    assert cluster.get("pod", "web")["status"]["phase"] == "Pending"
-    events = cluster.get("events", "--field-selector", "involvedObject.name=web")["items"]
+    assert dev_cluster.get("pod", "web")["status"]["phase"] == "Pending"
+    events = dev_cluster.get("events", "--field-selector", "involvedObject.name=web")["items"]
     assert any(e["type"] == "Warning" and "nginx:1.27" in e["message"] for e in events)
-    cluster.kubectl.run("delete", "pod", "web", "--wait=true", "--timeout=30s")
+    dev_cluster.kubectl.run("delete", "pod", "web", "--wait=true", "--timeout=30s")
 
 
-def test_a_crash_looping_model_says_so_in_its_status_and_recovers(cluster: Cluster) -> None:
+def test_a_crash_looping_model_says_so_in_its_status_and_recovers(dev_cluster: Cluster) -> None:
     """The engine exits (its model path does not exist); the kubelet restarts it with backoff. The operator's
     pod watch brings the crash to the model's Ready condition, `kubectl get sgm` and one Event, long before
     any progress deadline; a fixed spec clears it."""
     name = "crashy"
     spec = {"model": "/nonexistent/model", "backend": "transformers", "replicas": 1}
-    cluster.apply({"apiVersion": "serving.sglang-operator.io/v1alpha1", "kind": "SGLangModel",
+    dev_cluster.apply({"apiVersion": "serving.sglang-operator.io/v1alpha1", "kind": "SGLangModel",
                    "metadata": {"name": name, "namespace": "default"}, "spec": spec})
 
     def crashed() -> dict | None:
-        status = cluster.get("sgm", name).get("status") or {}
+        status = dev_cluster.get("sgm", name).get("status") or {}
         ready = next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
         return status if ready.get("reason") == "EngineCrashed" else None
 
@@ -42,13 +42,13 @@ def test_a_crash_looping_model_says_so_in_its_status_and_recovers(cluster: Clust
     degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
     assert degraded["status"] == "True" and "exited with code 1" in degraded["message"], degraded
     assert status["phase"] == "Degraded"
-    table = cluster.kubectl.run("get", "sgm", name).stdout
+    table = dev_cluster.kubectl.run("get", "sgm", name).stdout
     assert "EngineCrashed" in table, table
-    events = cluster.get("events", "--field-selector", f"involvedObject.name={name}")["items"]
+    events = dev_cluster.get("events", "--field-selector", f"involvedObject.name={name}")["items"]
     assert [e["type"] for e in events if e["reason"] == "EngineCrashed"][:1] == ["Warning"], events
 
-    cluster.kubectl.run("patch", "sgm", name, "--type=merge", "-p", '{"spec": {"model": "builtin:tiny"}}')
-    cluster.wait("Ready", name, timeout_s=90)
-    status = cluster.get("sgm", name)["status"]
+    dev_cluster.kubectl.run("patch", "sgm", name, "--type=merge", "-p", '{"spec": {"model": "builtin:tiny"}}')
+    dev_cluster.wait("Ready", name, timeout_s=90)
+    status = dev_cluster.get("sgm", name)["status"]
     assert next(c for c in status["conditions"] if c["type"] == "Degraded")["status"] == "False"
-    cluster.kubectl.run("delete", "sgm", name, "--wait=true", "--timeout=30s")
+    dev_cluster.kubectl.run("delete", "sgm", name, "--wait=true", "--timeout=30s")

@@ -1,5 +1,5 @@
-"""Helpers for the end-to-end tests: the running local cluster, driven with the real kubectl.
-(A module of its own, not conftest.py: several conftest.py files share the module name `conftest`.)"""
+"""Helpers for the end-to-end tests: the running local cluster (tests/conftest.py's `dev_cluster`), driven
+with the real kubectl. (A module of its own, not conftest.py: several conftest.py files share that name.)"""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from sglang_dev.cluster.layout import ClusterInfo, Layout
 from sglang_dev.cluster.tools import Kubectl, service_url
 
 T = TypeVar("T")
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def dev(verb: str, state: Path, *extra: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
