@@ -111,20 +111,21 @@ class LeaderElector:
     name: str
     identity: str
     timings: LeaseTimings
+    _held: dict[str, Any] | None = None  # the Lease as this process last wrote it
 
     async def _read(self) -> dict[str, Any] | None:
         return await self.api.get("Lease", self.namespace, self.name)
 
-    async def _write(self, lease: dict[str, Any] | None) -> bool:
-        """Take or renew; False when someone else wrote first (409) or the Lease appeared meanwhile."""
+    async def _write(self, lease: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Take or renew -> the Lease as written; None when someone else wrote first (409) or the Lease
+        appeared (409) or went (404) meanwhile."""
         body = lease_body(self.namespace, self.name, self.identity, self.timings, lease, micro_time())
         try:
-            await (self.api.replace(body) if lease else self.api.create(body))
+            return await (self.api.replace(body) if lease else self.api.create(body))
         except ApiError as err:
             if err.status in (409, 404):
-                return False
+                return None
             raise
-        return True
 
     async def acquire(self) -> None:
         """Return once this process holds the Lease (a standby waits here, reading it every retry period)."""
@@ -135,8 +136,9 @@ class LeaderElector:
                 lease = await self._read()
                 seen.see(lease, time.monotonic())
                 action = decide(lease, self.identity, seen, time.monotonic())
-                if action != "wait" and await self._write(lease):
+                if action != "wait" and (written := await self._write(lease)) is not None:
                     logger.info("leader: holding lease %s/%s as %s", self.namespace, self.name, self.identity)
+                    self._held = written
                     return
                 holder = record_of(lease)[0]
                 if holder != waiting_for:
@@ -147,17 +149,21 @@ class LeaderElector:
             await asyncio.sleep(self.timings.retry)
 
     async def hold(self) -> None:
-        """Renew every retry period; raises LeadershipLost when that fails for the renew deadline or another
-        holder shows up. Runs until cancelled otherwise."""
+        """Renew every retry period (one conditional PUT on the Lease as last written; a read only after a
+        conflict); raises LeadershipLost when renewing fails for the renew deadline or another holder shows
+        up. Runs until cancelled otherwise."""
         renewed = time.monotonic()
+        lease = self._held
         while True:
             await asyncio.sleep(self.timings.retry)
             try:
-                lease = await self._read()
+                if lease is None:
+                    lease = await self._read()
                 holder = record_of(lease)[0]
                 if holder not in (self.identity, None):
                     raise LeadershipLost(f"lease {self.namespace}/{self.name} is held by {holder}")
-                if await self._write(lease):
+                lease = self._held = await self._write(lease)
+                if lease is not None:
                     renewed = time.monotonic()
                     continue
             except (ApiError, aiohttp.ClientError, TimeoutError) as err:
