@@ -78,6 +78,13 @@ async def _lead(elector: LeaderElector, settings: OperatorSettings, registry: ko
                 memo: kopf.Memo, stop_flag: Any, ready_flag: Any) -> None:
     """kopf runs while the Lease is renewed; losing it stops kopf and raises, a graceful stop releases it."""
     stop = asyncio.Event()
+
+    @kopf.on.cleanup(registry=registry)
+    async def _stopping(**_: Any) -> None:
+        # kopf waits on its stop flag in a task of its own, which a signal leaves pending, and then waits
+        # up to 5 s for such tasks: setting the flag once kopf is stopping anyway ends that task at once.
+        stop.set()
+
     holding = asyncio.create_task(elector.hold(), name="leader lease")
     holding.add_done_callback(lambda _: stop.set())
     watchers = [holding]

@@ -72,7 +72,7 @@ def test_the_operator_runs_as_the_charts_service_account(dev_cluster: Cluster) -
 
     for verb, resource in (("patch", "sglangmodels"), ("create", "deployments"), ("watch", "pods")):
         assert can_i(verb, resource) == "yes", (verb, resource)
-    for verb, resource in (("get", "secrets"), ("delete", "deployments"), ("create", "pods")):
+    for verb, resource in (("get", "secrets"), ("delete", "services"), ("create", "pods")):
         assert can_i(verb, resource) == "no", (verb, resource)
 
 

@@ -25,7 +25,7 @@ RELEASE_NAMESPACE = "ha-system"
 # Shorter than the chart's default 15 s (client-go's), so the test is; not much shorter: a loaded 2-core
 # machine can starve a leader's event loop for seconds, and a standby would then take over by mistake.
 LEASE_SECONDS = 8
-MODEL = "ha"
+MODEL = "failover"
 
 
 def eventually(check, within: float, what: str):

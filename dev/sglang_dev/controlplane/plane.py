@@ -37,6 +37,7 @@ CONTROLLERS = (
     "disruption-controller",  # PodDisruptionBudget status
     "clusterrole-aggregation-controller",  # admin/edit/view and aggregated chart roles
     "statefulset-controller",  # LeaderWorkerSet groups are StatefulSets (multi-node models)
+    "persistentvolume-binder-controller",  # binds claims: kube-scheduler places no pod on an unbound one
 )
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
