@@ -23,7 +23,7 @@ SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 # The `kubernetes` Service's ClusterIP: the first address of the range; pods reach the apiserver by it.
 KUBERNETES_SERVICE_IP = str(ipaddress.ip_network(SERVICE_CLUSTER_IP_RANGE)[1])
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
-# The controllers a cluster running the operator's workloads needs; no cloud, node IPAM, volumes or jobs.
+# The controllers a cluster running the operator's workloads needs; no cloud, node IPAM, attach or jobs.
 CONTROLLERS = (
     "deployment-controller",
     "replicaset-controller",
