@@ -85,6 +85,25 @@ def test_two_nodes_join_serve_from_the_leader_and_stop_together(engine_cache: Pa
                 stop_engine(proc)
 
 
+def test_a_leader_whose_worker_never_joins_fails_its_start_saying_which(engine_cache: Path,
+                                                                        tmp_path: Path) -> None:
+    dist = f"127.0.0.1:{free_port()}"
+    last_words = tmp_path / "termination-log"
+    last_words.touch()  # the kubelet creates the file; the engine writes why it stopped into it
+    args = ["--model", "builtin:tiny", "--backend", "sglang", *sim_engine_args(), "--tp-size", "2",
+            "--nnodes", "2", "--node-rank", "0", "--dist-init-addr", dist, "--sglang-port", str(free_port()),
+            "--startup-timeout", "300", "--termination-log", str(last_words)]
+    leader = serve(args, engine_env(engine_cache, SGLANG_SIM_JOIN_TIMEOUT_S="5"), free_port(),
+                   tmp_path / "leader.log")
+    try:
+        assert leader.wait(400) == 1  # SGLang starts, waits 5 s for node 1, gives up
+    finally:
+        stop_engine(leader)
+    assert "node ranks [1] did not join the group" in (tmp_path / "leader.log").read_text()
+    said = last_words.read_text()
+    assert said.startswith("ModelLoadFailed") and "node rank 0 of 2" in said and dist in said, said
+
+
 # ------------------------------------------------------------------------ the rendezvous alone (no SGLang)
 
 def test_a_member_that_disagrees_is_refused_and_a_missing_one_is_named() -> None:

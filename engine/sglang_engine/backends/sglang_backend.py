@@ -187,10 +187,11 @@ class SGLangBackend(Backend):
         deadline = started + self.settings.startup_timeout_s
         next_log = started + STARTUP_LOG_EVERY_S
         last = "no answer yet"
+        group = self._group_note()
         while True:
             if self._proc.returncode is not None:
                 raise SGLangStartError(f"SGLang exited with code {self._proc.returncode} during startup "
-                                       f"(see its output above; last /ready: {last})")
+                                       f"(see its output above; last /ready: {last}){group}")
             last = await self._probe()
             if last == "200":
                 self._healthy, self._message = True, ""
@@ -201,12 +202,20 @@ class SGLangBackend(Backend):
             now = time.monotonic()
             if now >= deadline:
                 raise SGLangStartError(f"SGLang did not become healthy within startup_timeout_s="
-                                       f"{self.settings.startup_timeout_s:g} s (last /ready: {last})")
+                                       f"{self.settings.startup_timeout_s:g} s (last /ready: {last}){group}")
             if now >= next_log:
                 log.info("waiting for SGLang /ready: %.0f s of %g s (last: %s)",
                          now - started, self.settings.startup_timeout_s, last)
                 next_log = now + STARTUP_LOG_EVERY_S
             await asyncio.sleep(READY_POLL_S)
+
+    def _group_note(self) -> str:
+        """For a multi-node launch, what a failed start most often means: the group never formed."""
+        s = self.settings
+        if s.nnodes <= 1:
+            return ""
+        return (f"; node rank {s.node_rank} of {s.nnodes}: SGLang starts only once all {s.nnodes} nodes have "
+                f"joined at {s.dist_init_addr} (check the group's other pods)")
 
     async def _note_simulated_scheduler(self) -> None:
         """A development SGLang whose GPU scheduler is simulated (dev/sglang_dev/sglang_sim) says so in
