@@ -24,10 +24,16 @@ SMG_VERSION = "1.13.0"
 READY_WITHIN_S = 60.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports (held open together while chosen, so none repeats)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def smg_argv(worker_urls: Sequence[str], port: int, metrics_port: int, *, policy: str = "cache_aware",
@@ -100,8 +106,8 @@ class Smg:
 def running_smg(worker_urls: Sequence[str], log: Path, *, policy: str = "cache_aware",
                 api_key: str | None = None, wait: bool = True, extra: Sequence[str] = ()) -> Iterator[Smg]:
     """SMG in front of `worker_urls` until every one is registered and healthy (unless wait=False)."""
-    port = _free_port()
-    smg = Smg(smg_argv(worker_urls, port, _free_port(), policy=policy, api_key=api_key, extra=extra),
+    port, metrics_port = free_ports(2)
+    smg = Smg(smg_argv(worker_urls, port, metrics_port, policy=policy, api_key=api_key, extra=extra),
               f"http://127.0.0.1:{port}", log)
     try:
         if wait:
