@@ -68,7 +68,7 @@ def local_pod_address(name: str) -> str | None:
 def resolve(host: str) -> str | None:
     """An address for `host`: DNS first, then the local cluster's pod table."""
     try:
-        return socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+        return str(socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)[0][4][0])
     except OSError:
         return local_pod_address(host)
 
@@ -147,7 +147,7 @@ class Group:
                                 if joined.get(key) != want), None)
                 if refusal is None and (not isinstance(rank, int) or not 0 < rank < self.nnodes):
                     refusal = f"rank {rank!r} is not a worker rank of {self.nnodes} nodes"
-                if refusal is not None or rank in self.peers:
+                if refusal is not None or not isinstance(rank, int) or rank in self.peers:
                     with contextlib.suppress(OSError):
                         _send(conn, {"refused": refusal or f"rank {rank} already joined"})
                     conn.close()
