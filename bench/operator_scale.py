@@ -9,7 +9,8 @@ the operator as the chart's ServiceAccount, its requests counted by a proxy; see
 
 Per size, on a fresh cluster: (1) create N models in one burst; converged = every model has its
 Deployment, Service and ConfigMap and a status with observedGeneration == generation (no kubelet runs
-here, so phase stays Progressing); time to converge, the operator's API requests per model, its peak RSS
+here, so phase stays Progressing; on the real control plane the status must also show the model's pod
+pending, unschedulable); time to converge, the operator's API requests per model, its peak RSS
 (VmHWM). (2) A quiet period (default 60 s) counting the operator's write requests. (3) An operator restart
 (SIGTERM, start again), counting writes until every model has been reconciled again (each child read at
 least once since the restart) plus a short settle. Every phase has a deadline; everything started is
@@ -22,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -118,9 +120,20 @@ class EmulatorCluster:
             for key, child in zip(child_keys, child_names(name), strict=True)))
 
 
+def reflects_pending_pod(cr: dict[str, Any]) -> bool:
+    """On the real control plane the world goes on after the children exist: the Deployment controller
+    makes a ReplicaSet and a Pod, the scheduler marks it unschedulable (no node). Converged includes the
+    status saying so (its replica count and the Ready reason); until then the operator is still catching up,
+    and its writes would count as quiet-period writes."""
+    status = cr.get("status") or {}
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    return status.get("replicas") == cr["spec"]["replicas"] and ready.get("reason") == "Unschedulable"
+
+
 class RealCluster(RealPlane):
     """The real control plane: models created over HTTP by the admin (16 at a time, the clock running),
-    convergence from a list of the models, every child checked once they have all settled."""
+    convergence from a list of the models (with `handled`, their status also reflects the pending pod),
+    every child checked once they have all settled."""
 
     poll_s = 1.0
 
@@ -138,7 +151,8 @@ class RealCluster(RealPlane):
     async def converged(self, names: list[str], handled: bool) -> int:
         assert self.admin is not None
         items = (await self.admin.list(f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}"))["items"]
-        done = {cr["metadata"]["name"] for cr in items if settled(cr, handled)}
+        done = {cr["metadata"]["name"] for cr in items
+                if settled(cr, handled) and (not handled or reflects_pending_pod(cr))}
         if len(done) < len(names):
             return len(done)
         present = set()
@@ -149,6 +163,13 @@ class RealCluster(RealPlane):
         plurals = [plural for _, _, plural in CHILDREN]
         return sum(1 for name in names if all(
             (plural, child) in present for plural, child in zip(plurals, child_names(name), strict=True)))
+
+
+def check_alive(operator: Proc) -> None:
+    """A dead operator ends the run at once, naming its log (waiting out the deadline would hide it)."""
+    if not operator.alive():
+        raise RuntimeError(f"the operator exited with {operator.popen.returncode if operator.popen else '?'} "
+                           f"(log: {operator.log})")
 
 
 class Scale:
@@ -187,6 +208,7 @@ class Scale:
         result: dict[str, Any] = {"models": n, "cluster": args.cluster}
         names = [f"m{i:04d}" for i in range(n)]
         counts = cluster.counts
+        load = result["loadavg"] = {"start": os.getloadavg()}  # 1, 5, 15 min, per phase (shared machine)
         counts.reset()
         started = time.monotonic()
         await cluster.create_models(n)
@@ -194,6 +216,7 @@ class Scale:
         done, status_s = 0, None
         while time.monotonic() - started < args.converge_timeout:
             await asyncio.sleep(cluster.poll_s)
+            check_alive(operator)
             if status_s is None and await cluster.converged(names, handled=False) == n:
                 status_s = round(time.monotonic() - started, 2)
             done = await cluster.converged(names, handled=True)
@@ -207,8 +230,10 @@ class Scale:
         result["requests_per_model"] = round(totals.get("total", 0) / n, 2)
         result["writes_per_model"] = round(totals.get("writes", 0) / n, 2)
 
+        load["converged"] = os.getloadavg()
         counts.reset()
         await asyncio.sleep(args.quiet)
+        load["quiet_end"] = os.getloadavg()
         result["quiet_s"] = args.quiet
         result["quiet_writes"] = counts.counts.get("writes", 0)
         result["quiet_requests"] = dict(counts.counts)
@@ -226,6 +251,7 @@ class Scale:
             resynced = None
             while time.monotonic() - restarted < args.converge_timeout:
                 await asyncio.sleep(POLL_S)
+                check_alive(second)
                 if all(len(seen) >= n for seen in counts.child_gets.values()):
                     resynced = round(time.monotonic() - restarted, 2)
                     break
@@ -235,6 +261,7 @@ class Scale:
             result["restart_requests"] = dict(counts.counts)
             result["restart_write_samples"] = counts.write_samples
             result["restart_peak_rss_mb"] = round(rss_mb(second.pid, "VmHWM"), 1)
+            load["end"] = os.getloadavg()
         finally:
             second.stop(grace=10)
         return result
@@ -269,6 +296,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="measure a proposed operator change: this diff (paths under sglang_operator/) is "
                    "applied to a temporary copy of the operator package, which the operator runs instead")
     p.add_argument("--label", default="", help="suffix for the result files and plot (e.g. 'after')")
+    p.add_argument("--keep-logs", type=Path, metavar="DIR",
+                   help="copy every process log (operator, etcd, apiserver, controllers) here at the end, "
+                   "even when the run fails (the work folder itself is temporary)")
     p.add_argument("--out", type=Path, default=BENCH_DIR / "results")
     p.add_argument("--img", type=Path, default=BENCH_DIR.parent / "docs" / "img")
     return p.parse_args(argv)
@@ -284,6 +314,15 @@ async def run_all(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
     return results
 
 
+def keep_logs(tmp: Path, into: Path) -> None:
+    """Every `*.log` under the work folder, copied with its relative path (cluster-500/control-plane/...)."""
+    for log in tmp.rglob("*.log"):
+        target = into / log.relative_to(tmp)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log, target)
+    print(f"logs kept in {into}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.time()
@@ -293,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         except BaseException:
             print_log_tails(Path(tmp))
             raise
+        finally:
+            if args.keep_logs:
+                keep_logs(Path(tmp), args.keep_logs)
     body = {"sizes": sizes, "targets": check_targets(sizes)}
     publish("operator_scale" + (f"_{args.label}" if args.label else ""), body, args, started,
             write_operator_report)

@@ -30,9 +30,12 @@ from sglang_dev.controlplane.pki import write_kubeconfig
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CHILD_PLURALS = ("deployments", "services", "configmaps")
-# Dropped between the operator and the apiserver: hop-by-hop, and gzip (the proxy passes plain bodies).
-REQUEST_DROP = frozenset({"host", "content-length", "transfer-encoding", "connection", "accept-encoding"})
-RESPONSE_DROP = frozenset({"content-length", "transfer-encoding", "connection", "content-encoding"})
+# Dropped between the operator and the apiserver: hop-by-hop headers only. Bodies pass through as they are,
+# encoding included: the proxy's own client asks for gzip whatever the operator asked, and the apiserver
+# gzips large replies (a list of a few hundred models), so dropping Content-Encoding would hand the operator
+# gzip bytes as JSON (kopf then dies on its first re-list with a UnicodeDecodeError).
+REQUEST_DROP = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+RESPONSE_DROP = frozenset({"content-length", "transfer-encoding", "connection"})
 
 
 def resource_of(path: str) -> str:
@@ -114,8 +117,9 @@ class CountingProxy:
                                          data=body or None) as upstream:
             response = web.StreamResponse(status=upstream.status, headers={
                 k: v for k, v in upstream.headers.items() if k.lower() not in RESPONSE_DROP})
-            await response.prepare(request)
+            # The operator may be gone (stopped between phases): its open watches end here, quietly.
             with contextlib.suppress(ConnectionResetError, aiohttp.ClientPayloadError):
+                await response.prepare(request)
                 async for chunk in upstream.content.iter_any():
                     await response.write(chunk)
                 await response.write_eof()
