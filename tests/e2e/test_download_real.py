@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 from e2e_lib import Cluster, stream_text, until
 from sglang_dev.cluster import podnet
-from sglang_dev.hub_standin import PADDING_FILE, TINY_REPO, HubStandIn, serving_in_thread, tiny_repos
+from sglang_dev.hub_standin import (
+    PADDING_FILE,
+    TINY_GATED_REPO,
+    TINY_REPO,
+    HubStandIn,
+    serving_in_thread,
+    tiny_repos,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -27,7 +34,8 @@ MB = 1024 * 1024
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HubStandIn, str]]:
     cache = Path(os.environ.get("SGLANG_ENGINE_CACHE", tmp_path_factory.mktemp("hub-cache")))
-    stand_in = HubStandIn(tiny_repos(cache, lora_seeds=(), pad_mb=PAD_MB), rate=3 * MB)
+    # ~28 s at 1.5 MB/s: the operator polls a loading model every 5 s, so it reports several percentages.
+    stand_in = HubStandIn(tiny_repos(cache, lora_seeds=(), pad_mb=PAD_MB), rate=1.5 * MB)
     with serving_in_thread(stand_in) as endpoint:
         yield stand_in, endpoint
 
@@ -94,3 +102,27 @@ def test_download_progress_in_kubectl_then_ready_and_a_restart_resumes(
     assert "Downloading" in {e["reason"] for e in events}
     assert stream_text(dev_cluster.url(NAME), NAME)  # and it serves
     dev_cluster.kubectl.run("delete", "sgm", NAME, "--wait=false")
+
+
+def test_a_gated_model_without_a_token_shows_its_reason_without_a_crash_loop(
+        dev_cluster: Cluster, hub: tuple[HubStandIn, str]) -> None:
+    name = "gated"
+    dev_cluster.apply({
+        "apiVersion": "serving.sglang-operator.io/v1alpha1", "kind": "SGLangModel",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"model": TINY_GATED_REPO, "backend": "transformers", "replicas": 1,
+                 "env": [{"name": "HF_ENDPOINT", "value": hub[1]}]}})
+
+    def reported() -> dict | None:
+        status = dev_cluster.get("sgm", name).get("status", {})
+        ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+        return status if ready.get("reason") == "GatedRepo" else None
+
+    status = until(reported, 90, "Ready=False reason GatedRepo on the model", every_s=0.5)
+    assert status["phase"] == "Degraded" and status["loading"]["permanent"] is True
+    assert "hfTokenSecret" in next(c for c in status["conditions"] if c["type"] == "Degraded")["message"]
+    (pod,) = dev_cluster.pods(name)
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == 0  # reported and waiting, not crashing
+    table = dev_cluster.kubectl.run("get", "sgm", name).stdout
+    assert "Failed (GatedRepo)" in table, table
+    dev_cluster.kubectl.run("delete", "sgm", name, "--wait=false")
