@@ -52,8 +52,9 @@ class PreparedChat:
     prompt_length: int
 
 
-def make_backend(settings: EngineSettings) -> Backend:
-    """Imported lazily: the transformers backend pulls torch, the SGLang one does not."""
+def make_backend(settings: EngineSettings, loading: LoadState | None = None) -> Backend:
+    """Imported lazily: the transformers backend pulls torch, the SGLang one does not. `loading` follows
+    SGLang's output for its loading progress."""
     if settings.backend == "transformers":
         from sglang_engine.backends.transformers_backend import TransformersBackend
 
@@ -65,7 +66,8 @@ def make_backend(settings: EngineSettings) -> Backend:
     # multi-node group cannot rejoin a group that is running: the whole group restarts (the LeaderWorkerSet
     # recreates it when a pod restarts), so there a death is final and the engine stops with it.
     restarts = 0 if settings.nnodes > 1 else settings.backend_restarts
-    return SupervisedBackend(lambda: SGLangBackend(settings), max_restarts=restarts,
+    on_line = loading.sglang_output if loading is not None else None
+    return SupervisedBackend(lambda: SGLangBackend(settings, on_line), max_restarts=restarts,
                              backoff_s=settings.restart_backoff_s)
 
 
@@ -80,20 +82,22 @@ def _media(value: list[Any] | None, param: str) -> list[str] | None:
 class Engine:
     def __init__(
         self, settings: EngineSettings, backend: Backend, templater: ChatTemplater | None = None,
+        loading: LoadState | None = None,
     ) -> None:
         self.settings = settings
         self.backend = backend
         self._templater = templater  # loaded by start() unless given (tests)
         self._defaults = GenerationDefaults()
         self.started_at = time.time()
-        self.loading = LoadState()
+        self.loading = loading or LoadState()
         # One thread: large prompts are templated one at a time, so a burst of them cannot crowd the event
         # loop out of the GIL (small ones never leave the loop).
         self._template_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="template")
 
     @classmethod
     def from_settings(cls, settings: EngineSettings) -> Engine:
-        return cls(settings, make_backend(settings))
+        loading = LoadState()
+        return cls(settings, make_backend(settings, loading), loading=loading)
 
     async def start(self) -> None:
         """Download a Hugging Face model into the cache (with progress; waits on a permanent failure), load

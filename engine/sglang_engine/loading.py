@@ -59,6 +59,18 @@ class LoadState:
         return protocol.LoadProgress(phase=self.phase, shards_done=shards_done, shards_total=shards_total,
                                      message=self.message)
 
+    def sglang_output(self, line: str) -> None:
+        """One line of SGLang's output: its weight loading progress, when it shows any."""
+        seen = protocol.parse_load_line(line)
+        if seen is None or self.phase not in (protocol.PHASE_LOADING_WEIGHTS, protocol.PHASE_WARMING_UP):
+            return
+        phase, done, total = seen
+        if phase == protocol.PHASE_WARMING_UP or self.phase == protocol.PHASE_LOADING_WEIGHTS:
+            self.enter(phase, "capturing CUDA graphs and warming up" if phase == protocol.PHASE_WARMING_UP
+                       else self.message)
+        if total is not None and self.phase == protocol.PHASE_LOADING_WEIGHTS:
+            self.shards = (done or 0, total)
+
     def cancel(self) -> None:
         """Stop a download in progress (at its next chunk): the engine is stopping."""
         if self.download is not None:

@@ -286,6 +286,27 @@ class LoadProgress:
         return self.phase
 
 
+# SGLang's own startup output (0.5.23: model_runner.py logs "Load weight begin/end", weight_utils.py draws a
+# tqdm bar per checkpoint format), read for the LoadingWeights phase and its shard count.
+LOAD_WEIGHT_BEGIN = "Load weight begin"
+LOAD_WEIGHT_END = "Load weight end"
+_SHARDS = re.compile(r"Loading [\w ]*checkpoint shards:\s*\d+% Completed \| (\d+)/(\d+)")
+
+
+def parse_load_line(line: str) -> tuple[str, int | None, int | None] | None:
+    """(phase, shards loaded, shards in all) an SGLang output line shows, else None: LoadingWeights from
+    "Load weight begin" and each shard bar update, WarmingUp from "Load weight end" (CUDA graphs and the
+    warm-up request follow)."""
+    if LOAD_WEIGHT_END in line:
+        return PHASE_WARMING_UP, None, None
+    if LOAD_WEIGHT_BEGIN in line:
+        return PHASE_LOADING_WEIGHTS, None, None
+    shards = _SHARDS.search(line)
+    if shards:
+        return PHASE_LOADING_WEIGHTS, int(shards.group(1)), int(shards.group(2))
+    return None
+
+
 _UNITS = ((10**12, "TB"), (10**9, "GB"), (10**6, "MB"), (10**3, "kB"))
 
 

@@ -202,3 +202,48 @@ async def test_local_sources_are_not_downloaded(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(loading, "fetch_repo", lambda *a: pytest.fail("downloaded"))
     for model in ("builtin:tiny", "/models/llama", "pvc://claim/llama"):
         await LoadState().fetch_model(EngineSettings(model=model))
+
+
+# ------------------------------------------------------------------------- SGLang's loading output
+
+SGLANG_OUTPUT = (  # SGLang 0.5.23's lines around the weights (model_runner.py, weight_utils.py's tqdm bar)
+    b"[2026-01-01 00:00:00] Load weight begin. avail mem=78.50 GB\n"
+    b"\rLoading safetensors checkpoint shards:   0% Completed | 0/4 [00:00<?, ?it/s]"
+    b"\rLoading safetensors checkpoint shards:  25% Completed | 1/4 [00:01<00:03,  1.10s/it]"
+    b"\rLoading safetensors checkpoint shards:  75% Completed | 3/"
+)
+
+
+def test_sglang_output_drives_loading_weights_then_warming_up() -> None:
+    state = LoadState()
+    state.enter(protocol.PHASE_LOADING_WEIGHTS)
+    for line in SGLANG_OUTPUT.decode().replace("\r", "\n").splitlines():
+        state.sglang_output(line)
+    shown = state.progress(ready=False, warmed_up=False)
+    assert (shown.phase, shown.shards_done, shown.shards_total) == ("LoadingWeights", 1, 4)
+    assert shown.summary() == "LoadingWeights 1/4 shards"
+    state.sglang_output("[2026-01-01 00:00:09] Load weight end. type=LlamaForCausalLM, dtype=torch.bfloat16")
+    assert state.progress(ready=False, warmed_up=False).phase == "WarmingUp"
+    assert state.progress(ready=True, warmed_up=True).phase == "Serving"
+    downloading = LoadState()  # SGLang's own download output (it has none here) never moves the phase back
+    downloading.sglang_output("Loading safetensors checkpoint shards:  25% Completed | 1/4")
+    assert downloading.phase == protocol.PHASE_STARTING
+
+
+async def test_sglang_output_is_relayed_byte_for_byte_and_read_line_by_line() -> None:
+    import io
+
+    from sglang_engine.backends.sglang_backend import relay_output
+
+    source = asyncio.StreamReader()
+    source.feed_data(SGLANG_OUTPUT)
+    source.feed_data(b"4 [00:03<00:01,  1.10s/it]\nLoad weight end. type=X\n")
+    source.feed_eof()
+    sink, lines = io.BytesIO(), []
+    await relay_output(source, sink, lines.append)
+    assert sink.getvalue() == SGLANG_OUTPUT + b"4 [00:03<00:01,  1.10s/it]\nLoad weight end. type=X\n"
+    assert lines[-2:] == [
+        "Loading safetensors checkpoint shards:  75% Completed | 3/4 [00:03<00:01,  1.10s/it]",
+        "Load weight end. type=X"]
+    assert [protocol.parse_load_line(line) for line in lines[1:3]] == [("LoadingWeights", 0, 4),
+                                                                     ("LoadingWeights", 1, 4)]

@@ -19,9 +19,9 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import aiohttp
 
@@ -43,12 +43,36 @@ LAUNCHER_MODULE = "sglang_engine.backends.sglang_launcher"
 READY_POLL_S = 0.25  # while starting
 MONITOR_POLL_S = 1.0  # once serving: GET /ready (no generation)
 STARTUP_LOG_EVERY_S = 5.0
+RELAY_CHUNK = 64 * 1024
 GROUP_GONE_POLLS = 100  # x 50 ms
 HEALTH_TIMEOUT = aiohttp.ClientTimeout(total=5)
 ABORT_TIMEOUT = aiohttp.ClientTimeout(total=2)
 ADAPTER_TIMEOUT = aiohttp.ClientTimeout(total=600)  # a large adapter may take minutes to load
 # Streams: no total timeout (a long generation is legitimate), but a connect timeout.
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
+
+
+async def relay_output(source: asyncio.StreamReader, sink: BinaryIO,
+                       on_line: Callable[[str], None] | None) -> None:
+    """Copy a child's output to `sink` as it comes (progress bars keep their carriage returns) and hand each
+    line (split at `\n` or `\r`) to `on_line`, until EOF."""
+    pending = b""
+    while chunk := await source.read(RELAY_CHUNK):
+        try:
+            sink.write(chunk)
+            sink.flush()
+        except (OSError, ValueError):  # our own stderr closed: keep draining so the child never blocks
+            pass
+        if on_line is None:
+            continue
+        *lines, pending = (pending + chunk).replace(b"\r", b"\n").split(b"\n")
+        pending = pending[-RELAY_CHUNK:]
+        for line in lines:
+            if line.strip():
+                try:
+                    on_line(line.decode("utf-8", "replace"))
+                except Exception:  # a parsing bug must not stop the relay (the child would block)
+                    log.exception("reading SGLang's output")
 
 
 class SGLangStartError(RuntimeError):
@@ -125,8 +149,11 @@ def port_taken(port: int) -> bool:
 
 
 class SGLangBackend(Backend):
-    def __init__(self, settings: EngineSettings) -> None:
+    def __init__(self, settings: EngineSettings, on_log_line: Callable[[str], None] | None = None) -> None:
         self.settings = settings
+        # Each line SGLang writes (its shard progress, "Load weight end", ...): the engine's loading phase.
+        self.on_log_line = on_log_line
+        self._relays: list[asyncio.Task[None]] = []
         self.base_url = f"http://{protocol.SGLANG_HOST}:{settings.sglang_port}"
         self._proc: asyncio.subprocess.Process | None = None
         self._pgid: int | None = None
@@ -164,9 +191,14 @@ class SGLangBackend(Backend):
         self._control = aiohttp.ClientSession(self.base_url, connector=aiohttp.TCPConnector(limit=16))
         launcher = [sys.executable, "-m", LAUNCHER_MODULE,
                     str(os.getpid()), str(settings.shutdown_grace_s), "--"]
-        # stdout/stderr inherited: SGLang's own progress shows in the pod's logs.
+        # SGLang's stdout and stderr go through the engine to its own (the pod's logs, byte for byte), so its
+        # loading progress can be read on the way.
+        pipe = asyncio.subprocess.PIPE
         self._proc = await asyncio.create_subprocess_exec(*launcher, *argv, start_new_session=True,
-                                                          env=child_environment())
+                                                          env=child_environment(), stdout=pipe, stderr=pipe)
+        assert self._proc.stdout is not None and self._proc.stderr is not None
+        self._relays = [asyncio.create_task(relay_output(source, sink, self.on_log_line)) for source, sink in
+                        ((self._proc.stdout, sys.stdout.buffer), (self._proc.stderr, sys.stderr.buffer))]
         self._pgid = self._proc.pid  # the session leader's pid names the group
         atexit.register(self._kill_group_now)
         if self._stopped:  # stop() ran while we were building the argv: nothing else will clean up
@@ -296,6 +328,10 @@ class SGLangBackend(Backend):
         if proc is not None:
             await proc.wait()
         await self._wait_group_gone()
+        if self._relays:  # EOF once SGLang's group is gone; never cut early (SGLang would get EPIPE)
+            _, pending = await asyncio.wait(self._relays, timeout=5)
+            for task in pending:
+                task.cancel()
         atexit.unregister(self._kill_group_now)
         for task in list(self._background):
             task.cancel()

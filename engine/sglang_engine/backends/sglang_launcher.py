@@ -15,6 +15,7 @@ The launcher waits for SGLang and exits with its code. Standard library only; it
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -67,7 +68,10 @@ def main(argv: list[str]) -> int:
     child = subprocess.Popen(command)
     while True:
         if orphaned or os.getppid() != int(parent_pid):  # the engine died (maybe before prctl)
-            print("sglang_launcher: the engine died; stopping SGLang", file=sys.stderr, flush=True)
+            # Its stderr may be a pipe the dead engine read (SGLang's output is relayed): a failed write must
+            # not end the launcher before it has ended SGLang.
+            with contextlib.suppress(OSError):
+                print("sglang_launcher: the engine died; stopping SGLang", file=sys.stderr, flush=True)
             _kill_group(float(grace_s), child)
         try:
             code = child.wait(timeout=0.5)
