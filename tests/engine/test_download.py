@@ -230,18 +230,23 @@ def test_sglang_output_drives_loading_weights_then_warming_up() -> None:
     assert downloading.phase == protocol.PHASE_STARTING
 
 
-async def test_sglang_output_is_relayed_byte_for_byte_and_read_line_by_line() -> None:
-    import io
+def test_sglang_output_is_relayed_byte_for_byte_and_read_line_by_line(tmp_path: Path) -> None:
+    import os
 
     from sglang_engine.backends.sglang_backend import relay_output
 
-    source = asyncio.StreamReader()
-    source.feed_data(SGLANG_OUTPUT)
-    source.feed_data(b"4 [00:03<00:01,  1.10s/it]\nLoad weight end. type=X\n")
-    source.feed_eof()
-    sink, lines = io.BytesIO(), []
-    await relay_output(source, sink, lines.append)
-    assert sink.getvalue() == SGLANG_OUTPUT + b"4 [00:03<00:01,  1.10s/it]\nLoad weight end. type=X\n"
+    rest = b"4 [00:03<00:01,  1.10s/it]\nLoad weight end. type=X\n"
+    source, child = os.pipe()
+    lines: list[str] = []
+    with (tmp_path / "relayed").open("wb") as sink:
+        relay = threading.Thread(target=relay_output, args=(source, sink.fileno(), lines.append))
+        relay.start()
+        os.write(child, SGLANG_OUTPUT)
+        os.write(child, rest)
+        os.close(child)  # EOF: the relay ends
+        relay.join(10)
+    assert not relay.is_alive()
+    assert (tmp_path / "relayed").read_bytes() == SGLANG_OUTPUT + rest
     assert lines[-2:] == [
         "Loading safetensors checkpoint shards:  75% Completed | 3/4 [00:03<00:01,  1.10s/it]",
         "Load weight end. type=X"]

@@ -18,10 +18,11 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import aiohttp
 
@@ -52,27 +53,38 @@ ADAPTER_TIMEOUT = aiohttp.ClientTimeout(total=600)  # a large adapter may take m
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
 
 
-async def relay_output(source: asyncio.StreamReader, sink: BinaryIO,
-                       on_line: Callable[[str], None] | None) -> None:
-    """Copy a child's output to `sink` as it comes (progress bars keep their carriage returns) and hand each
-    line (split at `\n` or `\r`) to `on_line`, until EOF."""
+def relay_output(source: int, sink: int, on_line: Callable[[str], None] | None) -> None:
+    """Copy a child's output from pipe `source` to file descriptor `sink` as it comes (progress bars keep
+    their carriage returns) and hand each line (split at `\n` or `\r`) to `on_line`, until EOF; then close
+    `source`. Blocking: it runs on a thread of its own, so a busy event loop never makes SGLang wait on a
+    full pipe (SGLang's log lines would otherwise stall its scheduler)."""
     pending = b""
-    while chunk := await source.read(RELAY_CHUNK):
+    with open(source, "rb", buffering=0) as pipe:
+        while chunk := pipe.read(RELAY_CHUNK):
+            _write_all(sink, chunk)
+            if on_line is not None:
+                pending = _hand_lines(pending + chunk, on_line)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
         try:
-            sink.write(chunk)
-            sink.flush()
-        except (OSError, ValueError):  # our own stderr closed: keep draining so the child never blocks
-            pass
-        if on_line is None:
-            continue
-        *lines, pending = (pending + chunk).replace(b"\r", b"\n").split(b"\n")
-        pending = pending[-RELAY_CHUNK:]
-        for line in lines:
-            if line.strip():
-                try:
-                    on_line(line.decode("utf-8", "replace"))
-                except Exception:  # a parsing bug must not stop the relay (the child would block)
-                    log.exception("reading SGLang's output")
+            view = view[os.write(fd, view):]
+        except OSError:  # our own output closed: keep draining so the child never blocks
+            return
+
+
+def _hand_lines(data: bytes, on_line: Callable[[str], None]) -> bytes:
+    """Hand every complete line of `data` to `on_line`; the incomplete rest (bounded) to keep."""
+    *lines, pending = data.replace(b"\r", b"\n").split(b"\n")
+    for line in lines:
+        if line.strip():
+            try:
+                on_line(line.decode("utf-8", "replace"))
+            except Exception:  # a parsing bug must not stop the relay (the child would block)
+                log.exception("reading SGLang's output")
+    return pending[-RELAY_CHUNK:]
 
 
 class SGLangStartError(RuntimeError):
@@ -153,7 +165,6 @@ class SGLangBackend(Backend):
         self.settings = settings
         # Each line SGLang writes (its shard progress, "Load weight end", ...): the engine's loading phase.
         self.on_log_line = on_log_line
-        self._relays: list[asyncio.Task[None]] = []
         self.base_url = f"http://{protocol.SGLANG_HOST}:{settings.sglang_port}"
         self._proc: asyncio.subprocess.Process | None = None
         self._pgid: int | None = None
@@ -193,12 +204,20 @@ class SGLangBackend(Backend):
                     str(os.getpid()), str(settings.shutdown_grace_s), "--"]
         # SGLang's stdout and stderr go through the engine to its own (the pod's logs, byte for byte), so its
         # loading progress can be read on the way.
-        pipe = asyncio.subprocess.PIPE
-        self._proc = await asyncio.create_subprocess_exec(*launcher, *argv, start_new_session=True,
-                                                          env=child_environment(), stdout=pipe, stderr=pipe)
-        assert self._proc.stdout is not None and self._proc.stderr is not None
-        self._relays = [asyncio.create_task(relay_output(source, sink, self.on_log_line)) for source, sink in
-                        ((self._proc.stdout, sys.stdout.buffer), (self._proc.stderr, sys.stderr.buffer))]
+        (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe()
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *launcher, *argv, start_new_session=True, env=child_environment(), stdout=out_w, stderr=err_w)
+        except BaseException:
+            os.close(out_r)
+            os.close(err_r)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        for name, source, sink in (("stdout", out_r, 1), ("stderr", err_r, 2)):
+            threading.Thread(target=relay_output, args=(source, sink, self.on_log_line), daemon=True,
+                             name=f"sglang-{name}").start()
         self._pgid = self._proc.pid  # the session leader's pid names the group
         atexit.register(self._kill_group_now)
         if self._stopped:  # stop() ran while we were building the argv: nothing else will clean up
@@ -328,10 +347,6 @@ class SGLangBackend(Backend):
         if proc is not None:
             await proc.wait()
         await self._wait_group_gone()
-        if self._relays:  # EOF once SGLang's group is gone; never cut early (SGLang would get EPIPE)
-            _, pending = await asyncio.wait(self._relays, timeout=5)
-            for task in pending:
-                task.cancel()
         atexit.unregister(self._kill_group_now)
         for task in list(self._background):
             task.cancel()
