@@ -4,7 +4,8 @@ Triggers: create/update/resume of the CR; any change to a child we own (a delete
 restored at once; Deployment status changes as pods become ready, so status follows readiness); any change to
 one of its pods (a crash, an image pull error, a scheduling failure shows in pod status first); and a
 periodic resync (settings.resync_seconds, or every NOT_SETTLED_POLL seconds while serving pods still load
-adapters, since engine adapter state has no watch). Reconciles of one model are serialized and coalesced.
+adapters or the router has not registered every ready engine, since engine and router state have no
+watch). Reconciles of one model are serialized and coalesced.
 
 No kopf timer or daemon and no finalizer: kopf adds a finalizer for timers/daemons, which would block CR
 deletion while the operator is down. Children go by ownerReference garbage collection, so nothing needs to
@@ -94,14 +95,18 @@ def _context(state: State) -> Context:
 
 
 def _settled(status: dict[str, Any]) -> bool:
-    """False while serving pods have adapters still loading, or pods of a rollout load their model (its
-    download's progress): engine state has no watch, so it is polled. Everything else that status depends on
-    (Deployment status, i.e. pod readiness) arrives by watch."""
+    """False while serving pods have adapters still loading, pods of a rollout load their model (its
+    download's progress), or the router routes to fewer engines than are ready (SMG registers a Ready pod a
+    moment after it is Ready): engine and router state have no watch, so they are polled. Everything else that
+    status depends on (Deployment status, i.e. pod readiness) arrives by watch."""
     conditions: list[dict[str, Any]] = status.get("conditions") or []
     adapters = next((c for c in conditions if c.get("type") == "AdaptersReady"), {})
-    starting = (status.get("readyReplicas") or 0) < (status.get("replicas") or 0)
+    ready = status.get("readyReplicas") or 0
+    starting = ready < (status.get("replicas") or 0)
     loading = bool(status.get("loading")) or (status.get("phase") == "Progressing" and starting)
-    return not (status.get("readyReplicas") and adapters.get("status") != "True") and not loading
+    router = status.get("router")
+    registering = router is not None and (router.get("engines") or 0) < ready
+    return not (ready and adapters.get("status") != "True") and not loading and not registering
 
 
 async def _run(state: State, key: tuple[str, str], permanent: bool) -> None:

@@ -114,6 +114,12 @@ def test_the_operator_polls_while_replicas_load() -> None:
     assert not _settled(status)
     assert not _settled({"phase": "Progressing", "replicas": 2, "readyReplicas": 0})  # engines not up yet
     assert _settled({"phase": "Degraded", "replicas": 1, "readyReplicas": 0})  # a crash loop: pod events
+    ready = {"phase": "Ready", "replicas": 2, "readyReplicas": 2,
+             "conditions": [{"type": "AdaptersReady", "status": "True"}]}
+    assert _settled(ready)
+    # The router registers a Ready engine after the fact, without an event: polled until it routes to all.
+    assert not _settled({**ready, "router": {"readyReplicas": 1, "engines": 1}})
+    assert _settled({**ready, "router": {"readyReplicas": 1, "engines": 2}})
 
 
 def test_the_crd_lists_the_engines_phases_and_the_progress_column() -> None:
