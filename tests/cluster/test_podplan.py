@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from sglang_dev.cluster import podplan, volumes
+from sglang_dev.cluster import kubelet, podplan, volumes
 from sglang_dev.cluster.podplan import PodContext, PodError, VolumePlan, plan_pod
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,6 +111,85 @@ def test_host_rewrite_both_forms() -> None:
         ["--host", "127.1.1.1", "--port", "8000"]
     assert podplan.rewrite_host(["--host=::"], "127.1.1.1") == ["--host=127.1.1.1"]
     assert podplan.rewrite_host(["--host", "10.0.0.1"], "127.1.1.1") == ["--host", "10.0.0.1"]
+    # SMG's metrics listener: any --<name>-host naming a wildcard binds the pod's own address too.
+    assert podplan.rewrite_host(["--prometheus-host", "0.0.0.0", "--prometheus-host=::"], "127.1.1.1") == \
+        ["--prometheus-host", "127.1.1.1", "--prometheus-host=127.1.1.1"]
+    assert podplan.rewrite_host(["--hostname", "0.0.0.0"], "127.1.1.1") == ["--hostname", "0.0.0.0"]
+
+
+SA_MOUNT = {"name": "kube-api-access-x", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+            "readOnly": True}
+SA_VOLUME = {"name": "kube-api-access-x", "projected": {"sources": [
+    {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]}}
+ROUTER_CR = {"apiVersion": "serving.sglang-operator.io/v1alpha1", "kind": "SGLangModel",
+             "metadata": {"name": "r", "namespace": "team"},
+             "spec": {"model": "builtin:tiny", "replicas": 2, "router": {"enabled": True}}}
+
+
+def _admitted(template: dict[str, Any], name: str) -> dict[str, Any]:
+    """A Deployment's pod as the apiserver admits it: the ServiceAccount admission plugin adds the token
+    volume and mounts it into every container, unless the pod opts out."""
+    spec = template["spec"]
+    meta = {"name": name, "namespace": "team", "uid": "u", **template["metadata"]}
+    if spec.get("automountServiceAccountToken") is False:
+        return {"metadata": meta, "spec": spec}
+    containers = [{**c, "volumeMounts": [*c.get("volumeMounts", []), SA_MOUNT]} for c in spec["containers"]]
+    return {"metadata": meta,
+            "spec": {**spec, "containers": containers, "volumes": [*spec.get("volumes", []), SA_VOLUME]}}
+
+
+def test_the_operators_router_pod_runs_smg_with_pod_network_and_service_account(tmp_path: Path) -> None:
+    """The seam with spec.router: the router's pod runs the local `smg` with its listeners on the pod's
+    address, HTTP_PROXY to the pod gateway (it calls engines by podIP) and a kubeconfig standing for the
+    in-cluster config: the apiserver's URL, the mounted CA and the pod's own token file."""
+    from sglang_operator.render import render_documents
+
+    children = render_documents([ROUTER_CR])
+    router = next(c for c in children if c["kind"] == "Deployment" and c["metadata"]["name"] == "r-router")
+    engines = next(c for c in children if c["kind"] == "Deployment" and c["metadata"]["name"] == "r")
+    ctx = _ctx(tmp_path, executables={"smg": "/venv/bin/smg"}, pod_gateway="http://127.0.0.1:4000",
+               api_server="https://127.0.0.1:6443", config_maps={"kube-root-ca.crt": {"ca.crt": "CA"}},
+               service_account_token="TOKEN")
+    plan = plan_pod(_admitted(router["spec"]["template"], "r-router-x"), ctx)
+    (smg,) = plan.containers
+    argv = list(smg.argv)
+    assert argv[:2] == ["/venv/bin/smg", "launch"] and "--sglang-port" not in argv
+    assert argv[argv.index("--host") + 1] == argv[argv.index("--prometheus-host") + 1] == "127.77.1.3"
+    assert smg.readiness is not None
+    assert (smg.readiness.host, smg.readiness.path) == ("127.77.1.3", "/readiness")
+    assert smg.env["HTTP_PROXY"] == "http://127.0.0.1:4000" and "127.0.0.1" in smg.env["NO_PROXY"].split(",")
+    token_dir = tmp_path / "pod" / "volumes" / "kube-api-access-x"
+    assert smg.env["KUBECONFIG"] == str(tmp_path / "pod" / "kubeconfig")
+    ((path, text),) = plan.files
+    assert path == tmp_path / "pod" / "kubeconfig"
+    config = yaml.safe_load(text)
+    assert config["clusters"][0]["cluster"] == {"server": "https://127.0.0.1:6443",
+                                                 "certificate-authority": str(token_dir / "ca.crt")}
+    assert config["users"][0] == {"name": "system:serviceaccount:team:r-router",
+                                  "user": {"tokenFile": str(token_dir / "token")}}
+    assert config["contexts"][0]["context"]["namespace"] == "team"
+    kubelet.write_plan_files(plan)
+    assert path.read_text() == text and path.stat().st_mode & 0o777 == 0o600
+
+    # The engine has no token (automountServiceAccountToken: false) and calls no pod: no proxy either (its
+    # downloads go straight out).
+    engine = plan_pod(_admitted(engines["spec"]["template"], "r-x"), ctx)
+    assert engine.files == () and not {"HTTP_PROXY", "KUBECONFIG"} & engine.containers[0].env.keys()
+    # No smg next to the cluster's Python: said, naming the extra that installs it.
+    with pytest.raises(PodError, match=r"'smg' is not installed.*\[router\]") as err:
+        plan_pod(_admitted(router["spec"]["template"], "r-router-x"), _ctx(tmp_path, **{
+            **asdict(ctx), "executables": {}}))
+    assert err.value.reason == "ImageNotSupported"
+    # A container's own KUBECONFIG wins; no apiserver URL (the emulator): no kubeconfig.
+    own = _admitted(router["spec"]["template"], "r-router-x")
+    own["spec"]["containers"][0]["env"] = [{"name": "KUBECONFIG", "value": "/etc/kube/config"}]
+    assert plan_pod(own, ctx).files == () and plan_pod(own, ctx).containers[0].env["KUBECONFIG"] == \
+        "/etc/kube/config"
+    bare = plan_pod(_admitted(router["spec"]["template"], "r-router-x"),
+                    _ctx(tmp_path, **{**asdict(ctx), "pod_gateway": None, "api_server": None}))
+    assert bare.files == () and "KUBECONFIG" not in bare.containers[0].env
+    assert "HTTP_PROXY" not in bare.containers[0].env
 
 
 def test_each_pod_gets_its_own_sglang_port() -> None:

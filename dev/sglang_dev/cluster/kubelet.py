@@ -33,6 +33,8 @@ from sglang_dev.cluster.container import Backoff, ContainerRunner
 from sglang_dev.cluster.kubeapi import CONFIGMAPS, PODS, SECRETS, ApiError, Informer, KubeClient
 from sglang_dev.cluster.layout import Layout, write_json_atomic
 from sglang_dev.cluster.podplan import (
+    COMMANDS,
+    ENGINE_COMMAND,
     PodContext,
     PodError,
     PodPlan,
@@ -53,8 +55,24 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def engine_executable() -> str:
     """The `sglang-engine` console script installed next to the Python running the cluster."""
-    local = Path(sys.executable).parent / "sglang-engine"
-    return str(local) if local.exists() else (shutil.which("sglang-engine") or str(local))
+    local = Path(sys.executable).parent / ENGINE_COMMAND
+    return str(local) if local.exists() else (shutil.which(ENGINE_COMMAND) or str(local))
+
+
+def other_executables() -> dict[str, str]:
+    """The other commands pods may run (SGLang's gateway, `smg`), where installed next to this Python."""
+    found = {name: Path(sys.executable).parent / name for name in COMMANDS if name != ENGINE_COMMAND}
+    return {name: str(path) for name, path in found.items() if path.exists()}
+
+
+def write_plan_files(plan: PodPlan) -> None:
+    """The plan's own files (pod kubeconfigs), owner-only, replaced atomically."""
+    for path, content in plan.files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staged = path.with_name(f".{path.name}.tmp")
+        staged.write_text(content)
+        staged.chmod(0o600)
+        os.replace(staged, path)
 
 
 def decoded(obj: Mapping[str, Any], secret: bool) -> dict[str, str]:
@@ -180,7 +198,8 @@ class PodWorker:
             secrets=k.data(SECRETS, self.namespace),
             markers={procs.CLUSTER_MARKER: k.cluster_id, procs.CONTAINER_MARKER: marker},
             probe_period_cap=k.probe_period_cap, sglang_port=self.sglang_port,
-            service_account_token=self.token, sglang_env=k.sglang_env, tmp_dir=self.tmp_dir)
+            service_account_token=self.token, sglang_env=k.sglang_env, tmp_dir=self.tmp_dir,
+            executables=k.executables, pod_gateway=k.pod_gateway, api_server=k.api_server)
 
     def _wants_token(self) -> bool:
         volumes = (self.pod.get("spec") or {}).get("volumes") or []
@@ -234,6 +253,7 @@ class PodWorker:
             try:
                 plan = plan_pod(self.pod, self.context())
                 self._refresh_volumes(plan)
+                write_plan_files(plan)
                 self.plan, self.error = plan, None
                 return
             except PodError as err:
@@ -329,16 +349,21 @@ def pod_refs(pod: dict[str, Any]) -> set[RefKey]:
 
 class Kubelet:
     """`node`: run only the pods bound to this node and report 10.x pod IPs (real control plane); None:
-    run every pod and report the loopback address (the emulator has no scheduler)."""
+    run every pod and report the loopback address (the emulator has no scheduler). `pod_gateway`: the pod
+    gateway's URL (the router's HTTP_PROXY); `api_server`: the URL pod kubeconfigs name (podplan.py)."""
 
     def __init__(self, client: KubeClient, layout: Layout, cluster_id: str, prefix: int,
                  backoff: Backoff | None = None, probe_period_cap: float | None = None,
-                 node: str | None = None) -> None:
+                 node: str | None = None, pod_gateway: str | None = None,
+                 api_server: str | None = None) -> None:
         self.client = client
         self.node = node
         self.layout = layout
         self.cluster_id = cluster_id
         self.engine_path = engine_executable()
+        self.executables = other_executables()
+        self.pod_gateway = pod_gateway
+        self.api_server = api_server
         self.sglang_env = sglang_sim.engine_env()  # backend sglang: SGLang's frontend, simulated scheduler
         self.backoff = backoff or Backoff()
         self.probe_period_cap = probe_period_cap

@@ -1,11 +1,12 @@
 """Pure: a pod's spec -> what the local kubelet runs (argv, env, volumes, probes), with paths remapped.
 
 Mapping rules (the local kubelet's whole contract):
-- Only the engine runs: a container's `command[0]` must be `sglang-engine` (any image is accepted if it is;
-  anything else is a pod error with reason `ImageNotSupported`). It resolves to the `sglang-engine` console
-  script of the Python running the cluster.
-- `--host 0.0.0.0` (or `::`, in both `--host X` and `--host=X` forms) becomes the pod's own loopback IP, so
-  every pod can listen on the same port.
+- Only the project's programs run: a container's `command[0]` must be `sglang-engine` (the engine) or `smg`
+  (SGLang's gateway, the router of spec.router: `smg launch ...`); any image is accepted if it is, anything
+  else is a pod error with reason `ImageNotSupported`. Each resolves to the console script of that name
+  next to the Python running the cluster (`PodContext.executables`).
+- `--host 0.0.0.0` (or `::`, in both `--host X` and `--host=X` forms; also any `--<name>-host`, such as
+  SMG's `--prometheus-host`) becomes the pod's own loopback IP, so every pod can listen on the same port.
 - In Kubernetes every pod has its own 127.0.0.1; here pods share it, so `sglang-engine serve` without
   `--sglang-port` gets `--sglang-port <a free port>` (inserted before any `--`): the SGLang servers of two
   pods never collide on 127.0.0.1:30000.
@@ -21,6 +22,18 @@ Mapping rules (the local kubelet's whole contract):
   spec.serviceAccountName, status.podIP, status.podIPs, status.hostIP), `envFrom` (configMapRef, secretRef).
 - Probes: httpGet and tcpSocket (exec cannot run a command inside an image: a pod error).
 - `nvidia.com/gpu` and other resources are accepted and ignored (reported as a pod event).
+- The pod network: a container that calls other pods (the router: SMG registers each engine's podIP)
+  gets `HTTP_PROXY` = the node's pod gateway (`PodContext.pod_gateway`; pod IPs here are 10.x twins that only
+  the gateway reaches) and `NO_PROXY` covering loopback, where the apiserver listens. The engine does not
+  (its downloads go straight out).
+- API credentials: a real kubelet mounts the ServiceAccount's token at
+  /var/run/secrets/kubernetes.io/serviceaccount, where in-cluster clients (client-go, kube-rs) read it by
+  that fixed path, and sets KUBERNETES_SERVICE_HOST/PORT. Here the mount is a folder of the pod, so a
+  container that mounts it gets `KUBECONFIG` = `<pod dir>/kubeconfig` (a file of the plan, `PodPlan.files`):
+  the apiserver's URL (`PodContext.api_server`), the mounted `ca.crt` and `tokenFile` = the mounted `token`
+  (the pod-bound TokenRequest token), and the pod's namespace: the same identity, so the apiserver's RBAC
+  applies to the pod's ServiceAccount. Unless the container sets KUBECONFIG itself; without an apiserver
+  URL (the emulator) nothing is added.
 - The SGLang backend: this machine has no GPU, so the node gives every container the environment that makes
   the engine launch SGLang's real frontend with a simulated scheduler (`PodContext.sglang_env`:
   `SGLANG_ENGINE_SGLANG_PYTHON` = the side venv's python, `SGLANG_ENGINE_SGLANG_MODULE` =
@@ -38,10 +51,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sglang_engine.settings import SGLANG_MODULE_ENV
 
 ENGINE_COMMAND = "sglang-engine"
+ROUTER_COMMAND = "smg"  # SGLang's gateway (`smg launch ...`, spec.router); the `router` extra installs it
+COMMANDS = (ENGINE_COMMAND, ROUTER_COMMAND)
+# Commands whose program calls other pods by IP (through the pod gateway here).
+CALLS_PODS = frozenset({ROUTER_COMMAND})
+SERVICE_ACCOUNT_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 WILDCARD_HOSTS = ("0.0.0.0", "::", "[::]")
 NODE_NAME = "local"
 
@@ -98,6 +117,7 @@ class ContainerPlan:
     readiness: Probe | None = None
     liveness: Probe | None = None
     ports: dict[str, int] = field(default_factory=dict)
+    files: tuple[tuple[Path, str], ...] = ()  # see PodPlan.files
 
 
 @dataclass(frozen=True)
@@ -107,6 +127,7 @@ class PodPlan:
     grace_s: float
     restart_policy: str
     notes: tuple[str, ...] = ()  # facts worth an event: ignored GPU requests, ignored security settings
+    files: tuple[tuple[Path, str], ...] = ()  # written (0600) before the containers start: pod kubeconfigs
 
 
 @dataclass(frozen=True)
@@ -131,6 +152,10 @@ class PodContext:
     # The engine's SGLang on this node (sglang_dev.sglang_sim.engine_env()); empty: no side venv built.
     sglang_env: Mapping[str, str] = field(default_factory=dict)
     tmp_dir: Path | None = None  # the pod's TMPDIR (pod_tmp_dir()); None: <pod dir>/tmp
+    # Other commands than the engine (ROUTER_COMMAND) -> their local program; missing: not installed here.
+    executables: Mapping[str, str] = field(default_factory=dict)
+    pod_gateway: str | None = None  # the node's pod gateway (HTTP_PROXY for CALLS_PODS); None: none here
+    api_server: str | None = None  # the apiserver's URL for pod kubeconfigs; None: no credentials given
 
 
 # SGLang binds its ZMQ IPC sockets at TMPDIR/tmpXXXXXXXX, and a Unix socket path holds at most 107 bytes.
@@ -187,6 +212,11 @@ def add_sglang_port(argv: list[str], port: int | None) -> list[str]:
     return [*argv[:cut], "--sglang-port", str(port), *argv[cut:]]
 
 
+def _host_flag(flag: str) -> bool:
+    """`--host` or any `--<name>-host` (SMG's `--prometheus-host`): a flag naming an address to bind."""
+    return flag == "--host" or (flag.startswith("--") and flag.endswith("-host"))
+
+
 def rewrite_host(argv: list[str], pod_ip: str) -> list[str]:
     out = []
     take_next = False
@@ -194,11 +224,11 @@ def rewrite_host(argv: list[str], pod_ip: str) -> list[str]:
         if take_next:
             out.append(pod_ip if arg in WILDCARD_HOSTS else arg)
             take_next = False
-        elif arg == "--host":
+        elif _host_flag(arg):
             out.append(arg)
             take_next = True
-        elif arg.startswith("--host=") and arg.partition("=")[2] in WILDCARD_HOSTS:
-            out.append(f"--host={pod_ip}")
+        elif "=" in arg and _host_flag(arg.partition("=")[0]) and arg.partition("=")[2] in WILDCARD_HOSTS:
+            out.append(f"{arg.partition('=')[0]}={pod_ip}")
         else:
             out.append(arg)
     return out
@@ -409,28 +439,75 @@ def base_env(ctx: PodContext, pod_name: str, mounts: tuple[Mount, ...]) -> dict[
     return env
 
 
+def program(container: Mapping[str, Any], ctx: PodContext, where: str) -> tuple[str, str]:
+    """(the command's name, the local program running it), or ImageNotSupported naming the container."""
+    command = os.path.basename((container.get("command") or [""])[0])
+    name = container.get("name", "")
+    if command not in COMMANDS:
+        raise PodError("ImageNotSupported",
+                       f"{where} ({name}): the local kubelet only runs the engine and the router (command "
+                       f"{ENGINE_COMMAND!r} or {ROUTER_COMMAND!r}); image {container.get('image')!r} with "
+                       f"command {(container.get('command') or ['<image entrypoint>'])[0]!r} cannot run on "
+                       "this machine")
+    local = ctx.engine_path if command == ENGINE_COMMAND else ctx.executables.get(command)
+    if local is None:
+        raise PodError("ImageNotSupported", f"{where} ({name}): command {command!r} is not installed next to "
+                       "the cluster's Python (pip install -e '.[router]', part of `make install`)")
+    return command, local
+
+
+def pod_network_env(ctx: PodContext) -> dict[str, str]:
+    """HTTP_PROXY to the pod gateway (pod IPs are reachable only through it here), loopback excluded."""
+    if ctx.pod_gateway is None:
+        return {}
+    direct = ",".join(dict.fromkeys(["127.0.0.1", "localhost",
+                                     *([urlsplit(ctx.api_server).hostname or ""] if ctx.api_server else [])]))
+    gateway = ctx.pod_gateway
+    return {"HTTP_PROXY": gateway, "http_proxy": gateway, "NO_PROXY": direct, "no_proxy": direct}
+
+
+def pod_kubeconfig(ctx: PodContext, pod: Mapping[str, Any],
+                   mounts: tuple[Mount, ...]) -> tuple[Path, str] | None:
+    """A kubeconfig standing for the in-cluster config of a container that mounts the ServiceAccount's
+    volume (see the module docstring), or None."""
+    mount = next((m for m in mounts if m.mount_path.rstrip("/") == SERVICE_ACCOUNT_MOUNT), None)
+    if mount is None or ctx.api_server is None:
+        return None
+    meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+    namespace = meta.get("namespace", "default")
+    user = f"system:serviceaccount:{namespace}:{spec.get('serviceAccountName') or 'default'}"
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "in-cluster",
+        "clusters": [{"name": "in-cluster", "cluster": {
+            "server": ctx.api_server, "certificate-authority": str(mount.host_path / "ca.crt")}}],
+        "users": [{"name": user, "user": {"tokenFile": str(mount.host_path / "token")}}],
+        "contexts": [{"name": "in-cluster", "context": {"cluster": "in-cluster", "user": user,
+                                                        "namespace": namespace}}],
+    }
+    return ctx.pod_dir / "kubeconfig", json.dumps(config, indent=2) + "\n"
+
+
 def plan_container(container: Mapping[str, Any], index: int, pod: Mapping[str, Any], ctx: PodContext,
                    volumes: Mapping[str, VolumePlan]) -> ContainerPlan:
     name = container.get("name", f"c{index}")
     where = f"spec.containers[{index}]"
     argv = [*(container.get("command") or []), *(container.get("args") or [])]
-    if not container.get("command") or os.path.basename(argv[0]) != ENGINE_COMMAND:
-        raise PodError("ImageNotSupported",
-                       f"{where} ({name}): the local kubelet only runs the engine (command "
-                       f"{ENGINE_COMMAND!r}); image {container.get('image')!r} with command "
-                       f"{(container.get('command') or ['<image entrypoint>'])[0]!r} cannot run on this "
-                       "machine")
+    command, local = program(container, ctx, where)
     mounts = _mounts(container, volumes, where)
     user_env = resolve_env(container, pod, ctx, where)
+    kubeconfig = None if "KUBECONFIG" in user_env else pod_kubeconfig(ctx, pod, mounts)
+    node_env = {**(pod_network_env(ctx) if command in CALLS_PODS else {}),
+                **({"KUBECONFIG": str(kubeconfig[0])} if kubeconfig else {})}
     # Only the container's own values are paths inside the container; the node's (TMPDIR, PATH, the host's
     # caches, the SGLang to run) stay as they are even under a mountPath such as /tmp.
     env = {**base_env(ctx, (pod.get("metadata") or {}).get("name", ""), mounts),
-           **({} if ctx.sglang_env.keys() & user_env.keys() else ctx.sglang_env),
+           **({} if ctx.sglang_env.keys() & user_env.keys() else ctx.sglang_env), **node_env,
            **{k: remap_value(v, mounts) for k, v in user_env.items()}}
     env.update(ctx.markers)
     argv = [expand(a, user_env) for a in argv]
-    argv = rewrite_host([ctx.engine_path, *(remap_value(a, mounts) for a in argv[1:])], ctx.pod_ip)
-    argv = add_sglang_port(argv, ctx.sglang_port)
+    argv = rewrite_host([local, *(remap_value(a, mounts) for a in argv[1:])], ctx.pod_ip)
+    if command == ENGINE_COMMAND:
+        argv = add_sglang_port(argv, ctx.sglang_port)
     ports = {p["name"]: int(p["containerPort"]) for p in container.get("ports") or [] if p.get("name")}
     cwd = Path(remap_path(container["workingDir"], mounts)) if container.get("workingDir") else ctx.pod_dir
     return ContainerPlan(
@@ -438,7 +515,7 @@ def plan_container(container: Mapping[str, Any], index: int, pod: Mapping[str, A
         startup=_probe(container.get("startupProbe"), ports, ctx, f"{where}.startupProbe", keep_window=True),
         readiness=_probe(container.get("readinessProbe"), ports, ctx, f"{where}.readinessProbe"),
         liveness=_probe(container.get("livenessProbe"), ports, ctx, f"{where}.livenessProbe"),
-        ports=ports)
+        ports=ports, files=(kubeconfig,) if kubeconfig else ())
 
 
 def _sglang_note(plan: ContainerPlan, ctx: PodContext) -> str | None:
@@ -507,5 +584,6 @@ def plan_pod(pod: Mapping[str, Any], ctx: PodContext) -> PodPlan:
     if not containers:
         raise PodError("CreateContainerConfigError", "spec.containers: at least one container is required")
     sglang = tuple(note for c in containers if (note := _sglang_note(c, ctx)))
+    files = dict(f for c in containers for f in c.files)
     return PodPlan(containers, volumes, float(spec.get("terminationGracePeriodSeconds", 30)),
-                   spec.get("restartPolicy", "Always"), _notes(spec) + sglang)
+                   spec.get("restartPolicy", "Always"), _notes(spec) + sglang, tuple(files.items()))

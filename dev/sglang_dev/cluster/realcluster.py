@@ -124,11 +124,13 @@ async def start_node_side(node_client: KubeClient, proxy_client: KubeClient, lay
     """The Node and kubelet act as the node (its certificate: the Node authorizer and NodeRestriction apply);
     the proxy reads Services and EndpointSlices with its own client, as kube-proxy has its own identity."""
     node = NodeAgent(node_client, NodeConfig(NODE_NAME, kubelet_port, gpus=options.gpus))
-    kubelet = Kubelet(node_client, layout, cluster_id, prefix, probe_period_cap=probe_period_cap,
-                      node=NODE_NAME)
     proxy = ServiceProxy(proxy_client, layout, prefix, slices=True)
     gateway = PodGateway(prefix, proxy.local_address)
     await gateway.start()
+    # Pods that call other pods (the router) do so through the gateway; pods that call the API (the router's
+    # discovery) get a kubeconfig for their ServiceAccount's token naming the apiserver (podplan.py).
+    kubelet = Kubelet(node_client, layout, cluster_id, prefix, probe_period_cap=probe_period_cap,
+                      node=NODE_NAME, pod_gateway=gateway.url, api_server=node_client.creds.server)
     tasks = [asyncio.create_task(node.run())]
     await node.registered.wait()
     await clear_not_ready_taint(proxy_client)
