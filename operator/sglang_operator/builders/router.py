@@ -5,7 +5,8 @@ SMG finds the engines itself: it lists and watches the pods of the model's names
 selector (a kube-rs reflector: LIST, then WATCH; no GET, no other resource; smg's own Helm chart grants get,
 list, watch), and registers each Ready pod's http://<podIP>:8000 after probing its /health, /v1/models and
 /server_info (sglang_engine/server/worker_api.py). The Role holds exactly list and watch on pods:
-tests/real/dev/test_router.py proves it with a real kube-apiserver's RBAC.
+tests/e2e/test_router_real.py proves it on the local cluster's real kube-apiserver (SMG discovers the
+engines with the router pod's own token, which is refused any other verb).
 
 The image is the operator's engine image (the Dockerfile's engine target installs smg too), never a CR's own
 `image`, which need not contain SMG. With an apiKeySecret, SMG gets the key (`--api-key`, from the Secret
