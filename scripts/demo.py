@@ -13,7 +13,9 @@
 4. streams a chat completion through the Service's local address with the `openai` client;
 5. adds a LoRA adapter (builtin:tiny-lora-7, built by the engine) with `kubectl patch`, and shows it appear
    in /v1/models while the same pod (same uid) keeps running;
-6. prints how to continue with kubectl and curl, then stops the cluster (KEEP=1 keeps it running).
+6. with DOWNLOAD=1, serves a second model from a local Hugging Face Hub stand-in (`sglang-operator dev hub`,
+   throttled) and shows its download in `kubectl get sgm` (Progress: `Downloading 43% (...)`) until Ready;
+7. prints how to continue with kubectl and curl, then stops the cluster (KEEP=1 keeps it running).
 Ctrl-C at any point stops everything it started.
 """
 
@@ -44,6 +46,8 @@ MODEL = yaml.safe_load(EXAMPLE.read_text())["metadata"]["name"]
 NEW_ADAPTER = {"name": "tiny-chat", "source": "builtin:tiny-lora-7"}
 READY_TIMEOUT_S = 600
 EMULATOR = os.environ.get("EMULATOR") == "1"
+DOWNLOAD = os.environ.get("DOWNLOAD") == "1"
+HUB_MODEL = "tiny-hub"
 
 
 def step(text: str) -> None:
@@ -149,6 +153,35 @@ def add_adapter(kubectl: Kubectl, base: str) -> None:
     note("-> the same pod kept running (no restart)")
 
 
+def download_from_the_hub(kubectl: Kubectl) -> None:
+    """A model whose engine downloads it through HF_ENDPOINT from the Hub stand-in, watched in kubectl."""
+    from sglang_dev.hub_standin import TINY_REPO, HubStandIn, serving_in_thread, tiny_repos
+
+    cache = Path(os.environ.get("SGLANG_ENGINE_CACHE", Path.home() / ".cache" / "sglang-engine"))
+    hub = HubStandIn(tiny_repos(cache, lora_seeds=(), pad_mb=48), rate=4 * 1024 * 1024)
+    with serving_in_thread(hub) as endpoint:
+        note(f"Hub stand-in at {endpoint}: {TINY_REPO} (0.6 MB of model + 48 MB of filler, served at 4 MB/s)")
+        manifest = {"apiVersion": "serving.sglang-operator.io/v1alpha1", "kind": "SGLangModel",
+                    "metadata": {"name": HUB_MODEL, "namespace": "default"},
+                    "spec": {"model": TINY_REPO, "backend": "transformers", "replicas": 1,
+                             "env": [{"name": "HF_ENDPOINT", "value": endpoint}]}}
+        kubectl.run("apply", "-f", "-", input=json.dumps(manifest))
+        note(f"$ kubectl get sgm {HUB_MODEL} -w   (the Progress column follows the slowest replica)")
+        started, last = time.monotonic(), ""
+        while time.monotonic() - started < READY_TIMEOUT_S:
+            table = kubectl.run("get", "sgm", HUB_MODEL, "--no-headers", check=False).stdout.strip()
+            if table.rsplit(None, 1)[0] != last:  # a new line when more than the AGE column changed
+                note(f"[{time.monotonic() - started:5.1f}s] {table}")
+                last = table.rsplit(None, 1)[0]
+            status = kubectl.json("get", "sgm", HUB_MODEL).get("status") or {}
+            if status.get("phase") == "Ready":
+                break
+            time.sleep(1)
+        else:
+            raise SystemExit(f"demo: sgm/{HUB_MODEL} not Ready after {READY_TIMEOUT_S}s")
+        kubectl.run("delete", "sgm", HUB_MODEL, "--wait=false")
+
+
 def how_to_continue(base: str, kubectl: Kubectl) -> None:
     step("Try it yourself")
     real = "" if EMULATOR else f"""
@@ -203,6 +236,9 @@ def main() -> int:
         step(f"Adding LoRA adapter {NEW_ADAPTER['name']} ({NEW_ADAPTER['source']}) to sgm/{MODEL}")
         add_adapter(kubectl, base)
         stream_chat(base, NEW_ADAPTER["name"], "Same question, through the adapter.")
+        if DOWNLOAD:
+            step(f"A model from a (local) Hugging Face Hub: sgm/{HUB_MODEL} downloads before it serves")
+            download_from_the_hub(kubectl)
         how_to_continue(base, kubectl)
         if keep:
             print("\nKEEP=1: the cluster keeps running; stop it with `.venv/bin/sglang-operator dev down`")

@@ -135,7 +135,7 @@ def _stop(layout: Layout, timeout_s: float) -> list[int]:
     record = running(layout)
     if record is not None:
         print(f"stopping the local cluster (supervisor pid {record.pid}): operator, pods, proxy, "
-              "emulator ...", file=sys.stderr)
+              "control plane ...", file=sys.stderr)
         with contextlib.suppress(ProcessLookupError):
             os.kill(record.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
