@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -154,6 +155,28 @@ def test_failures_that_may_pass_are_retried() -> None:
     full = classify(OSError(errno.ENOSPC, "No space left on device"), "org/m", None)
     assert (full.reason, full.permanent) == (protocol.FAIL_DISK_FULL, True)
     assert "modelCache" in full.message
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MB tmpfs: the tiny repo's 12 MB padding file cannot fit (a real ENOSPC from the kernel)."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_disk_fails_for_good_naming_the_cache(hub: tuple[HubStandIn, str], small_disk: Path) -> None:
+    with pytest.raises(DownloadFailure) as failure:
+        fetch_repo(TINY_REPO, None, str(small_disk), DownloadProgress(), endpoint=hub[1])
+    assert (failure.value.reason, failure.value.permanent) == (protocol.FAIL_DISK_FULL, True)
+    assert "modelCache" in failure.value.message
 
 
 def test_an_unreachable_hub_is_a_transient_failure(tmp_path: Path) -> None:
