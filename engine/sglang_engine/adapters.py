@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import re
@@ -20,13 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic.alias_generators import to_camel
-
 from sglang_engine.backends.base import AdapterError, Backend
+from sglang_engine.contract import AdapterSpec, GenerationDefaults, parse_config
 from sglang_engine.download import DownloadFailure
 from sglang_engine.protocol import HUB_ADAPTER_PATTERN
-from sglang_engine.sampling import GenerationDefaults
 from sglang_engine.settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -34,39 +30,9 @@ log = logging.getLogger(__name__)
 AdapterState = Literal["loading", "loaded", "failed", "unloading"]
 PVC_PREFIX = "pvc://"
 PVC_MOUNT_ROOT = Path("/mnt/pvc")
-ADAPTER_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"
 POLL_INTERVAL_S = 2.0
 # A Hugging Face repo id, checked before anything reaches the network.
 HUB_REPO_ID = re.compile(HUB_ADAPTER_PATTERN.removeprefix("^").removesuffix("$"))  # org/name
-
-
-class AdapterSpec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str = Field(min_length=1, max_length=63, pattern=ADAPTER_NAME_PATTERN)
-    source: str = Field(min_length=1)
-    revision: str | None = None
-
-
-class EngineConfig(BaseModel):
-    """The watched config file (camelCase keys, as the operator writes it)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
-
-    lora_adapters: tuple[AdapterSpec, ...] = ()
-    generation: GenerationDefaults = GenerationDefaults()
-
-
-def parse_config(raw: bytes) -> EngineConfig:
-    """ValueError naming the field on a malformed file."""
-    try:
-        config = EngineConfig.model_validate(json.loads(raw))
-    except (ValueError, ValidationError) as exc:  # JSONDecodeError is a ValueError
-        raise ValueError(f"malformed config file: {exc}") from None
-    names = [a.name for a in config.lora_adapters]
-    if len(names) != len(set(names)):
-        raise ValueError(f"malformed config file: loraAdapters names must be unique, got {names}")
-    return config
 
 
 def inside(path: Path, root: Path) -> bool:

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sglang_engine.backends.base import Backend, FinishReason, GenerationChunk, GenerationRequest
+from sglang_engine.contract import GenerationDefaults
 from sglang_engine.delegation import ModelNames, UpstreamCall, prepare_upstream, route_model
 from sglang_engine.errors import context_exceeded, invalid_request, not_ready
 from sglang_engine.loading import LoadState
 from sglang_engine.protocol import PHASE_LOADING_WEIGHTS, LoadProgress, sglang_served_name
-from sglang_engine.sampling import GenerationDefaults, SamplingRequest, merge_sampling, sampling_from_kwargs
+from sglang_engine.sampling import SamplingRequest, merge_sampling, sampling_from_kwargs
 from sglang_engine.settings import EngineSettings
 from sglang_engine.templating import ChatTemplater, load_templater, parse_messages
 

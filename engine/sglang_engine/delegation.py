@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sglang_engine.backends.base import BackendError
+from sglang_engine.contract import GenerationDefaults
 from sglang_engine.errors import invalid_request, model_not_found
 from sglang_engine.protocol import error_message
-from sglang_engine.sampling import GenerationDefaults
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"

@@ -11,38 +11,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic.alias_generators import to_camel
-
 from sglang_engine.backends.base import SamplingParams
+from sglang_engine.contract import GenerationDefaults
 from sglang_engine.errors import invalid_request
 from sglang_engine.protocol import MAX_STOP_STRINGS  # SGLang refuses more
 
 # SGLang's own default when a request sends no max_new_tokens; we keep it so both backends agree.
 NEUTRAL_MAX_NEW_TOKENS = 128
-
-
-class GenerationDefaults(BaseModel):
-    """The config file's / SGLangModel spec's `generation` object (camelCase keys; missing = no default)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True,
-                              allow_inf_nan=False)
-
-    temperature: float | None = Field(default=None, ge=0)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    top_k: int | None = None
-    repetition_penalty: float | None = Field(default=None, gt=0, le=2)
-    max_new_tokens: int | None = Field(default=None, ge=1)
-    max_length: int | None = Field(default=None, ge=1)
-    stop: tuple[str, ...] | None = None
-    skip_special_tokens: bool | None = None
-
-    @field_validator("top_k")
-    @classmethod
-    def _top_k(cls, v: int | None) -> int | None:
-        if v is not None and v != -1 and v < 1:
-            raise ValueError("topK must be -1 (disabled) or >= 1")
-        return v
 
 
 @dataclass(frozen=True)
@@ -150,13 +125,3 @@ def sampling_from_kwargs(gen: dict[str, Any]) -> SamplingRequest:
     fields = {_SEED_KWARGS[k]: v for k, v in gen.items() if v is not None}
     stop = fields.pop("stop", ())
     return SamplingRequest(stop=(stop,) if isinstance(stop, str) else tuple(stop), **fields)
-
-
-def parse_defaults(raw: Any) -> GenerationDefaults:
-    """Parse the config file's `generation` object; ValueError naming the field on bad input."""
-    if raw is None:
-        return GenerationDefaults()
-    try:
-        return GenerationDefaults.model_validate(raw)
-    except ValidationError as exc:
-        raise ValueError(f"generation: {exc}") from None

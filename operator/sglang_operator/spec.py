@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
+from sglang_engine.contract import AdapterSpec, GenerationDefaults, generation_problems
 from sglang_engine.protocol import (
     ENGINE_OWNED_FLAGS,
     REASONING_PARSERS,
@@ -64,10 +65,9 @@ class EngineSpec(_Model):
     extra_args: tuple[str, ...] = Field((), max_length=64)
 
 
-class LoraAdapter(_Model):
-    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
-    source: str = Field(min_length=1, max_length=512)
-    revision: str | None = Field(None, max_length=256)
+# One adapter as the CR writes it: the engine's config entry (name rule, bounds), its source before pvc://
+# becomes a mount path.
+LoraAdapter = AdapterSpec
 
 
 class LoraSpec(_Model):
@@ -77,15 +77,8 @@ class LoraSpec(_Model):
     target_modules: tuple[str, ...] = Field((), max_length=32)
 
 
-class GenerationSpec(_Model):
-    temperature: float | None = Field(None, ge=0, le=100)
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=-1)
-    repetition_penalty: float | None = Field(None, gt=0, le=2)
-    max_new_tokens: int | None = Field(None, ge=1)
-    max_length: int | None = Field(None, ge=1)
-    stop: tuple[str, ...] | None = Field(None, max_length=16)
-    skip_special_tokens: bool | None = None
+# The engine's config file schema, bounds and all: what the operator accepts, the engine accepts.
+GenerationSpec = GenerationDefaults
 
 
 class ResourcesSpec(_Model):
@@ -251,13 +244,8 @@ def _problems(spec: ModelSpec) -> list[tuple[str, str]]:
                           f"{', '.join(choices)}"))
         elif value is not None and spec.backend != "sglang":
             found.append((f"spec.engine.{field}", "needs the sglang backend (SGLang's parsers)"))
-    gen = spec.generation
-    if gen is not None:
-        if gen.top_k == 0:
-            found.append(("spec.generation.topK", "must be -1 (disabled) or at least 1"))
-        both = gen.max_new_tokens is not None and gen.max_length is not None
-        if both and gen.max_new_tokens > gen.max_length:  # type: ignore[operator]
-            found.append(("spec.generation.maxNewTokens", "must not exceed maxLength"))
+    if spec.generation is not None:
+        found += [(f"spec.generation.{f}", problem) for f, problem in generation_problems(spec.generation)]
     if spec.nodes > 1:
         if spec.tensor_parallel_size % spec.nodes:
             found.append(("spec.nodes", f"must divide tensorParallelSize ({spec.tensor_parallel_size}): "

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from engine_fakes import FakeBackend, make_settings, wait_for
 from sglang_engine import adapters as adapters_mod
-from sglang_engine.adapters import AdapterController, parse_config, resolve_source
+from sglang_engine.adapters import AdapterController, resolve_source
+from sglang_engine.contract import GenerationDefaults, parse_config
 from sglang_engine.core import Engine
-from sglang_engine.sampling import GenerationDefaults
 from sglang_engine.templating import ChatTemplater
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from engine_fakes import FakeBackend, make_settings
 from sglang_engine.backends.base import BackendError
+from sglang_engine.contract import GenerationDefaults
 from sglang_engine.core import Engine, Response
-from sglang_engine.sampling import SamplingRequest, parse_defaults
+from sglang_engine.sampling import SamplingRequest
 from sglang_engine.templating import ChatTemplater
 
 HELLO = [{"role": "user", "content": "hello"}]
@@ -38,7 +39,7 @@ async def test_get_scores_is_not_implemented(engine: Engine) -> None:
 
 
 async def test_generation_defaults_apply_until_a_request_overrides_them(engine: Engine) -> None:
-    engine.set_defaults(parse_defaults({"temperature": 0.3, "maxNewTokens": 2, "stop": ["###"]}))
+    engine.set_defaults(GenerationDefaults(temperature=0.3, max_new_tokens=2, stop=("###",)))
     await engine.chat(HELLO)
     await engine.chat(HELLO, temperature=0.9, max_new_tokens=5, stop=["END"])
     first, second = (r.sampling for r in engine.backend.requests)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from sglang_engine.backends.base import BackendError
+from sglang_engine.contract import GenerationDefaults
 from sglang_engine.delegation import (
     CHAT_PATH,
     DONE,
@@ -15,7 +16,6 @@ from sglang_engine.delegation import (
     error_from_upstream,
     prepare_upstream,
 )
-from sglang_engine.sampling import GenerationDefaults
 
 NAMES = ModelNames(served="tiny", model_id="builtin:tiny", upstream="tiny", adapters={"l7": "/a/l7"})
 MSGS = [{"role": "user", "content": "hi"}]

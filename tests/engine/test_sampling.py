@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sglang_engine.backends.base import BackendError
+from sglang_engine.contract import GenerationDefaults, parse_config
 from sglang_engine.sampling import (
     NEUTRAL_MAX_NEW_TOKENS,
-    GenerationDefaults,
     SamplingRequest,
     merge_sampling,
-    parse_defaults,
     sampling_from_kwargs,
 )
 
-DEFAULTS = parse_defaults({"temperature": 0.7, "topP": 0.9, "topK": 40, "repetitionPenalty": 1.05,
-                           "maxNewTokens": 64, "stop": ["</s>"], "skipSpecialTokens": False})
+DEFAULTS = GenerationDefaults.model_validate({"temperature": 0.7, "topP": 0.9, "topK": 40,
+                                              "repetitionPenalty": 1.05, "maxNewTokens": 64, "stop": ["</s>"],
+                                              "skipSpecialTokens": False})
 
 
 def test_config_defaults_parse_camel_case() -> None:
@@ -42,10 +44,10 @@ def test_stop_strings_are_merged_request_first_without_duplicates() -> None:
 
 
 def test_the_stop_limit_counts_the_models_default_stops_too() -> None:
-    defaults = parse_defaults({"stop": [f"d{i}" for i in range(20)]})
-    merge_sampling(defaults, SamplingRequest(stop=tuple(f"r{i}" for i in range(12))), 10)  # 32: fine
+    defaults = GenerationDefaults(stop=tuple(f"d{i}" for i in range(16)))  # the most a model may set
+    merge_sampling(defaults, SamplingRequest(stop=tuple(f"r{i}" for i in range(16))), 10)  # 32: fine
     with pytest.raises(BackendError) as err:
-        merge_sampling(defaults, SamplingRequest(stop=tuple(f"r{i}" for i in range(13))), 10)
+        merge_sampling(defaults, SamplingRequest(stop=tuple(f"r{i}" for i in range(17))), 10)
     assert err.value.status == 400 and err.value.param == "stop"
 
 
@@ -57,7 +59,7 @@ def test_the_stop_limit_counts_the_models_default_stops_too() -> None:
     ({"maxLength": 100}, {"max_new_tokens": 5, "max_length": 30}, 10, 5),  # request max_new_tokens first
 ])
 def test_max_tokens_precedence(defaults: dict, request_: dict, prompt: int, expected: int) -> None:
-    params = merge_sampling(parse_defaults(defaults), SamplingRequest(**request_), prompt)
+    params = merge_sampling(GenerationDefaults.model_validate(defaults), SamplingRequest(**request_), prompt)
     assert params.max_new_tokens == expected
 
 
@@ -91,11 +93,13 @@ def test_bad_request_values_name_the_parameter(fields: dict, param: str) -> None
     assert err.value.status == 400 and err.value.param == param
 
 
-@pytest.mark.parametrize("raw", [{"topK": 0}, {"temperature": -1}, {"topP": 2}, {"maxNewTokens": 0},
-                                 {"unknownKey": 1}])
+@pytest.mark.parametrize("raw", [{"topK": 0}, {"temperature": -1}, {"temperature": 101}, {"topP": 2},
+                                 {"maxNewTokens": 0}, {"maxNewTokens": 9, "maxLength": 8},
+                                 {"stop": [str(i) for i in range(17)]}, {"unknownKey": 1}])
 def test_bad_config_defaults_are_refused_naming_the_field(raw: dict) -> None:
+    """The same bounds the operator's spec has (it uses these models): a file it writes always parses."""
     with pytest.raises(ValueError, match=next(iter(raw))):
-        parse_defaults(raw)
+        parse_config(json.dumps({"generation": raw}).encode())
 
 
 def test_seed_api_kwargs() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from sglang_engine.adapters import parse_config
+from sglang_engine.contract import parse_config
 from sglang_engine.settings import parse_settings
 from sglang_operator.builders import Owner
 from sglang_operator.builders.configmap import render_config

@@ -245,12 +245,12 @@ async def _gone(api, kind, name):
 
 def test_rendered_config_matches_what_the_operator_applies():
     """The ConfigMap's config.json parses as the contract's document."""
-    from sglang_operator.builders.configmap import engine_config
+    from sglang_operator.builders.configmap import render_config
     from sglang_operator.spec import parse_spec
 
-    doc = engine_config(parse_spec(TINY))
-    assert json.loads(json.dumps(doc)) == {"loraAdapters": [{"name": "sql", "source": "builtin:tiny-lora-1",
-                                                             "revision": None}], "generation": {}}
+    assert json.loads(render_config(parse_spec(TINY))) == {
+        "loraAdapters": [{"name": "sql", "source": "builtin:tiny-lora-1", "revision": None}],
+        "generation": {}}
 
 
 CRASHING = {"containerStatuses": [{

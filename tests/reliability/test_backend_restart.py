@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from engine_fakes import FakeBackend, make_settings, wait_for
-from sglang_engine.adapters import AdapterController, AdapterSpec
+from sglang_engine.adapters import AdapterController
 from sglang_engine.backends.base import BackendHealth
 from sglang_engine.backends.sglang_backend import SGLangBackend, live_group_members
+from sglang_engine.contract import AdapterSpec
 from sglang_engine.core import Engine, make_backend
 from sglang_engine.server.app import build_app
 from sglang_engine.supervisor import SupervisedBackend, backoff_delay

@@ -15,8 +15,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from sglang_engine.adapters import AdapterController, AdapterSpec, admin_source_problem
+from sglang_engine.adapters import AdapterController, admin_source_problem
 from sglang_engine.backends.base import BackendError, GenerationChunk
+from sglang_engine.contract import AdapterSpec
 from sglang_engine.core import Engine, PreparedChat
 from sglang_engine.delegation import (
     CHAT_PATH,

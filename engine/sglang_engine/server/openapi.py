@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from sglang_engine.adapters import AdapterSpec
+from sglang_engine.contract import AdapterSpec
 from sglang_engine.server.openai_types import ChatCompletionRequest
 
 REF = "#/components/schemas/{model}"

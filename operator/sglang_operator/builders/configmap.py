@@ -5,8 +5,10 @@ Format per docs/contracts.md. Engines watch the mounted file, so changing it nev
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from sglang_engine.contract import AdapterSpec, EngineConfig, GenerationDefaults
+from sglang_engine.contract import render_config as render_engine_config
 
 from sglang_operator import names
 from sglang_operator.builders.common import Owner, image_of, metadata
@@ -15,19 +17,15 @@ from sglang_operator.settings import OperatorSettings
 from sglang_operator.spec import ModelSpec
 
 
-def engine_config(spec: ModelSpec) -> dict[str, Any]:
-    """The config.json document (camelCase keys; generation keys left out mean "no default")."""
-    return {
-        "loraAdapters": [
-            {"name": a.name, "source": engine_path(a.source), "revision": a.revision}
-            for a in spec.lora_adapters
-        ],
-        "generation": spec.generation.model_dump(by_alias=True, exclude_none=True) if spec.generation else {},
-    }
+def engine_config(spec: ModelSpec) -> EngineConfig:
+    """The config file's content: adapters with their sources as the engine sees them, generation defaults."""
+    adapters = tuple(AdapterSpec(name=a.name, source=engine_path(a.source), revision=a.revision)
+                     for a in spec.lora_adapters)
+    return EngineConfig(lora_adapters=adapters, generation=spec.generation or GenerationDefaults())
 
 
 def render_config(spec: ModelSpec) -> str:
-    return json.dumps(engine_config(spec), indent=2, sort_keys=True) + "\n"
+    return render_engine_config(engine_config(spec))
 
 
 def build_configmap(owner: Owner, spec: ModelSpec, settings: OperatorSettings) -> dict[str, Any]:
