@@ -23,10 +23,17 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 OWNER = Owner(name="m", namespace="ml", uid="uid-1")
 
 
+def pod_templates(spec: dict) -> dict[str, dict]:
+    """Every pod template of a model's children, by child name: the engines' Deployment (or LeaderWorkerSet,
+    a model over several nodes) and the router's Deployment (spec.router)."""
+    return {c["metadata"]["name"]: template_of(c)
+            for c in build_children(OWNER, parse_spec(spec), load_settings([], {}))
+            if c["kind"] in ("Deployment", "LeaderWorkerSet")}
+
+
 def engine_pod(spec: dict) -> dict:
-    """The engine pods' template: a Deployment's, or a LeaderWorkerSet's (a model over several nodes)."""
-    children = {c["kind"]: c for c in build_children(OWNER, parse_spec(spec), load_settings([], {}))}
-    return template_of(children.get("Deployment") or children["LeaderWorkerSet"])
+    """The engine pods' template (the child named after the model)."""
+    return pod_templates(spec)[OWNER.name]
 
 
 def example_specs() -> list:
@@ -39,8 +46,9 @@ def example_specs() -> list:
 
 @pytest.mark.parametrize("spec", [pytest.param(FULL, id="every-pod-field"), *example_specs()])
 def test_engine_pods_meet_the_restricted_profile(spec: dict) -> None:
-    template = engine_pod(spec)
-    assert restricted_violations(template["spec"], template["metadata"].get("annotations")) == []
+    """And the router's pods, where the spec has one (examples/tiny-routed.yaml)."""
+    for name, template in pod_templates(spec).items():
+        assert restricted_violations(template["spec"], template["metadata"].get("annotations")) == [], name
 
 
 @pytest.mark.parametrize("variant", ["default", "namespaced", "no-rbac"])
