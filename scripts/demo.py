@@ -13,6 +13,11 @@
 4. streams a chat completion through the Service's local address with the `openai` client;
 5. adds a LoRA adapter (builtin:tiny-lora-7, built by the engine) with `kubectl patch`, and shows it appear
    in /v1/models while the same pod (same uid) keeps running;
+   ROUTER=1 applies examples/tiny-routed.yaml instead: two replicas behind SGLang's gateway (SMG,
+   spec.router; its pod runs here as a local `smg` process). It waits until status.router routes to both
+   engines, shows the workers SMG found by Kubernetes discovery, streams through the Service (now SMG) and
+   shows which engine served each turn of two conversations; no adapter step (SMG routes by the served
+   model name only). Real control plane only (the emulator gives pods no ServiceAccount token);
 6. with DOWNLOAD=1, serves a second model from a local Hugging Face Hub stand-in (`sglang-operator dev hub`,
    throttled) and shows its download in `kubectl get sgm` (Progress: `Downloading 43% (...)`) until Ready;
 7. prints how to continue with kubectl and curl, then stops the cluster (KEEP=1 keeps it running).
@@ -41,7 +46,9 @@ STATE = Layout.at(os.environ.get("STATE_DIR", ROOT / ".state" / "dev"))
 # start and light. BACKEND=sglang: the engine launches SGLang (here its real frontend, simulated scheduler).
 EXAMPLES = {"transformers": ROOT / "examples" / "tiny.yaml", "sglang": ROOT / "examples" / "tiny-sglang.yaml"}
 BACKEND = os.environ.get("BACKEND") or "transformers"
-EXAMPLE = EXAMPLES.get(BACKEND, EXAMPLES["transformers"])
+ROUTER = os.environ.get("ROUTER") == "1"
+ROUTED_EXAMPLE = ROOT / "examples" / "tiny-routed.yaml"
+EXAMPLE = ROUTED_EXAMPLE if ROUTER else EXAMPLES.get(BACKEND, EXAMPLES["transformers"])
 MODEL = yaml.safe_load(EXAMPLE.read_text())["metadata"]["name"]
 NEW_ADAPTER = {"name": "tiny-chat", "source": "builtin:tiny-lora-7"}
 READY_TIMEOUT_S = 600
@@ -182,6 +189,69 @@ def download_from_the_hub(kubectl: Kubectl) -> None:
         kubectl.run("delete", "sgm", HUB_MODEL, "--wait=false")
 
 
+def router_status(kubectl: Kubectl) -> dict:
+    return (kubectl.json("get", "sgm", MODEL).get("status") or {}).get("router") or {}
+
+
+def wait_for_router(kubectl: Kubectl, base: str) -> None:
+    """Until SMG routes to every replica (it registers each engine once its pod is Ready); its workers."""
+    replicas = yaml.safe_load(EXAMPLE.read_text())["spec"]["replicas"]
+    started = time.monotonic()
+    last = None
+    while (router := router_status(kubectl)).get("engines") != replicas:
+        if time.monotonic() - started > 120:
+            raise SystemExit(f"demo: the router routes to {router.get('engines')} of {replicas} engines "
+                             f"after 120s: {router}; see its log: kubectl logs deploy/{MODEL}-router")
+        if router != last:
+            note(f"[{time.monotonic() - started:5.1f}s] status.router: {router}")
+            last = router
+        time.sleep(1)
+    note(f"$ kubectl get sgm {MODEL} -o jsonpath='{{.status.router}}'\n    {json.dumps(router)}")
+    with urllib.request.urlopen(f"{base}/workers", timeout=5) as resp:
+        workers = json.load(resp).get("workers") or []
+    note(f"GET {base}/workers (SMG's own registry, filled by its Kubernetes discovery):")
+    for worker in workers:
+        note(f"  {worker.get('url')}  healthy={worker.get('is_healthy')}  model={worker.get('model_id')}")
+
+
+def engine_counts(kubectl: Kubectl) -> dict[str, float]:
+    """Chat completions each engine pod has served (its /metrics on the probe port, at its local address)."""
+    from sglang_dev.cluster import podnet
+    from sglang_dev.cluster.layout import ClusterInfo
+
+    prefix = ClusterInfo.load(STATE.cluster_file).prefix
+    pods = kubectl.json("get", "pods", "-l", f"app.kubernetes.io/name=sglang-engine,"
+                        f"app.kubernetes.io/instance={MODEL}")["items"]
+    counts = {}
+    for pod in pods:
+        local = podnet.local_ip(pod["status"].get("podIP") or "", prefix)
+        with urllib.request.urlopen(f"http://{local}:8001/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        counts[pod["metadata"]["name"]] = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                                              if line.startswith("sglang_engine_requests_total{"))
+    return counts
+
+
+def routed_turns(kubectl: Kubectl, base: str) -> None:
+    """Two conversations, three turns each, through the router: which engine served each turn."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=2, timeout=120)
+    opening = {"A": "You are a travel guide for Lisbon. " * 12, "B": "You are a patient chess coach. " * 12}
+    chats: dict[str, list] = {k: [{"role": "system", "content": v}] for k, v in opening.items()}
+    for turn in range(1, 4):
+        for name, messages in chats.items():
+            messages.append({"role": "user", "content": f"Question {turn}?"})
+            before = engine_counts(kubectl)
+            reply = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=8)
+            messages.append({"role": "assistant", "content": reply.choices[0].message.content or ""})
+            after = engine_counts(kubectl)
+            served = [pod for pod in after if after[pod] > before.get(pod, 0)]
+            note(f"conversation {name}, turn {turn}: served by {', '.join(served) or '?'}")
+    note("(SMG's cache_aware pick per turn: a conversation's later turns go where its prefix is cached, "
+         "unless that engine is much busier; docs/benchmarks.md measures what that saves under load)")
+
+
 def how_to_continue(base: str, kubectl: Kubectl) -> None:
     step("Try it yourself")
     real = "" if EMULATOR else f"""
@@ -190,12 +260,21 @@ def how_to_continue(base: str, kubectl: Kubectl) -> None:
     print(f"""    export KUBECONFIG={STATE.kubeconfig}
     KUBECTL={kubectl.binary}   # the kubectl of this cluster's Kubernetes release
     $KUBECTL get sgm,deploy,pods,svc
-    $KUBECTL scale sgm/{MODEL} --replicas=2
+    $KUBECTL scale sgm/{MODEL} --replicas={3 if ROUTER else 2}{router_hint(base)}
     curl -N {base}/v1/chat/completions -H 'Content-Type: application/json' \\
          -d '{{"model": "{MODEL}", "stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}'{real}
     .venv/bin/sglang-operator dev status          # processes, models, pods, service addresses
     .venv/bin/sglang-operator dev logs <pod>      # an engine's log (also: operator, emulator)
     .venv/bin/sglang-operator dev down            # stop everything""")
+
+
+def router_hint(base: str) -> str:
+    if not ROUTER:
+        return ""
+    return f"""
+    $KUBECTL get sgm {MODEL} -o jsonpath='{{.status.router}}'   # ready routers, engines SMG routes to
+    curl {base}/workers                               # SMG's registry: the engines it discovered
+    $KUBECTL logs deploy/{MODEL}-router               # SMG's log (discovery, registrations)"""
 
 
 def main() -> int:
@@ -206,6 +285,11 @@ def main() -> int:
     started_here = False
     if BACKEND not in EXAMPLES:
         print(f"demo: BACKEND={BACKEND!r}: expected one of {sorted(EXAMPLES)}", file=sys.stderr)
+        return 2
+    if ROUTER and (EMULATOR or BACKEND != "transformers"):
+        print("demo: ROUTER=1 runs examples/tiny-routed.yaml on the real control plane (the API emulator "
+              "gives pods no ServiceAccount token for SMG's discovery); drop EMULATOR and BACKEND (SGLang "
+              "backend behind the router: bench/router_cache.py)", file=sys.stderr)
         return 2
     if BACKEND == "sglang" and not sglang_sim.engine_env():
         print(f"demo: BACKEND=sglang needs SGLang's side venv ({sglang_sim.SIDE_VENV_PYTHON}): run "
@@ -231,11 +315,18 @@ def main() -> int:
                  "scheduler (no GPU here; sglang_dev.sglang_sim); its import takes ~20 s on 2 cores")
         wait_condition(kubectl, "Ready")
         base = service_url(STATE, "default", MODEL)
+        if ROUTER:
+            step(f"Waiting until the router (SMG) routes to both engines; the Service at {base} is SMG's")
+            wait_for_router(kubectl, base)
         step(f"Streaming a chat completion through the Service at {base}")
         stream_chat(base, MODEL, "Say hello to a newcomer.")
-        step(f"Adding LoRA adapter {NEW_ADAPTER['name']} ({NEW_ADAPTER['source']}) to sgm/{MODEL}")
-        add_adapter(kubectl, base)
-        stream_chat(base, NEW_ADAPTER["name"], "Same question, through the adapter.")
+        if ROUTER:
+            step("Two conversations through the router: which engine serves each turn")
+            routed_turns(kubectl, base)
+        else:
+            step(f"Adding LoRA adapter {NEW_ADAPTER['name']} ({NEW_ADAPTER['source']}) to sgm/{MODEL}")
+            add_adapter(kubectl, base)
+            stream_chat(base, NEW_ADAPTER["name"], "Same question, through the adapter.")
         if DOWNLOAD:
             step(f"A model from a (local) Hugging Face Hub: sgm/{HUB_MODEL} downloads before it serves")
             download_from_the_hub(kubectl)

@@ -7,6 +7,7 @@ running cluster when there is one, and leaves it running); the fixture's `dev do
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,30 @@ def test_the_demo_on_the_real_control_plane(dev_cluster: Cluster) -> None:
         until(lambda: not dev_cluster.pods("tiny"), 90, "the demo's pods gone")
 
 
+def test_the_router_demo_on_the_real_control_plane(dev_cluster: Cluster) -> None:
+    """`make demo ROUTER=1`: two replicas behind SMG; its registry lists both engines (found by Kubernetes
+    discovery), a stream goes through the Service (SMG), and each routed turn names the engine that served
+    it (each turn is served by exactly one engine of the model)."""
+    env = {**os.environ, "STATE_DIR": str(dev_cluster.layout.root), "ROUTER": "1"}
+    for name in ("KEEP", "EMULATOR", "BACKEND"):
+        env.pop(name, None)
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=380)
+    out = proc.stdout
+    try:
+        assert proc.returncode == 0, f"demo failed ({proc.returncode}):\n{out[-3000:]}\n{proc.stderr[-3000:]}"
+        assert '"engines": 2' in out and "(SMG's own registry, filled by its Kubernetes discovery)" in out
+        assert len(re.findall(r"http://10\.\d+\.\d+\.\d+:8000  healthy=True  model=tiny-routed", out)) == 2
+        assert out.count("POST http://") == 1
+        turns = re.findall(r"conversation [AB], turn \d: served by (\S+)$", out, re.MULTILINE)
+        assert len(turns) == 6 and all(t.startswith("tiny-routed-") for t in turns), out[-2000:]
+        assert "Adding LoRA adapter" not in out
+    finally:
+        dev_cluster.kubectl.run("delete", "sgm", "tiny-routed", "--ignore-not-found", "--timeout=90s",
+                                timeout=100)
+        until(lambda: not dev_cluster.pods("tiny-routed"), 90, "the router demo's pods gone")
+
+
 def test_an_unknown_backend_is_refused_before_anything_starts(tmp_path: Path) -> None:
     state = tmp_path / "demo-state"
     env = {**os.environ, "STATE_DIR": str(state), "BACKEND": "vllm"}
@@ -45,4 +70,10 @@ def test_an_unknown_backend_is_refused_before_anything_starts(tmp_path: Path) ->
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert "BACKEND='vllm': expected one of ['sglang', 'transformers']" in proc.stderr
+    assert not state.exists()
+    env = {**env, "BACKEND": "transformers", "ROUTER": "1", "EMULATOR": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "ROUTER=1 runs examples/tiny-routed.yaml on the real control plane" in \
+        proc.stderr, proc.stderr
     assert not state.exists()
