@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sglang_dev.cluster import procs
+from sglang_dev.cluster import podnet, procs
 from sglang_dev.cluster.layout import ClusterInfo, Layout
 from sglang_dev.cluster.tools import Kubectl, service_url
 
@@ -94,3 +94,19 @@ def stream_text(base: str, model: str, prompt: str = "Hello there",
 def http_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=5) as resp:
         return json.load(resp)
+
+
+def served_requests(local_ip: str) -> float:
+    """Chat completion requests an engine has answered (its sglang_engine_requests_total, every label)."""
+    with urllib.request.urlopen(f"http://{local_ip}:8000/metrics", timeout=5) as resp:
+        lines = resp.read().decode().splitlines()
+    counts = [line for line in lines if line.startswith("sglang_engine_requests_total")]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in counts)
+
+
+def ready_endpoints(cluster: Cluster, service: str) -> list[str]:
+    """The local addresses of a Service's ready endpoints, from its EndpointSlices (ready unset = ready)."""
+    slices = cluster.get("endpointslices", "-l", f"kubernetes.io/service-name={service}")["items"]
+    ready = [a for s in slices for e in s.get("endpoints") or []
+             if (e.get("conditions") or {}).get("ready") is not False for a in e["addresses"]]
+    return sorted(podnet.local_ip(a, cluster.info.prefix) or a for a in ready)

@@ -15,10 +15,9 @@ import select
 import signal
 import subprocess
 import time
-import urllib.request
 
 import pytest
-from e2e_lib import Cluster, dev, http_json, stream_text, until
+from e2e_lib import Cluster, dev, http_json, ready_endpoints, served_requests, stream_text, until
 from sglang_dev.cluster import podnet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -217,26 +216,16 @@ def test_engine_change_rolls_out(dev_cluster: Cluster) -> None:
     assert stream_text(dev_cluster.url(NAME), NAME)[1] >= 1
 
 
-def _served_requests(local_ip: str) -> float:
-    with urllib.request.urlopen(f"http://{local_ip}:8000/metrics", timeout=5) as resp:
-        lines = resp.read().decode().splitlines()
-    counts = [line for line in lines if line.startswith("sglang_engine_requests_total")]
-    return sum(float(line.rsplit(" ", 1)[1]) for line in counts)
-
-
 def test_scale_to_two_behind_the_service(dev_cluster: Cluster) -> None:
     dev_cluster.kubectl.run("scale", f"sgm/{NAME}", "--replicas=2")
     until(lambda: len([p for p in _pods(dev_cluster) if _ready(p)]) == 2 and dev_cluster.settled(NAME),
           150, "two ready pods and Ready")
-    slices = dev_cluster.get("endpointslices", "-l", f"kubernetes.io/service-name={NAME}")["items"]
-    ready = [a for s in slices for e in s.get("endpoints") or [] if e["conditions"].get("ready")
-             for a in e["addresses"]]
-    assert len(ready) == 2
-    locals_ = [podnet.local_ip(ip, dev_cluster.info.prefix) or "" for ip in ready]
-    before = {ip: _served_requests(ip) for ip in locals_}
+    locals_ = ready_endpoints(dev_cluster, NAME)
+    assert len(locals_) == 2
+    before = {ip: served_requests(ip) for ip in locals_}
     for _ in range(4):
         assert stream_text(dev_cluster.url(NAME), NAME)[1] >= 1
-    after = {ip: _served_requests(ip) for ip in locals_}
+    after = {ip: served_requests(ip) for ip in locals_}
     assert all(after[ip] > before[ip] for ip in locals_), (before, after)
 
 
