@@ -3,9 +3,14 @@
 Triggers: create/update/resume of the CR; any change to a child we own (a deleted or hand-edited child is
 restored at once; Deployment status changes as pods become ready, so status follows readiness); any change to
 one of its pods (a crash, an image pull error, a scheduling failure shows in pod status first); and a
-periodic resync (settings.resync_seconds, or every NOT_SETTLED_POLL seconds while serving pods still load
-adapters or the router has not registered every ready engine, since engine and router state have no
-watch). Reconciles of one model are serialized and coalesced.
+periodic resync for what no watch reports (resync_plan): engine and router state (every NOT_SETTLED_POLL
+seconds while engines load their model or adapters, or the router has not registered every ready engine;
+once settled, the engines' /status is read again every settings.resync_seconds and the model reconciled only
+if a reply changed), routed and multi-node models (the router's engines; the LeaderWorkerSet API may be
+missing, or unwatched: a full reconcile every settings.resync_seconds), a failed reconcile (retried then),
+and a full reconcile of every model every SAFETY_RESYNC seconds (a safety net, as controller-runtime's). A
+model whose inputs are all watched costs no API request at rest. Reconciles of one model are serialized and
+coalesced.
 
 No kopf timer or daemon and no finalizer: kopf adds a finalizer for timers/daemons, which would block CR
 deletion while the operator is down. Children go by ownerReference garbage collection, so nothing needs to
@@ -18,8 +23,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 import aiohttp
 import kopf
@@ -27,8 +32,10 @@ import kopf
 from sglang_operator import labels, names
 from sglang_operator.apply import OwnershipError
 from sglang_operator.builders.common import API_GROUP, KIND, PLURAL
+from sglang_operator.engine_client import fetch_statuses
 from sglang_operator.kube import ApiError, KubeApi
-from sglang_operator.reconcile import Context, reconcile
+from sglang_operator.observed import EngineStatus, PodView
+from sglang_operator.reconcile import Context, Result, reconcile
 from sglang_operator.settings import OperatorSettings
 
 CR = (API_GROUP, "v1alpha1", PLURAL)
@@ -39,7 +46,12 @@ CHILDREN = (("apps", "v1", "deployments"), ("", "v1", "services"), ("", "v1", "c
             ("policy", "v1", "poddisruptionbudgets"), ("networking.k8s.io", "v1", "networkpolicies"),
             ("leaderworkerset.x-k8s.io", "v1", "leaderworkersets"))
 NOT_SETTLED_POLL = 5.0
+SAFETY_RESYNC = 10 * 3600.0  # a full reconcile of every model (controller-runtime's default SyncPeriod)
 RESYNC_CONCURRENCY = 8
+# What the resync does for a model (resync_plan): a full reconcile every NOT_SETTLED_POLL s (engines loading);
+# read its engines' /status every resync_seconds and reconcile if a reply changed; a full reconcile every
+# resync_seconds (state no watch reports, or the last run failed); nothing until SAFETY_RESYNC (all watched).
+Plan = Literal["poll", "engines", "full", "watched"]
 logger = logging.getLogger("sglang_operator.handlers")
 
 Login = Callable[..., kopf.ConnectionInfo | None]
@@ -48,6 +60,40 @@ Login = Callable[..., kopf.ConnectionInfo | None]
 def default_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """In-cluster service account first, then the kubeconfig (KUBECONFIG or ~/.kube/config)."""
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A model as its last reconcile left it: when (loop time), what the resync does next, the engines asked
+    and their replies (to compare with), and when the engines were last asked without a reconcile."""
+
+    at: float
+    plan: Plan = "poll"
+    asked: tuple[PodView, ...] = ()
+    engines: dict[str, EngineStatus | str] = field(default_factory=dict)
+    checked: float = 0.0
+
+    def due(self, now: float, resync_seconds: float) -> bool:
+        if now - self.at >= SAFETY_RESYNC:
+            return True
+        if self.plan == "watched":
+            return False
+        every = min(NOT_SETTLED_POLL, resync_seconds) if self.plan == "poll" else resync_seconds
+        return now - max(self.at, self.checked) >= every
+
+    def full(self, now: float) -> bool:
+        """Due for a reconcile, not only a look at the engines."""
+        return self.plan != "engines" or now - self.at >= SAFETY_RESYNC
+
+
+def resync_plan(result: Result) -> Plan:
+    """Poll while engines that answer are loading (their model, or adapters on serving pods); pods without an
+    IP have no engine to ask, and their scheduling and start arrive by the pod watch."""
+    if result.asked and not _settled(result.status):
+        return "poll"
+    if result.unwatched:
+        return "full"
+    return "engines" if result.asked else "watched"
 
 
 @dataclass
@@ -60,7 +106,7 @@ class State:
     ctx: Context | None = None
     ctx_login: kopf.ConnectionInfo | None = None  # the login state.ctx.api was made from
     closing: set[asyncio.Task] = field(default_factory=set)  # old clients being closed
-    known: dict[tuple[str, str], tuple[float, bool]] = field(default_factory=dict)  # -> (last run, settled)
+    known: dict[tuple[str, str], Seen] = field(default_factory=dict)
     # A model whose reconcile is waiting for its lock -> that waiter's token (see _run_quietly).
     queued: dict[tuple[str, str], object] = field(default_factory=dict)
     resync: asyncio.Task | None = None
@@ -127,14 +173,17 @@ async def _run(state: State, key: tuple[str, str], permanent: bool) -> None:
             except (ApiError, aiohttp.ClientError) as exc:  # an event is never worth failing a reconcile
                 logger.warning("event %s for %s/%s not posted: %s", reason, namespace, name, exc)
 
+        loop = asyncio.get_running_loop()
         try:
             result = await reconcile(ctx, body, emit)
-        except ApiError as exc:
-            raise kopf.TemporaryError(f"API: {exc}", delay=1 if exc.status == 409 else 5) from exc
-        except OwnershipError as exc:
-            raise kopf.TemporaryError(str(exc), delay=30) from exc
-        loop = asyncio.get_running_loop()
-        state.known[key] = (loop.time(), _settled(result.status))
+        except Exception as exc:
+            state.known[key] = Seen(loop.time(), "full")  # no watch event may come: the resync retries
+            if isinstance(exc, ApiError):
+                raise kopf.TemporaryError(f"API: {exc}", delay=1 if exc.status == 409 else 5) from exc
+            if isinstance(exc, OwnershipError):
+                raise kopf.TemporaryError(str(exc), delay=30) from exc
+            raise
+        state.known[key] = Seen(loop.time(), resync_plan(result), result.asked, result.engines)
         if result.spec_error is not None and permanent:
             raise kopf.PermanentError(str(result.spec_error))
 
@@ -160,10 +209,11 @@ async def _resync_loop(state: State) -> None:
     gate = asyncio.Semaphore(RESYNC_CONCURRENCY)
     loop = asyncio.get_running_loop()
 
-    async def one(key: tuple[str, str]) -> None:
+    async def one(key: tuple[str, str], seen: Seen) -> None:
         async with gate:
             try:
-                await _run_quietly(state, key)
+                if seen.full(loop.time()) or await _engines_changed(state, key, seen):
+                    await _run_quietly(state, key)
             except Exception:  # one model's bug must not stop the resync of all the others
                 logger.exception("resync of %s/%s failed", *key)
 
@@ -172,10 +222,21 @@ async def _resync_loop(state: State) -> None:
         if state.connection is None:
             continue
         now = loop.time()
-        due = [key for key, (last, settled) in list(state.known.items())
-               if now - last >= (settings.resync_seconds if settled else min(NOT_SETTLED_POLL,
-                                                                             settings.resync_seconds))]
-        await asyncio.gather(*(one(key) for key in due))
+        due = [(key, seen) for key, seen in list(state.known.items())
+               if seen.due(now, settings.resync_seconds)]
+        await asyncio.gather(*(one(key, seen) for key, seen in due))
+
+
+async def _engines_changed(state: State, key: tuple[str, str], seen: Seen) -> bool:
+    """Ask a settled model's engines again (no API request): True if a reply differs from the last run's."""
+    ctx = _context(state)
+    replies = await fetch_statuses(ctx.http, list(seen.asked), state.settings.engine_status_timeout,
+                                   state.engine_port)
+    if replies != seen.engines:
+        return True
+    if state.known.get(key) is seen:  # no reconcile replaced it meanwhile
+        state.known[key] = replace(seen, checked=asyncio.get_running_loop().time())
+    return False
 
 
 def _owner_name(body: Any) -> str | None:
@@ -226,10 +287,13 @@ def build_registry(login: Login | None = None) -> kopf.OperatorRegistry:
         if event.get("type") == "DELETED":
             memo.state.known.pop(key, None)
         else:
-            memo.state.known.setdefault(key, (0.0, False))
+            memo.state.known.setdefault(key, Seen(0.0))
 
+    # Children by their controller ownerReference, not by the managed-by label: kopf filters labels
+    # client-side anyway, and a child whose label was edited away must still reach its model (the resync
+    # of a settled model reads no child).
     for group, version, plural in CHILDREN:
-        @kopf.on.event(group, version, plural, labels=labels.MANAGED_SELECTOR, registry=registry)
+        @kopf.on.event(group, version, plural, registry=registry)
         async def _child(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             owner = _owner_name(body)
             if owner and memo.state.connection is not None:

@@ -25,7 +25,7 @@ from sglang_operator.builders.leaderworkerset import multi_node, template_of
 from sglang_operator.builders.router import ROUTER_KINDS
 from sglang_operator.engine_client import fetch_statuses
 from sglang_operator.kube import ApiError, KubeApi
-from sglang_operator.observed import DeploymentView, PodView
+from sglang_operator.observed import DeploymentView, EngineStatus, PodView
 from sglang_operator.router_client import router_engines
 from sglang_operator.settings import OperatorSettings
 from sglang_operator.spec import SpecError
@@ -71,20 +71,28 @@ class Result:
     actions: dict[str, str]  # kind -> created | updated | unchanged | deleted
     status_written: bool
     spec_error: SpecError | None = None
+    # What the resync needs (handlers.resync_plan): the pods whose engine /status was read and the replies
+    # (engine state has no watch), and whether the status also depends on something no watch reports (a
+    # missing LeaderWorkerSet API, the router's view of its engines; a LeaderWorkerSet installed after the
+    # operator started is not watched).
+    asked: tuple[PodView, ...] = ()
+    engines: dict[str, EngineStatus | str] = field(default_factory=dict)
+    unwatched: bool = False
 
 
 def now() -> str:
     return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-async def _observe_pods(ctx: Context, owner: Owner,
-                        desired_revision: str | None) -> tuple[list[PodView], dict]:
+async def _observe_pods(ctx: Context, owner: Owner, desired_revision: str | None
+                        ) -> tuple[list[PodView], list[PodView], dict[str, EngineStatus | str]]:
+    """(the model's pods, the ones whose engine was asked, the replies)."""
     items = await ctx.api.list("Pod", owner.namespace, labels.selector(owner.name))
     pods = [PodView.parse(p) for p in items]
     # Serving pods for their adapters and config; starting ones for how their model's loading goes.
     asked = serving_pods(pods, desired_revision) + starting_pods(pods, desired_revision)
     engines = await fetch_statuses(ctx.http, asked, ctx.settings.engine_status_timeout, ctx.engine_port)
-    return pods, engines
+    return pods, asked, engines
 
 
 def _events(actions: dict[str, str], revision_changed: bool, was_ready: bool, ready: bool,
@@ -210,7 +218,7 @@ async def reconcile(ctx: Context, body: dict[str, Any], emit: Emit) -> Result:
 
     desired_revision = _template_revision(next(c for c in desired if child_key(c) == workload_kind))
     config = next(c for c in desired if c["kind"] == "ConfigMap")["data"][names.CONFIG_KEY]
-    pods, engines = await _observe_pods(ctx, owner, desired_revision)
+    pods, asked, engines = await _observe_pods(ctx, owner, desired_revision)
     workload = live.get(workload_kind)
     obs = Observation(owner.name, owner.namespace, generation, spec, desired_revision=desired_revision,
                       desired_config=config, deployment=DeploymentView.parse(workload) if workload else None,
@@ -222,7 +230,8 @@ async def reconcile(ctx: Context, body: dict[str, Any], emit: Emit) -> Result:
                          first="observedGeneration" not in previous) + problem_events(previous, status) \
             + loading_events(previous, status):
         await emit(*event)
-    return Result(status, actions, written)
+    return Result(status, actions, written, asked=tuple(asked), engines=engines,
+                  unwatched=workload_error is not None or spec.routed or workload_kind == LWS_KIND)
 
 
 async def _observe_router(ctx: Context, owner: Owner, deployment: dict[str, Any] | None) -> RouterView:

@@ -21,7 +21,10 @@ The Helm chart maps its values onto exactly these names (env var / flag: meaning
   "tolerationKeys": [...]}`, each a list of shell-style patterns (`*` matches anything, `/` included, e.g.
   `registry.example.com/*`); an empty or missing list allows anything. A CR that picks something else is
   refused (SpecValid=False, reason NotAllowed, naming the field): see tenancy.py.
-- SGLANG_OPERATOR_RESYNC_SECONDS / --resync-seconds N: periodic reconcile interval (default 60).
+- SGLANG_OPERATOR_RESYNC_SECONDS / --resync-seconds N: how often a settled model's engines are asked for their
+  /status again (no API request; a changed reply triggers a reconcile), and the reconcile interval of a model
+  whose state no watch reports (routed, multi-node, last run failed). Default 60. Models whose inputs are all
+  watched cost no request at rest (handlers.py).
 - SGLANG_OPERATOR_LOG_FORMAT / --log-format: text | json (default text).
 - SGLANG_OPERATOR_LOG_LEVEL / --log-level: debug | info | warning | error (default info).
 - SGLANG_OPERATOR_HEALTH_PORT / --liveness URL: kopf's liveness endpoint. The env var is a port number and
@@ -191,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--network-policy",
       help=f"JSON probe-port peers of the engines' NetworkPolicies (env {ENV_NETWORK_POLICY})")
     a("--tenancy", help=f"JSON allowlists of what models may choose (env {ENV_TENANCY})")
-    a("--resync-seconds", help=f"periodic reconcile interval (env {ENV_RESYNC_SECONDS})")
+    a("--resync-seconds", help=f"how often settled models' engines are asked again, and models no watch "
+      f"covers reconciled (env {ENV_RESYNC_SECONDS})")
     a("--log-format", help=f"text or json (env {ENV_LOG_FORMAT})")
     a("--log-level", help=f"debug, info, warning or error (env {ENV_LOG_LEVEL})")
     a("--liveness",

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import yaml
 from sglang_engine.protocol import LOAD_PHASES, LoadProgress
-from sglang_operator.handlers import _settled
+from sglang_operator.handlers import SAFETY_RESYNC, Seen, _settled, resync_plan
 from sglang_operator.observed import DeploymentView, EngineStatus, PodView
-from sglang_operator.reconcile import loading_events
+from sglang_operator.reconcile import Result, loading_events
 from sglang_operator.spec import parse_spec
 from sglang_operator.status import Observation, compute_status, config_hash
 
@@ -120,6 +120,22 @@ def test_the_operator_polls_while_replicas_load() -> None:
     # The router registers a Ready engine after the fact, without an event: polled until it routes to all.
     assert not _settled({**ready, "router": {"readyReplicas": 1, "engines": 1}})
     assert _settled({**ready, "router": {"readyReplicas": 1, "engines": 2}})
+
+
+def test_the_resync_asks_only_what_no_watch_reports() -> None:
+    """Pods without an IP have no engine to poll (their scheduling and start come by the pod watch): a
+    model waiting for a node costs no request at rest; a settled model's engines are asked, not the API."""
+    starting = {"phase": "Progressing", "replicas": 1, "readyReplicas": 0}
+    pod = PodView(name="p0", ip="10.0.0.1", revision=REV)
+    assert resync_plan(Result(starting, {}, False)) == "watched"  # pending: nothing to ask
+    assert resync_plan(Result(starting, {}, False, asked=(pod,))) == "poll"  # an engine loading
+    assert resync_plan(Result({"phase": "Running"}, {}, False, asked=(pod,))) == "engines"
+    assert resync_plan(Result(starting, {}, False, unwatched=True)) == "full"  # e.g. LeaderWorkerSet missing
+    watched, engines, full = Seen(100.0, "watched"), Seen(100.0, "engines"), Seen(100.0, "full")
+    assert not watched.due(100.0 + 3600, 60) and watched.due(100.0 + SAFETY_RESYNC, 60)
+    assert not engines.due(159.0, 60) and engines.due(160.0, 60) and not engines.full(160.0)
+    assert not Seen(100.0, "engines", checked=150.0).due(160.0, 60)  # asked 10 s ago
+    assert full.due(160.0, 60) and full.full(160.0) and Seen(100.0, "poll").due(105.0, 60)
 
 
 def test_the_crd_lists_the_engines_phases_and_the_progress_column() -> None:
