@@ -175,7 +175,9 @@ def test_the_operators_router_pod_runs_smg_with_pod_network_and_service_account(
     # The engine has no token (automountServiceAccountToken: false) and calls no pod: no proxy either (its
     # downloads go straight out).
     engine = plan_pod(_admitted(engines["spec"]["template"], "r-x"), ctx)
-    assert engine.files == () and not {"HTTP_PROXY", "KUBECONFIG"} & engine.containers[0].env.keys()
+    assert engine.files == () and "HTTP_PROXY" not in engine.containers[0].env
+    # ... and its KUBECONFIG names a file that is not there: never the host's ~/.kube/config (HOME is shared).
+    assert engine.containers[0].env["KUBECONFIG"] == str(path)
     # No smg next to the cluster's Python: said, naming the extra that installs it.
     with pytest.raises(PodError, match=r"'smg' is not installed.*\[router\]") as err:
         plan_pod(_admitted(router["spec"]["template"], "r-router-x"), _ctx(tmp_path, **{
@@ -188,7 +190,7 @@ def test_the_operators_router_pod_runs_smg_with_pod_network_and_service_account(
         "/etc/kube/config"
     bare = plan_pod(_admitted(router["spec"]["template"], "r-router-x"),
                     _ctx(tmp_path, **{**asdict(ctx), "pod_gateway": None, "api_server": None}))
-    assert bare.files == () and "KUBECONFIG" not in bare.containers[0].env
+    assert bare.files == () and bare.containers[0].env["KUBECONFIG"] == str(path)
     assert "HTTP_PROXY" not in bare.containers[0].env
 
 

@@ -32,8 +32,10 @@ Mapping rules (the local kubelet's whole contract):
   container that mounts it gets `KUBECONFIG` = `<pod dir>/kubeconfig` (a file of the plan, `PodPlan.files`):
   the apiserver's URL (`PodContext.api_server`), the mounted `ca.crt` and `tokenFile` = the mounted `token`
   (the pod-bound TokenRequest token), and the pod's namespace: the same identity, so the apiserver's RBAC
-  applies to the pod's ServiceAccount. Unless the container sets KUBECONFIG itself; without an apiserver
-  URL (the emulator) nothing is added.
+  applies to the pod's ServiceAccount. Unless the container sets KUBECONFIG itself. A container without
+  that mount (or with no apiserver URL: the emulator) gets the same KUBECONFIG path with no file there:
+  pods share the host's HOME here, and the host's ~/.kube/config must never stand in for a pod's
+  credentials (a real container has none), so a Kubernetes client in it finds no credentials, as it would.
 - The SGLang backend: this machine has no GPU, so the node gives every container the environment that makes
   the engine launch SGLang's real frontend with a simulated scheduler (`PodContext.sglang_env`:
   `SGLANG_ENGINE_SGLANG_PYTHON` = the side venv's python, `SGLANG_ENGINE_SGLANG_MODULE` =
@@ -61,6 +63,7 @@ COMMANDS = (ENGINE_COMMAND, ROUTER_COMMAND)
 # Commands whose program calls other pods by IP (through the pod gateway here).
 CALLS_PODS = frozenset({ROUTER_COMMAND})
 SERVICE_ACCOUNT_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+POD_KUBECONFIG = "kubeconfig"  # in the pod's folder (see the module docstring)
 WILDCARD_HOSTS = ("0.0.0.0", "::", "[::]")
 NODE_NAME = "local"
 
@@ -484,7 +487,7 @@ def pod_kubeconfig(ctx: PodContext, pod: Mapping[str, Any],
         "contexts": [{"name": "in-cluster", "context": {"cluster": "in-cluster", "user": user,
                                                         "namespace": namespace}}],
     }
-    return ctx.pod_dir / "kubeconfig", json.dumps(config, indent=2) + "\n"
+    return ctx.pod_dir / POD_KUBECONFIG, json.dumps(config, indent=2) + "\n"
 
 
 def plan_container(container: Mapping[str, Any], index: int, pod: Mapping[str, Any], ctx: PodContext,
@@ -497,7 +500,7 @@ def plan_container(container: Mapping[str, Any], index: int, pod: Mapping[str, A
     user_env = resolve_env(container, pod, ctx, where)
     kubeconfig = None if "KUBECONFIG" in user_env else pod_kubeconfig(ctx, pod, mounts)
     node_env = {**(pod_network_env(ctx) if command in CALLS_PODS else {}),
-                **({"KUBECONFIG": str(kubeconfig[0])} if kubeconfig else {})}
+                "KUBECONFIG": str(ctx.pod_dir / POD_KUBECONFIG)}  # no file there without credentials
     # Only the container's own values are paths inside the container; the node's (TMPDIR, PATH, the host's
     # caches, the SGLang to run) stay as they are even under a mountPath such as /tmp.
     env = {**base_env(ctx, (pod.get("metadata") or {}).get("name", ""), mounts),
