@@ -59,6 +59,16 @@ class RouterView:
         return self.ready_replicas > 0 and bool(self.engines)
 
 
+def router_not_ready_message(obs: Observation, ready_engines: int) -> str:
+    """SMG's own reason, and where to look: SMG 1.13.0 reports a failing discovery (the API refusing its
+    ServiceAccount, or unreachable) only in its log; its /readiness says 'insufficient healthy workers'."""
+    assert obs.router is not None
+    said = obs.router.message or "the router routes to no engine yet"
+    return (f"{said}; SMG has registered none of the {ready_engines} ready engines yet: if that lasts, its "
+            f"log says why (discovery errors such as RBAC or an unreachable API): kubectl logs -n "
+            f"{obs.namespace} deploy/{names.router(obs.name)}")
+
+
 def config_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -247,7 +257,7 @@ def compute_status(obs: Observation, now: str) -> dict[str, Any]:
         ready = (False, "AdaptersNotReady", a_message)
     elif obs.router is not None and not obs.router.serving:
         # Clients reach the model through the router only: replicas it does not route to serve nobody.
-        ready = (False, "RouterNotReady", obs.router.message or "the router routes to no engine yet")
+        ready = (False, "RouterNotReady", router_not_ready_message(obs, desired))
     else:
         ready = (True, "AllReplicasReady", f"{desired} replicas serve the current revision"
                  + (f" through the router ({obs.router.engines} engines)" if obs.router else ""))

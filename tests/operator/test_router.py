@@ -98,7 +98,12 @@ def test_ready_waits_for_the_router_to_route_and_reports_its_engines() -> None:
     waiting = _ready_status(RouterView(0, None, "router: insufficient healthy workers"))
     ready = next(c for c in waiting["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "RouterNotReady")
-    assert ready["message"] == "router: insufficient healthy workers"
+    # The engines are ready but SMG registered none: where its reason is (SMG logs a discovery 403, nothing
+    # else shows it).
+    assert ready["message"] == (
+        "router: insufficient healthy workers; SMG has registered none of the 2 ready engines yet: if that "
+        "lasts, its log says why (discovery errors such as RBAC or an unreachable API): kubectl logs -n ml "
+        "deploy/qwen-router")
     assert waiting["router"] == {"readyReplicas": 0, "engines": 0,
                                  "message": "router: insufficient healthy workers"}
     serving = _ready_status(RouterView(1, 2))
