@@ -12,9 +12,11 @@ apiserver refuses that identity anything else (the pod's own kubeconfig, the tok
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from e2e_lib import Cluster, stream_text, until
@@ -119,8 +121,10 @@ def test_two_replicas_serve_through_smg_with_exactly_its_rbac(dev_cluster: Clust
     log = (router_dir / "logs" / "router.log").read_text(errors="replace")
     assert "K8s worker store synced" in log and "Forbidden" not in log
 
+    pid = json.loads((router_dir / "pids" / "router.json").read_text())["pid"]
+    rss_mb = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1)) / 1024
     print(f"\nrouted model Ready with 2 engines in {ready_s:.1f}s; router pod Ready "
-          f"{_ready_after(router):.1f}s after it started")
+          f"{_ready_after(router):.1f}s after it started; SMG's RSS {rss_mb:.0f} MB")
     dev_cluster.kubectl.run("delete", "sgm", NAME, "--timeout=120s", timeout=130)
     until(lambda: not dev_cluster.pods(NAME), 120, "the model's pods deleted")
 
