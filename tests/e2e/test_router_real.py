@@ -7,15 +7,20 @@ What it proves: a 2-replica model with the router becomes Ready; status.router s
 engines; a streamed chat completion through the model's Service is counted by SMG's own metrics (routed to a
 worker it registered from Kubernetes) and by an engine's; the Role the operator made holds exactly list and
 watch on pods (builders/router.py: DISCOVERY_RULES), SMG's discovery works with them, and the real
-apiserver refuses that identity anything else (the pod's own kubeconfig, the token SMG holds).
+apiserver refuses that identity anything else (the pod's own kubeconfig, the token SMG holds). Then turning
+the router off: a stream in flight through SMG finishes, the Service selects the engines again, the router's
+objects go, no stream fails, and the model serves through the plain Service.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -34,6 +39,7 @@ MODEL = {
              "generation": {"maxNewTokens": 12}, "router": {"enabled": True}},
 }
 ROUTER = names.router(NAME)
+STREAM_TOKENS = 200  # each stream of the turn-off test: a fraction of a second on builtin:tiny
 
 
 def _metrics(url: str) -> str:
@@ -62,20 +68,41 @@ def _can_i(cluster: Cluster, kubeconfig: str, *args: str) -> str:
     return out.stdout.strip()
 
 
-def test_two_replicas_serve_through_smg_with_exactly_its_rbac(dev_cluster: Cluster) -> None:
+@dataclass(frozen=True)
+class Routed:
+    settled: dict
+    ready_s: float
+
+
+def _pods(cluster: Cluster, selector: dict[str, str]) -> list[dict]:
+    return cluster.get("pods", "-l", ",".join(f"{k}={v}" for k, v in selector.items()))["items"]
+
+
+def _engines_served(urls: list[str]) -> float:
+    return sum(_sample(_metrics(u), "sglang_engine_requests_total", code="200") for u in urls)
+
+
+@pytest.fixture(scope="module")
+def routed(dev_cluster: Cluster) -> Iterator[Routed]:
+    """The routed model, Ready with status.router at 2 engines; deleted (all its pods gone) afterwards."""
     started = time.monotonic()
     dev_cluster.apply(MODEL)
-    settled = until(lambda: (s := dev_cluster.settled(NAME)) and (s["status"].get("router") or {}).get(
-        "engines") == 2 and s, 180, "Ready with status.router routing to 2 engines")
-    ready_s = time.monotonic() - started
+    try:
+        settled = until(lambda: (s := dev_cluster.settled(NAME)) and (s["status"].get("router") or {}).get(
+            "engines") == 2 and s, 180, "Ready with status.router routing to 2 engines")
+        yield Routed(settled, time.monotonic() - started)
+    finally:
+        dev_cluster.kubectl.run("delete", "sgm", NAME, "--timeout=120s", timeout=130)
+        until(lambda: not dev_cluster.pods(NAME), 120, "the model's pods deleted")
+
+
+def test_two_replicas_serve_through_smg_with_exactly_its_rbac(dev_cluster: Cluster, routed: Routed) -> None:
+    settled = routed.settled
     assert settled["status"]["router"]["readyReplicas"] == 1, settled["status"]
     assert settled["status"]["readyReplicas"] == 2
 
-    def pods(selector: dict[str, str]) -> list[dict]:
-        return dev_cluster.get("pods", "-l", ",".join(f"{k}={v}" for k, v in selector.items()))["items"]
-
-    (router,) = pods(labels.router_selector(NAME))
-    engines = pods(labels.selector(NAME))
+    (router,) = _pods(dev_cluster, labels.router_selector(NAME))
+    engines = _pods(dev_cluster, labels.selector(NAME))
     assert router["spec"]["serviceAccountName"] == ROUTER and len(engines) == 2
     router_dir = dev_cluster.layout.pod_dir("default", router["metadata"]["name"])
     events = (router_dir / "events.log").read_text()
@@ -88,11 +115,7 @@ def test_two_replicas_serve_through_smg_with_exactly_its_rbac(dev_cluster: Clust
     before = _metrics(smg_metrics)
     assert _sample(before, "smg_discovery_registrations_total", source="kubernetes", result="success") >= 2
     engine_metrics = [f"http://{_local(dev_cluster, p)}:{names.PROBE_PORT}/metrics" for p in engines]
-
-    def served() -> float:
-        return sum(_sample(_metrics(u), "sglang_engine_requests_total", code="200") for u in engine_metrics)
-
-    served_before = served()
+    served_before = _engines_served(engine_metrics)
     text, chunks, finish = stream_text(dev_cluster.url(NAME), NAME)
     assert chunks >= 1 and text and finish in ("stop", "length")
     after = _metrics(smg_metrics)
@@ -101,7 +124,7 @@ def test_two_replicas_serve_through_smg_with_exactly_its_rbac(dev_cluster: Clust
         _sample(before, "smg_router_requests_total", **streamed) + 1
     assert _sample(after, "smg_worker_selection_total", model=NAME, policy="cache_aware") == \
         _sample(before, "smg_worker_selection_total", model=NAME, policy="cache_aware") + 1
-    assert until(lambda: served() - served_before, 10, "an engine counting the request") == 1
+    assert until(lambda: _engines_served(engine_metrics) - served_before, 10, "an engine counting it") == 1
 
     # The Role holds exactly what SMG's discovery uses, and the apiserver holds the router to it: asked with
     # the pod's own kubeconfig (the pod-bound token SMG authenticates with), not by impersonation.
@@ -123,10 +146,71 @@ def test_two_replicas_serve_through_smg_with_exactly_its_rbac(dev_cluster: Clust
 
     pid = json.loads((router_dir / "pids" / "router.json").read_text())["pid"]
     rss_mb = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1)) / 1024
-    print(f"\nrouted model Ready with 2 engines in {ready_s:.1f}s; router pod Ready "
+    print(f"\nrouted model Ready with 2 engines in {routed.ready_s:.1f}s; router pod Ready "
           f"{_ready_after(router):.1f}s after it started; SMG's RSS {rss_mb:.0f} MB")
-    dev_cluster.kubectl.run("delete", "sgm", NAME, "--timeout=120s", timeout=130)
-    until(lambda: not dev_cluster.pods(NAME), 120, "the model's pods deleted")
+
+
+def test_turning_the_router_off_drops_no_request_and_restores_the_plain_service(dev_cluster: Cluster,
+                                                                               routed: Routed) -> None:
+    """Streams run back to back (each on a new connection, as separate clients would) while the router is
+    turned off: the operator points the Service back at the engines first, then deletes the router's
+    objects, and the router pod drains (preStop, then SMG's shutdown grace). No stream fails, one was in
+    flight through SMG when the patch landed, and afterwards the model serves through the plain Service."""
+    from openai import OpenAI
+
+    base = dev_cluster.url(NAME)
+    spans: list[tuple[float, float, str | None]] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def streams() -> None:
+        while not stop.is_set():
+            begun, finish = time.monotonic(), None
+            try:
+                client = OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=60)
+                for chunk in client.chat.completions.create(
+                        model=NAME, messages=[{"role": "user", "content": "Tell me a story."}],
+                        max_tokens=STREAM_TOKENS, stream=True):
+                    if chunk.choices and chunk.choices[0].finish_reason:
+                        finish = chunk.choices[0].finish_reason
+                client.close()
+            except Exception as exc:  # counted: the point is that none happens
+                failures.append(f"{type(exc).__name__}: {exc}")
+            spans.append((begun, time.monotonic(), finish))
+
+    loop = threading.Thread(target=streams, daemon=True)
+    loop.start()
+    until(lambda: len(spans) >= 2, 60, "two streams through the router")
+    off_at = time.monotonic()
+    dev_cluster.kubectl.run("patch", "sgm", NAME, "--type=merge", "-p",
+                            json.dumps({"spec": {"router": {"enabled": False}}}))
+    until(lambda: dev_cluster.get("service", NAME)["spec"]["selector"] == labels.selector(NAME), 30,
+          "the Service selecting the engines again")
+    switched_at = time.monotonic()
+    for kind in ("deployment", "serviceaccount", "role", "rolebinding"):
+        until(lambda kind=kind: dev_cluster.kubectl.run("get", kind, ROUTER, check=False).returncode != 0, 30,
+              f"{kind}/{ROUTER} deleted")
+    # The router pod drains and goes while streams keep coming (they reach the engines directly now).
+    until(lambda: not _pods(dev_cluster, labels.router_selector(NAME)), 60, "the router pod gone")
+    gone_at = time.monotonic()
+    until(lambda: failures or any(begun > gone_at for begun, _, _ in spans), 30, "a stream after the router")
+    stop.set()
+    loop.join(60)
+    assert not failures, failures
+    assert all(finish in ("stop", "length") for _, _, finish in spans), spans
+    assert any(begun < off_at < ended for begun, ended, _ in spans), "no stream was in flight at the patch"
+
+    until(lambda: (s := dev_cluster.settled(NAME)) and s["status"].get("router") is None, 60,
+          "Ready again without status.router")
+    engines = _pods(dev_cluster, labels.selector(NAME))
+    urls = [f"http://{_local(dev_cluster, p)}:{names.PROBE_PORT}/metrics" for p in engines]
+    before = _engines_served(urls)
+    text, count, _ = stream_text(dev_cluster.url(NAME), NAME)
+    assert count >= 1 and text
+    assert until(lambda: _engines_served(urls) - before, 10, "an engine counting the direct request") == 1
+    print(f"\nrouter off: {len(spans)} streams, none failed; the Service switched "
+          f"{switched_at - off_at:.1f}s after the patch, the router pod was gone {gone_at - off_at:.1f}s "
+          "after it")
 
 
 def _ready_after(pod: dict) -> float:
