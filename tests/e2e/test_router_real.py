@@ -5,11 +5,13 @@ and the model's Service reaches the engines through it.
 
 What it proves: a 2-replica model with the router becomes Ready; status.router says 1 ready router and 2
 engines; a streamed chat completion through the model's Service is counted by SMG's own metrics (routed to a
-worker it registered from Kubernetes) and by an engine's; the Role the operator made holds exactly list and
-watch on pods (builders/router.py: DISCOVERY_RULES), SMG's discovery works with them, and the real
-apiserver refuses that identity anything else (the pod's own kubeconfig, the token SMG holds). Then turning
-the router off: a stream in flight through SMG finishes, the Service selects the engines again, the router's
-objects go, no stream fails, and the model serves through the plain Service.
+worker it registered from Kubernetes) and by an engine's; with the model's apiKeySecret, SMG holds the key
+(from the Secret through its env), refuses a wrong one itself and passes the engines' auth; the Role the
+operator made holds exactly list and watch on pods (builders/router.py: DISCOVERY_RULES), SMG's discovery
+works with them, and the real apiserver refuses that identity anything else (the pod's own kubeconfig, the
+token SMG holds). Then turning the router off while streams run back to back: none fails, one was in flight
+through SMG at the patch, the Service selects the engines again, the router's objects go, and the model
+serves through the plain Service.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import openai
 import pytest
 from e2e_lib import Cluster, stream_text, until
 from sglang_dev.cluster import podnet
@@ -36,8 +39,12 @@ MODEL = {
     "apiVersion": "serving.sglang-operator.io/v1alpha1", "kind": "SGLangModel",
     "metadata": {"name": NAME, "namespace": "default"},
     "spec": {"model": "builtin:tiny", "backend": "transformers", "replicas": 2,
-             "generation": {"maxNewTokens": 12}, "router": {"enabled": True}},
+             "generation": {"maxNewTokens": 12}, "router": {"enabled": True},
+             # SMG gets the key (--api-key from the Secret through its env), requires it of clients and
+             # sends it to the engines, which require it too.
+             "apiKeySecret": {"name": "routed-key", "key": "key"}},
 }
+API_KEY = "routed-secret-key"
 ROUTER = names.router(NAME)
 STREAM_TOKENS = 200  # each stream of the turn-off test: a fraction of a second on builtin:tiny
 
@@ -79,6 +86,7 @@ def _pods(cluster: Cluster, selector: dict[str, str]) -> list[dict]:
 
 
 def _engines_served(urls: list[str]) -> float:
+    """Chat completions the engines behind `urls` (their /metrics) answered with 200."""
     return sum(_sample(_metrics(u), "sglang_engine_requests_total", code="200") for u in urls)
 
 
@@ -86,6 +94,7 @@ def _engines_served(urls: list[str]) -> float:
 def routed(dev_cluster: Cluster) -> Iterator[Routed]:
     """The routed model, Ready with status.router at 2 engines; deleted (all its pods gone) afterwards."""
     started = time.monotonic()
+    dev_cluster.kubectl.run("create", "secret", "generic", "routed-key", f"--from-literal=key={API_KEY}")
     dev_cluster.apply(MODEL)
     try:
         settled = until(lambda: (s := dev_cluster.settled(NAME)) and (s["status"].get("router") or {}).get(
@@ -94,6 +103,7 @@ def routed(dev_cluster: Cluster) -> Iterator[Routed]:
     finally:
         dev_cluster.kubectl.run("delete", "sgm", NAME, "--timeout=120s", timeout=130)
         until(lambda: not dev_cluster.pods(NAME), 120, "the model's pods deleted")
+        dev_cluster.kubectl.run("delete", "secret", "routed-key")
 
 
 def test_two_replicas_serve_through_smg_with_exactly_its_rbac(dev_cluster: Cluster, routed: Routed) -> None:
@@ -116,8 +126,17 @@ def test_two_replicas_serve_through_smg_with_exactly_its_rbac(dev_cluster: Clust
     assert _sample(before, "smg_discovery_registrations_total", source="kubernetes", result="success") >= 2
     engine_metrics = [f"http://{_local(dev_cluster, p)}:{names.PROBE_PORT}/metrics" for p in engines]
     served_before = _engines_served(engine_metrics)
-    text, chunks, finish = stream_text(dev_cluster.url(NAME), NAME)
+    text, chunks, finish = stream_text(dev_cluster.url(NAME), NAME, api_key=API_KEY)
     assert chunks >= 1 and text and finish in ("stop", "length")
+    # A wrong key: SMG refuses it itself (its data-plane challenge and message, not the engine's "Invalid or
+    # missing API key."), and counts the 401.
+    refused = {"path": "/v1/chat/completions", "status_code": "401"}
+    smg_401 = _sample(_metrics(smg_metrics), "smg_http_responses_total", **refused)
+    with pytest.raises(openai.AuthenticationError) as denied_key:
+        stream_text(dev_cluster.url(NAME), NAME, api_key="wrong")
+    assert 'realm="data-plane"' in denied_key.value.response.headers.get("www-authenticate", "")
+    assert denied_key.value.message.endswith("Invalid API key"), denied_key.value.message
+    assert _sample(_metrics(smg_metrics), "smg_http_responses_total", **refused) == smg_401 + 1
     after = _metrics(smg_metrics)
     streamed = {"model": NAME, "endpoint": "chat", "streaming": "true"}
     assert _sample(after, "smg_router_requests_total", **streamed) == \
@@ -167,7 +186,7 @@ def test_turning_the_router_off_drops_no_request_and_restores_the_plain_service(
         while not stop.is_set():
             begun, finish = time.monotonic(), None
             try:
-                client = OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=60)
+                client = OpenAI(base_url=f"{base}/v1", api_key=API_KEY, max_retries=0, timeout=60)
                 for chunk in client.chat.completions.create(
                         model=NAME, messages=[{"role": "user", "content": "Tell me a story."}],
                         max_tokens=STREAM_TOKENS, stream=True):
@@ -205,7 +224,7 @@ def test_turning_the_router_off_drops_no_request_and_restores_the_plain_service(
     engines = _pods(dev_cluster, labels.selector(NAME))
     urls = [f"http://{_local(dev_cluster, p)}:{names.PROBE_PORT}/metrics" for p in engines]
     before = _engines_served(urls)
-    text, count, _ = stream_text(dev_cluster.url(NAME), NAME)
+    text, count, _ = stream_text(dev_cluster.url(NAME), NAME, api_key=API_KEY)
     assert count >= 1 and text
     assert until(lambda: _engines_served(urls) - before, 10, "an engine counting the direct request") == 1
     print(f"\nrouter off: {len(spans)} streams, none failed; the Service switched "
