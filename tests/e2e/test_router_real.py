@@ -27,7 +27,7 @@ from pathlib import Path
 
 import openai
 import pytest
-from e2e_lib import Cluster, stream_text, until
+from e2e_lib import Cluster, dev, stream_text, until
 from sglang_dev.cluster import podnet
 from sglang_operator import labels, names
 from sglang_operator.builders.router import DISCOVERY_RULES
@@ -164,6 +164,10 @@ def test_two_replicas_serve_through_smg_with_exactly_its_rbac(dev_cluster: Clust
     assert "K8s worker store synced" in log and "Forbidden" not in log
 
     pid = json.loads((router_dir / "pids" / "router.json").read_text())["pid"]
+    shown = json.loads(dev("status", dev_cluster.layout.root, "--json").stdout)  # the router's row: its pid
+    assert [p["pid"] for p in shown["pods"] if p["name"] == router["metadata"]["name"]] == [pid]
+    assert "Starting K8s service discovery" in dev("logs", dev_cluster.layout.root,
+                                                    router["metadata"]["name"]).stdout
     rss_mb = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1)) / 1024
     print(f"\nrouted model Ready with 2 engines in {routed.ready_s:.1f}s; router pod Ready "
           f"{_ready_after(router):.1f}s after it started; SMG's RSS {rss_mb:.0f} MB")

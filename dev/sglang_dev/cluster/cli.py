@@ -206,7 +206,8 @@ def cluster_status(layout: Layout) -> dict[str, Any]:
         st = p.get("status") or {}
         containers = st.get("containerStatuses") or []
         meta = p["metadata"]
-        pid_rec = procs.read_pidfile(layout.container_pidfile(meta["namespace"], meta["name"], "engine"))
+        first = (((p.get("spec") or {}).get("containers") or [{}])[0]).get("name", "engine")  # engine, router
+        pid_rec = procs.read_pidfile(layout.container_pidfile(meta["namespace"], meta["name"], first))
         out["pods"].append({
             "namespace": p["metadata"]["namespace"], "name": p["metadata"]["name"], "phase": st.get("phase"),
             "ip": st.get("podIP"), "ready": all(c.get("ready") for c in containers) and bool(containers),
