@@ -130,12 +130,20 @@ def reflects_pending_pod(cr: dict[str, Any]) -> bool:
     return status.get("replicas") == cr["spec"]["replicas"] and ready.get("reason") == "Unschedulable"
 
 
+def summary(status: dict[str, Any]) -> dict[str, Any]:
+    """What a model that has not converged shows (for the result file)."""
+    conditions = {c.get("type"): c.get("reason") for c in status.get("conditions") or []}
+    return {"observedGeneration": status.get("observedGeneration"), "replicas": status.get("replicas"),
+            "phase": status.get("phase"), "reasons": conditions}
+
+
 class RealCluster(RealPlane):
     """The real control plane: models created over HTTP by the admin (16 at a time, the clock running),
     convergence from a list of the models (with `handled`, their status also reflects the pending pod),
     every child checked once they have all settled."""
 
     poll_s = 1.0
+    behind: list[dict[str, Any]] = []  # a few models not converged at the last check
 
     async def create_models(self, n: int) -> None:
         assert self.admin is not None
@@ -153,6 +161,9 @@ class RealCluster(RealPlane):
         items = (await self.admin.list(f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}"))["items"]
         done = {cr["metadata"]["name"] for cr in items
                 if settled(cr, handled) and (not handled or reflects_pending_pod(cr))}
+        self.behind = [{"name": cr["metadata"]["name"], "generation": cr["metadata"].get("generation"),
+                        "status": summary(cr.get("status") or {})}
+                       for cr in items if cr["metadata"]["name"] not in done][:5]
         if len(done) < len(names):
             return len(done)
         present = set()
@@ -191,6 +202,21 @@ class Scale:
     async def wait_live(self, proc: Proc, port: int) -> None:
         await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/healthz", 60, proc)
 
+    async def drain(self, counts: RequestCounts, operator: Proc, idle: float = 5.0,
+                    limit: float = 120.0) -> int:
+        """Wait (at most `limit` s) until the operator has made no request for `idle` s: on a loaded machine
+        it may still be working through watch events queued during convergence (reconciles that change
+        nothing), which are not "at rest". -> the requests it made meanwhile."""
+        counts.reset()
+        started = quiet_since = time.monotonic()
+        last = 0
+        while time.monotonic() - started < limit and time.monotonic() - quiet_since < idle:
+            await asyncio.sleep(0.5)
+            check_alive(operator)
+            if counts.counts["total"] != last:
+                last, quiet_since = counts.counts["total"], time.monotonic()
+        return last
+
     async def run_size(self, n: int) -> dict[str, Any]:
         folder = self.tmp / f"cluster-{n}"
         folder.mkdir()
@@ -225,12 +251,18 @@ class Scale:
         result["status_s"] = status_s
         result["converge_s"] = round(time.monotonic() - started, 2) if done == n else None
         result["converged"] = done
+        if done < n:
+            result["not_converged_sample"] = getattr(cluster, "behind", [])
         totals = dict(counts.counts)
         result["requests_to_converge"] = totals
         result["requests_per_model"] = round(totals.get("total", 0) / n, 2)
         result["writes_per_model"] = round(totals.get("writes", 0) / n, 2)
 
         load["converged"] = os.getloadavg()
+        if args.cluster == "real":  # the operator may still work through queued events that change nothing
+            drained = time.monotonic()
+            result["drain_requests"] = await self.drain(counts, operator)
+            result["drain_s"] = round(time.monotonic() - drained, 1)
         counts.reset()
         await asyncio.sleep(args.quiet)
         load["quiet_end"] = os.getloadavg()

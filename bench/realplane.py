@@ -71,6 +71,7 @@ class RequestCounts:
             counts["watches"] += 1
         else:
             counts["reads"] += 1
+            counts[f"GET {resource_of(path)}"] += 1
             parts = path.rstrip("/").split("/")
             if method == "GET" and len(parts) >= 2 and parts[-2] in self.child_gets:
                 self.child_gets[parts[-2]].add(parts[-1])
@@ -120,7 +121,11 @@ class CountingProxy:
             # The operator may be gone (stopped between phases): its open watches end here, quietly.
             with contextlib.suppress(ConnectionResetError, aiohttp.ClientPayloadError):
                 await response.prepare(request)
+                watch = f"watch events {resource_of(request.path)}" \
+                    if request.query.get("watch") in ("true", "1") else None
                 async for chunk in upstream.content.iter_any():
+                    if watch:  # one JSON line per event (what makes the operator act at rest)
+                        self.counts.counts[watch] += chunk.count(b"\n")
                     await response.write(chunk)
                 await response.write_eof()
             return response

@@ -287,7 +287,9 @@ def build_registry(login: Login | None = None) -> kopf.OperatorRegistry:
         if event.get("type") == "DELETED":
             memo.state.known.pop(key, None)
         else:
-            memo.state.known.setdefault(key, Seen(0.0))
+            # Due one poll interval from now if no handler reconciles it first (a burst of creations must not
+            # be reconciled twice, by the create handler and by the resync).
+            memo.state.known.setdefault(key, Seen(asyncio.get_running_loop().time()))
 
     # Children by their controller ownerReference, not by the managed-by label: kopf filters labels
     # client-side anyway, and a child whose label was edited away must still reach its model (the resync

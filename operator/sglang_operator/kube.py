@@ -36,6 +36,11 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "Lease": ("/apis/coordination.k8s.io/v1", "leases"),
 }
 COMPONENT = "sglang-operator"
+CONNECTIONS = 20
+# Bounds on the apiserver's answer, not on the wait for one of the CONNECTIONS: with hundreds of models
+# reconciling at once (a burst of creations, a restart), a request may queue for a connection longer than any
+# sane total timeout, and a total of 30 s failed about 100 reconciles of 500 models on the real control plane.
+TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=30)
 
 
 class ApiError(Exception):
@@ -86,9 +91,8 @@ class KubeApi:
         if info.token:
             headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
         auth = aiohttp.BasicAuth(info.username, info.password or "") if info.username else None
-        connector = aiohttp.TCPConnector(ssl=_ssl_context(info), limit=20)
-        session = aiohttp.ClientSession(headers=headers, auth=auth, connector=connector,
-                                        timeout=aiohttp.ClientTimeout(total=30))
+        connector = aiohttp.TCPConnector(ssl=_ssl_context(info), limit=CONNECTIONS)
+        session = aiohttp.ClientSession(headers=headers, auth=auth, connector=connector, timeout=TIMEOUT)
         return cls(session=session, server=info.server.rstrip("/"))
 
     async def close(self) -> None:
