@@ -199,3 +199,27 @@ def test_unmarked_members_of_a_marked_group_are_found_and_their_survivors_killed
         if child:
             with contextlib.suppress(OSError):
                 os.kill(child, signal.SIGKILL)
+
+
+@pytest.mark.timeout(30)
+async def test_a_terminated_container_says_why_in_its_message(tmp_path: Path) -> None:
+    """As the kubelet: the termination message file (emptied before each start) becomes the terminated
+    state's message; under FallbackToLogsOnError a failure that left no message gets the log's tail."""
+    words = tmp_path / "termination-log.engine"
+    code = ("import os, sys; print('line 1'); print('the last line', flush=True); "
+            "os.environ.get('SAY') and open(sys.argv[1], 'w').write(os.environ['SAY']); sys.exit(3)")
+
+    async def last_state(env: dict[str, str], fallback: bool) -> dict:
+        plan = ContainerPlan("engine", (sys.executable, "-c", code, str(words)), {"PATH": "/usr/bin", **env},
+                             tmp_path, (), termination_log=words, fallback_to_logs=fallback)
+        runner = ContainerRunner(plan, "img", tmp_path / "engine.log", tmp_path / "engine.previous.log",
+                                 tmp_path / "pid.json", "Never", lambda: None, lambda *e: None)
+        await asyncio.wait_for(runner.run(), 20)
+        return dict(runner.state.last_state["terminated"])
+
+    said = await last_state({"SAY": "ModelLoadFailed: node rank 1 of 2 never joined"}, fallback=True)
+    assert said["exitCode"] == 3 and said["message"] == "ModelLoadFailed: node rank 1 of 2 never joined"
+    words.write_text("left by an earlier instance")
+    tail = await last_state({}, fallback=True)
+    assert tail["message"].endswith("line 1\nthe last line"), tail  # the file was emptied at the start
+    assert "message" not in await last_state({}, fallback=False)

@@ -52,6 +52,10 @@ def test_operator_pod_maps_to_a_local_engine(tmp_path: Path) -> None:
     assert {v.kind for v in plan.volumes} >= {"configMap", "emptyDir"}
     assert json.loads(engine.env["SGLANG_DEV_MOUNTS"])["/etc/sglang-operator"].endswith("volumes/config")
     assert engine.env["SGLANG_DEV_CLUSTER"] == "c1"
+    # Its last words go to the container's termination message file (the kubelet's terminationMessagePath).
+    assert engine.termination_log == tmp_path / "pod" / "termination-log.engine"
+    assert argv[argv.index("--termination-log") + 1] == str(engine.termination_log)
+    assert engine.fallback_to_logs  # the operator's terminationMessagePolicy
 
 
 SIM_ENV = {"SGLANG_ENGINE_SGLANG_PYTHON": "/repo/.cache/sglang-venv/bin/python",
@@ -269,7 +273,7 @@ def test_volumes_probes_and_gpu_note(tmp_path: Path) -> None:
                 {"name": "s", "secret": {"secretName": "sec", "items": [{"key": "token", "path": "t/tok"}]}}])
     plan = plan_pod(pod, _ctx(tmp_path))
     engine = plan.containers[0]
-    assert engine.argv[-1] == f"{tmp_path}/pvcs/ns/weights/m"
+    assert engine.argv[3] == f"{tmp_path}/pvcs/ns/weights/m"
     assert engine.readiness and engine.readiness.port == 8000 and engine.readiness.period_s == 5
     assert engine.liveness and engine.liveness.kind == "tcp"
     assert any("nvidia.com/gpu=2" in note and "ignored" in note for note in plan.notes)

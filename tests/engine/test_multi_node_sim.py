@@ -119,6 +119,21 @@ def test_a_member_that_disagrees_is_refused_and_a_missing_one_is_named() -> None
     assert len(failure) == 1 and "node ranks [1] did not join the group" in str(failure[0])
 
 
+def test_a_rank_cut_off_from_its_leader_never_joins_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SGLANG_SIM_CUT_OFF_RANKS: as a worker that a network policy keeps from its leader (the e2e tests of a
+    group that never forms use it); the leader names the missing rank, the cut-off one says why."""
+    monkeypatch.setenv("SGLANG_SIM_CUT_OFF_RANKS", "1")
+    addr = f"127.0.0.1:{free_port()}"
+    leader = Group(addr, nnodes=2, node_rank=0, tp_size=2, timeout_s=1)
+    failure: list[Exception] = []
+    thread = threading.Thread(target=lambda: _catch(leader.join, failure))
+    thread.start()
+    with pytest.raises(GroupError, match=r"node rank 1: the leader at \S+ did not answer within 1 s: cut"):
+        Group(addr, nnodes=2, node_rank=1, tp_size=2, timeout_s=1).join()
+    thread.join()
+    assert len(failure) == 1 and "node ranks [1] did not join the group" in str(failure[0])
+
+
 def test_pod_names_resolve_through_the_local_node_agents_pod_table(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "kubelet").mkdir()

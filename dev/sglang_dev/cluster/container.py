@@ -29,6 +29,12 @@ from sglang_dev.cluster.podplan import ContainerPlan, Probe
 
 log = logging.getLogger(__name__)
 
+# The kubelet's limits for a terminated container's message: the file's first 4 KiB, or the log's last 80
+# lines within 2 KiB (FallbackToLogsOnError).
+TERMINATION_MESSAGE_BYTES = 4096
+LOG_TAIL_LINES = 80
+LOG_TAIL_BYTES = 2048
+
 
 @dataclass(frozen=True)
 class Backoff:
@@ -137,6 +143,8 @@ class ContainerRunner:
                 os.replace(self.log_path, self.previous_log_path)
         if plan.env.get("TMPDIR"):
             os.makedirs(plan.env["TMPDIR"], exist_ok=True)
+        if plan.termination_log is not None:  # the kubelet's empty file, for this instance's last words
+            plan.termination_log.write_bytes(b"")
         logfd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             self.proc = await asyncio.create_subprocess_exec(
@@ -171,8 +179,23 @@ class ContainerRunner:
                                      "finishedAt": now_iso()}}
         if code < 0:
             terminated["terminated"]["signal"] = -code
+        if message := self._termination_message(code):
+            terminated["terminated"]["message"] = message
         self._set(last_state=terminated, state=terminated, ready=False, started=False, pid=None)
         return code
+
+    def _termination_message(self, code: int) -> str:
+        """What the container left in its termination message file (at most 4 KiB), or, under
+        FallbackToLogsOnError and a failure, the tail of its log (80 lines, 2 KiB), as the kubelet does."""
+        said = b""
+        if self.plan.termination_log is not None:
+            with contextlib.suppress(OSError):
+                said = self.plan.termination_log.read_bytes()[:TERMINATION_MESSAGE_BYTES]
+        if not said.strip() and self.plan.fallback_to_logs and code != 0:
+            with contextlib.suppress(OSError), open(self.log_path, "rb") as log:
+                log.seek(max(0, log.seek(0, os.SEEK_END) - LOG_TAIL_BYTES))
+                said = b"\n".join(log.read().splitlines()[-LOG_TAIL_LINES:])
+        return said.decode("utf-8", "replace").strip()
 
     async def _probe_loop(self) -> None:
         plan = self.plan

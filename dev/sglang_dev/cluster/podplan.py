@@ -10,6 +10,11 @@ Mapping rules (the local kubelet's whole contract):
 - In Kubernetes every pod has its own 127.0.0.1; here pods share it, so `sglang-engine serve` without
   `--sglang-port` gets `--sglang-port <a free port>` (inserted before any `--`): the SGLang servers of two
   pods never collide on 127.0.0.1:30000.
+- Termination messages: each container gets a file `<pod dir>/termination-log.<container>` (the kubelet's
+  `terminationMessagePath`, emptied before each start); `sglang-engine serve` without `--termination-log` is
+  given it as `--termination-log FILE`. What the file holds when the container exits (else, under
+  `terminationMessagePolicy: FallbackToLogsOnError` and a failure, the log's tail) becomes the message of its
+  `terminated` state, as the kubelet does.
 - Volumes become folders: emptyDir, configMap and secret under `<pod dir>/volumes/<volume>/`, a
   persistentVolumeClaim under `<state>/pvcs/<namespace>/<claim>/` (shared by pods, like a real claim).
   ConfigMap and secret volumes use the kubelet's layout (`..data` symlink to a timestamped folder, one
@@ -121,6 +126,8 @@ class ContainerPlan:
     liveness: Probe | None = None
     ports: dict[str, int] = field(default_factory=dict)
     files: tuple[tuple[Path, str], ...] = ()  # see PodPlan.files
+    termination_log: Path | None = None  # its terminationMessagePath (see the module docstring)
+    fallback_to_logs: bool = False  # terminationMessagePolicy: FallbackToLogsOnError
 
 
 @dataclass(frozen=True)
@@ -205,14 +212,19 @@ def remap_value(value: str, mounts: tuple[Mount, ...]) -> str:
     return remap_path(value, mounts)
 
 
-def add_sglang_port(argv: list[str], port: int | None) -> list[str]:
-    """`serve ... [-- extra]` -> `serve ... --sglang-port P [-- extra]`, unless the port is already chosen."""
+def add_serve_flag(argv: list[str], flag: str, value: object | None) -> list[str]:
+    """`serve ... [-- extra]` -> `serve ... FLAG VALUE [-- extra]`, unless FLAG is given already."""
     engine_flags = argv[: argv.index("--")] if "--" in argv else argv
-    if port is None or len(argv) < 2 or argv[1] != "serve" or any(
-            a == "--sglang-port" or a.startswith("--sglang-port=") for a in engine_flags):
+    if value is None or len(argv) < 2 or argv[1] != "serve" or any(
+            a == flag or a.startswith(f"{flag}=") for a in engine_flags):
         return argv
     cut = len(engine_flags)
-    return [*argv[:cut], "--sglang-port", str(port), *argv[cut:]]
+    return [*argv[:cut], flag, str(value), *argv[cut:]]
+
+
+def add_sglang_port(argv: list[str], port: int | None) -> list[str]:
+    """`serve ... [-- extra]` -> `serve ... --sglang-port P [-- extra]`, unless the port is already chosen."""
+    return add_serve_flag(argv, "--sglang-port", port)
 
 
 def _host_flag(flag: str) -> bool:
@@ -509,8 +521,10 @@ def plan_container(container: Mapping[str, Any], index: int, pod: Mapping[str, A
     env.update(ctx.markers)
     argv = [expand(a, user_env) for a in argv]
     argv = rewrite_host([local, *(remap_value(a, mounts) for a in argv[1:])], ctx.pod_ip)
+    termination_log = ctx.pod_dir / f"termination-log.{name}"
     if command == ENGINE_COMMAND:
         argv = add_sglang_port(argv, ctx.sglang_port)
+        argv = add_serve_flag(argv, "--termination-log", termination_log)
     ports = {p["name"]: int(p["containerPort"]) for p in container.get("ports") or [] if p.get("name")}
     cwd = Path(remap_path(container["workingDir"], mounts)) if container.get("workingDir") else ctx.pod_dir
     return ContainerPlan(
@@ -518,7 +532,8 @@ def plan_container(container: Mapping[str, Any], index: int, pod: Mapping[str, A
         startup=_probe(container.get("startupProbe"), ports, ctx, f"{where}.startupProbe", keep_window=True),
         readiness=_probe(container.get("readinessProbe"), ports, ctx, f"{where}.readinessProbe"),
         liveness=_probe(container.get("livenessProbe"), ports, ctx, f"{where}.livenessProbe"),
-        ports=ports, files=(kubeconfig,) if kubeconfig else ())
+        ports=ports, files=(kubeconfig,) if kubeconfig else (), termination_log=termination_log,
+        fallback_to_logs=container.get("terminationMessagePolicy") == "FallbackToLogsOnError")
 
 
 def _sglang_note(plan: ContainerPlan, ctx: PodContext) -> str | None:

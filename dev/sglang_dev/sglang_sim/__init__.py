@@ -8,13 +8,13 @@
 `control.py`: control requests; token sources in `tokens.py`).
 
 Knobs (environment): SGLANG_SIM_TOKENS=model|synthetic, SGLANG_SIM_TTFT_S, SGLANG_SIM_PREFILL_S_PER_TOKEN,
-SGLANG_SIM_TOKEN_DELAY_S (see scheduler.SimConfig); SGLANG_SIM_JOIN_TIMEOUT_S for multi-node launches
-(`--nnodes`: the group's rendezvous at `--dist-init-addr`, see group.py). Per request, a prompt holding
-`[[sim-reply]]TEXT[[/sim-reply]]` (the last such span of the decoded prompt; see `scripted`) is answered with
-exactly TEXT's tokens, then the end-of-sequence token: how tests make SGLang's own tool-call, JSON and
-stop-string handling see a known output. Logprobs are returned when asked: the model's own log-softmax for the
-model source, placeholders otherwise (0.0 for the token produced, PLACEHOLDER_LOGPROB for the alternatives).
-It says it is simulated in its logs at start and in GET /server_info
+SGLANG_SIM_TOKEN_DELAY_S (see scheduler.SimConfig); SGLANG_SIM_JOIN_TIMEOUT_S and SGLANG_SIM_CUT_OFF_RANKS for
+multi-node launches (`--nnodes`: the group's rendezvous at `--dist-init-addr`, see group.py). Per request, a
+prompt holding `[[sim-reply]]TEXT[[/sim-reply]]` (the last such span of the decoded prompt; see `scripted`) is
+answered with exactly TEXT's tokens, then the end-of-sequence token: how tests make SGLang's own tool-call,
+JSON and stop-string handling see a known output. Logprobs are returned when asked: the model's own
+log-softmax for the model source, placeholders otherwise (0.0 for the token produced, PLACEHOLDER_LOGPROB for
+the alternatives). It says it is simulated in its logs at start and in GET /server_info
 (`internal_states[0].simulated_scheduler`, which also counts the generations it received).
 
 Only this package's `__init__` is importable without SGLang (it holds constants for the project's side).

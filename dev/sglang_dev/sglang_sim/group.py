@@ -10,6 +10,9 @@ rest of the system can observe of that:
   any scheduler send SGLang its startup handshake, so node 0's `/ready` and the other nodes' `/health` turn
   200 only once the group is whole;
 - a node that has not joined within the join timeout fails node 0's startup, naming the missing ranks;
+- SGLANG_SIM_CUT_OFF_RANKS (node ranks, comma-separated) never reach the leader, as a worker that a network
+  policy or a wrong address keeps from it: they try until the join timeout and then fail (for tests of what
+  a group that never forms looks like);
 - a member that goes away (its process dies, its pod is deleted) ends every other member's scheduler: SGLang
   then exits on every node, as a real group does when NCCL loses a peer, so the group restarts whole.
 
@@ -35,6 +38,7 @@ from typing import Any
 log = logging.getLogger("sglang_sim")
 
 JOIN_TIMEOUT_ENV = "SGLANG_SIM_JOIN_TIMEOUT_S"
+CUT_OFF_ENV = "SGLANG_SIM_CUT_OFF_RANKS"
 DEFAULT_JOIN_TIMEOUT_S = 300.0
 RETRY_S = 0.5
 
@@ -48,6 +52,11 @@ def join_timeout(server_args: Any) -> float:
     if raw:
         return float(raw)
     return float(getattr(server_args, "dist_timeout", None) or DEFAULT_JOIN_TIMEOUT_S)
+
+
+def cut_off(node_rank: int) -> bool:
+    ranks = os.environ.get(CUT_OFF_ENV, "")
+    return str(node_rank) in {r.strip() for r in ranks.split(",")}
 
 
 def local_pod_address(name: str) -> str | None:
@@ -158,6 +167,12 @@ class Group:
             _send(conn, {"joined": sorted([0, *self.peers])})
 
     def _join_the_leader(self, address: str, deadline: float) -> None:
+        if cut_off(self.node_rank):
+            log.warning("simulated scheduler: node rank %d is cut off from its leader (%s)", self.node_rank,
+                        CUT_OFF_ENV)
+            time.sleep(max(0.0, deadline - time.monotonic()))
+            raise GroupError(f"node rank {self.node_rank}: the leader at {self.host}:{self.port} did not "
+                             f"answer within {self.timeout_s:g} s: cut off ({CUT_OFF_ENV})")
         while True:
             try:
                 conn = socket.create_connection((address, self.port), timeout=5)
