@@ -357,7 +357,7 @@ def keep_logs(tmp: Path, into: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    started = time.time()
+    started, load = time.time(), os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp:
         try:
             sizes = asyncio.run(run_all(args, Path(tmp)))
@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if args.keep_logs:
                 keep_logs(Path(tmp), args.keep_logs)
-    body = {"sizes": sizes, "targets": check_targets(sizes)}
+    body = {"sizes": sizes, "targets": check_targets(sizes), "loadavg_at_start": load}
     publish("operator_scale" + (f"_{args.label}" if args.label else ""), body, args, started,
             write_operator_report)
     return 0

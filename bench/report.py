@@ -66,7 +66,12 @@ def publish(name: str, body: dict[str, Any], args: Any, started: float,
     from procs import machine
 
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    result = {"benchmark": name, "machine": machine(), "config": config,
+    # machine() is read now, at the end: the load average at start is the one `started` was taken with,
+    # when the caller recorded it (body["loadavg_at_start"]).
+    host = machine()
+    if "loadavg_at_start" in body:
+        host["loadavg_at_start"] = body.pop("loadavg_at_start")
+    result = {"benchmark": name, "machine": host, "config": config,
               "duration_s": round(time.time() - started, 1), **body}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
