@@ -19,6 +19,8 @@ IMAGE_PULL = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", 
                         "RegistryUnavailable", "ImageInspectError", "ImageNotSupported"})
 CANNOT_CREATE = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError",
                            "PreCreateHookError", "PostStartHookError"})
+# Reasons of an engine container that stopped (it restarts; a multi-node group is then recreated whole).
+STOPPED = frozenset({"OOMKilled", "StartupProbeFailed", "ModelLoadFailed", "EngineCrashed"})
 MESSAGE_CHARS = 600  # conditions and events stay readable; the full log is one `kubectl logs` away
 
 

@@ -17,7 +17,7 @@ from sglang_engine.protocol import PHASE_FAILED, PHASE_SERVING
 from sglang_operator import labels, names
 from sglang_operator.builders.sources import engine_path
 from sglang_operator.observed import DeploymentView, EngineStatus, PodView
-from sglang_operator.pod_health import PodProblem
+from sglang_operator.pod_health import STOPPED, PodProblem
 from sglang_operator.spec import ModelSpec, SpecError
 
 CONDITION_TYPES = ("Ready", "Progressing", "AdaptersReady", "SpecValid", "Degraded")
@@ -158,6 +158,30 @@ def pod_problem(pods: Iterable[PodView], desired_revision: str | None) -> PodPro
     return first._replace(message=first.message + more)
 
 
+# What a recreated group's failure says once its pods are gone (see group_failure).
+GROUP_RECREATED = " (the group was recreated whole and is starting again)"
+
+
+def group_failure(obs: Observation) -> PodProblem | None:
+    """The last pod failure of a multi-node model whose group was recreated since, while it is not Ready.
+
+    A failing pod takes its group with it (LeaderWorkerSet's RecreateGroupOnPodRestart), so the pods that
+    said why (a worker that never joined: its rank and the leader's address, in its termination message) are
+    gone seconds later, and the new group shows nothing wrong until it fails the same way. The Degraded
+    condition keeps what they said for the current generation until the model is Ready or a pod shows a
+    problem of its own."""
+    if obs.spec is None or obs.spec.nodes <= 1:
+        return None
+    before: dict[str, Any] = next(
+        (c for c in obs.previous.get("conditions") or [] if c.get("type") == "Degraded"), {})
+    if before.get("status") != "True" or before.get("reason") not in STOPPED \
+            or before.get("observedGeneration") != obs.generation:
+        return None
+    message = str(before.get("message") or "")
+    return PodProblem(str(before.get("reason")), message if message.endswith(GROUP_RECREATED)
+                      else message + GROUP_RECREATED, True)
+
+
 def starting_pods(pods: Iterable[PodView], desired_revision: str | None) -> list[PodView]:
     """Pods of the current revision that are not ready yet: their engines' /status says how loading goes."""
     return [p for p in pods if not p.ready and p.leader and not p.terminating and p.ip
@@ -242,6 +266,8 @@ def compute_status(obs: Observation, now: str) -> dict[str, Any]:
         progressing = (False, "Complete", "every replica runs the current revision")
 
     problem = (pod_problem(obs.pods, obs.desired_revision) or load_problem) if desired > 0 else None
+    if problem is None and desired > 0 and not all_ready:
+        problem = group_failure(obs)
     if obs.workload_error is not None:
         ready = (False, WORKLOAD_MISSING, obs.workload_error)
     elif desired == 0:

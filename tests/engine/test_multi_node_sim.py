@@ -102,6 +102,7 @@ def test_a_leader_whose_worker_never_joins_fails_its_start_saying_which(engine_c
     assert "node ranks [1] did not join the group" in (tmp_path / "leader.log").read_text()
     said = last_words.read_text()
     assert said.startswith("ModelLoadFailed") and "node rank 0 of 2" in said and dist in said, said
+    assert "during startup: GroupError: node ranks [1] did not join the group" in said, said  # SGLang's why
 
 
 # ------------------------------------------------------------------------ the rendezvous alone (no SGLang)

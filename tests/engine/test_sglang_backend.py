@@ -31,7 +31,12 @@ from sglang_engine.backends.base import (
     GenerationRequest,
     SamplingParams,
 )
-from sglang_engine.backends.sglang_backend import SGLangBackend, SGLangStartError, free_loopback_port
+from sglang_engine.backends.sglang_backend import (
+    SGLangBackend,
+    SGLangStartError,
+    exception_line,
+    free_loopback_port,
+)
 from sglang_engine.backends.transformers_backend import TransformersBackend
 from sglang_engine.settings import EngineSettings
 from sglang_engine.supervisor import SupervisedBackend
@@ -277,6 +282,19 @@ async def test_sglang_refusing_its_argv_fails_start_at_once(engine_cache: Path) 
     backend = SGLangBackend(settings)
     with pytest.raises(SGLangStartError, match="exited with code 2"):
         await backend.start()
+
+
+def test_a_failed_start_names_the_exception_sglang_printed() -> None:
+    """The last line of a traceback in SGLang's output is why it failed: the start error (and so the pod's
+    termination message) carries it; log lines are not taken for one."""
+    torch = "The client socket has timed out after 1800000ms while trying to connect to (big-lws-0, 20000)."
+    assert exception_line(f"torch.distributed.DistNetworkError: {torch}") == f"DistNetworkError: {torch}"
+    assert exception_line("sglang_dev.sglang_sim.group.GroupError: node ranks [1] did not join") == \
+        "GroupError: node ranks [1] did not join"
+    assert exception_line("RuntimeError: CUDA out of memory") == "RuntimeError: CUDA out of memory"
+    for line in ("[2026-12-05 12:17:44] Received sigquit from a child process. It usually means the child.",
+                 "INFO: Error: not a traceback line", "Traceback (most recent call last):", "KeyError:"):
+        assert exception_line(line) is None, line
 
 
 # ----------------------------------------------------------------------------------- crash, restart

@@ -14,7 +14,7 @@ from sglang_operator.observed import DeploymentView, EngineStatus, PodView
 from sglang_operator.pod_health import PodProblem
 from sglang_operator.settings import load_settings
 from sglang_operator.spec import SpecError, parse_spec
-from sglang_operator.status import WORKLOAD_MISSING, Observation, compute_status, config_hash
+from sglang_operator.status import GROUP_RECREATED, WORKLOAD_MISSING, Observation, compute_status, config_hash
 
 OWNER = Owner(name="big", namespace="ml", uid="uid-1")
 SETTINGS = load_settings([], {})
@@ -181,3 +181,33 @@ def test_a_worker_that_cannot_join_is_named_in_the_ready_condition() -> None:
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "Unschedulable" and "big-lws-0-1" in ready["message"], ready
     assert status["phase"] == "Progressing"
+
+
+def test_a_worker_that_never_joined_stays_named_after_its_group_is_recreated() -> None:
+    """The worker's last words (its rank, the leader's address, SGLang's error) are in its pod status only
+    until LeaderWorkerSet recreates the group, seconds later: Degraded keeps them while the new group starts,
+    for this generation, until the model is Ready or a pod shows a problem of its own."""
+    from sglang_operator.reconcile import problem_events
+
+    said = ("pod big-lws-0-1: the model could not be loaded: SGLang exited with code 137 during startup: "
+            "GroupError: node rank 1: the leader at big-lws-0.big-lws.ml:20000 did not answer within 30 s; "
+            "node rank 1 of 2: SGLang starts only once all 2 nodes have joined at big-lws-0.big-lws.ml:20000")
+    failed = PodView(name="big-lws-0-1", revision=REV, leader=False,
+                     problem=PodProblem("ModelLoadFailed", said, True))
+    starting = (pod("big-lws-0", 0, ready=False), pod("big-lws-0-1", 1, ready=False))
+    broken = compute_status(observe((pod("big-lws-0", 0, ready=False), failed), ready_groups=0), "t0")
+    assert broken["phase"] == "Degraded"
+
+    recreated = compute_status(observe(starting, ready_groups=0, previous=broken), "t1")
+    ready, degraded = (next(c for c in recreated["conditions"] if c["type"] == t)
+                       for t in ("Ready", "Degraded"))
+    assert recreated["phase"] == "Degraded" and ready["reason"] == degraded["reason"] == "ModelLoadFailed"
+    assert ready["message"] == said + GROUP_RECREATED, ready
+    again = compute_status(observe(starting, ready_groups=0, previous=recreated), "t2")
+    assert again == recreated and problem_events(recreated, again) == []  # a resync writes and posts nothing
+
+    up = (pod("big-lws-0", 0), pod("big-lws-0-1", 1), pod("big-lws-1", 0), pod("big-lws-1-1", 1))
+    assert compute_status(observe(up, ready_groups=2, previous=recreated), "t3")["phase"] == "Ready"
+    fixed = Observation(**{**observe(starting, ready_groups=0, previous=recreated).__dict__, "generation": 2})
+    ready = next(c for c in compute_status(fixed, "t3")["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "ReplicasNotReady", ready  # a new spec: the old failure is not carried

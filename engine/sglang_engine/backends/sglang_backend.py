@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -85,6 +86,17 @@ def _hand_lines(data: bytes, on_line: Callable[[str], None]) -> bytes:
             except Exception:  # a parsing bug must not stop the relay (the child would block)
                 log.exception("reading SGLang's output")
     return pending[-RELAY_CHUNK:]
+
+
+# The last line of a Python traceback: `pkg.mod.SomeError: what happened` (SGLang's, or torch's when a
+# multi-node group cannot form: `torch.distributed.DistNetworkError: ... timed out ...`).
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w]*\.)*([A-Za-z_]\w*(?:Error|Exception)): (\S.*)$")
+
+
+def exception_line(line: str) -> str | None:
+    """`Name: message` when an output line ends a traceback, else None."""
+    found = _EXCEPTION_LINE.match(line.strip())
+    return f"{found.group(1)}: {found.group(2)}"[:500] if found else None
 
 
 class SGLangStartError(RuntimeError):
@@ -179,6 +191,7 @@ class SGLangBackend(Backend):
         self._adapters: dict[str, str] = {}
         self._stopped = False
         self._simulated: str | None = None  # the note of a simulated scheduler (development only)
+        self._last_exception: str | None = None  # the last traceback's last line in SGLang's output
 
     # ------------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -215,8 +228,9 @@ class SGLangBackend(Backend):
         finally:
             os.close(out_w)
             os.close(err_w)
+        self._last_exception = None
         for name, source, sink in (("stdout", out_r, 1), ("stderr", err_r, 2)):
-            threading.Thread(target=relay_output, args=(source, sink, self.on_log_line), daemon=True,
+            threading.Thread(target=relay_output, args=(source, sink, self._read_line), daemon=True,
                              name=f"sglang-{name}").start()
         self._pgid = self._proc.pid  # the session leader's pid names the group
         atexit.register(self._kill_group_now)
@@ -232,6 +246,13 @@ class SGLangBackend(Backend):
             raise
         self._monitor = asyncio.create_task(self._watch(), name="sglang-monitor")
 
+    def _read_line(self, line: str) -> None:
+        """Each line of SGLang's output (on a relay thread): why it fails, and the loading phase."""
+        if said := exception_line(line):
+            self._last_exception = said
+        if self.on_log_line is not None:
+            self.on_log_line(line)
+
     async def _wait_healthy(self) -> None:
         assert self._proc is not None
         started = time.monotonic()
@@ -241,8 +262,9 @@ class SGLangBackend(Backend):
         group = self._group_note()
         while True:
             if self._proc.returncode is not None:
-                raise SGLangStartError(f"SGLang exited with code {self._proc.returncode} during startup "
-                                       f"(see its output above; last /ready: {last}){group}")
+                why = f": {self._last_exception}" if self._last_exception else f" (last /ready: {last})"
+                raise SGLangStartError(f"SGLang exited with code {self._proc.returncode} during startup{why}"
+                                       f"{group}")
             last = await self._probe()
             if last == "200":
                 self._healthy, self._message = True, ""
