@@ -10,7 +10,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine_stream import check_targets, ratios
-from operator_scale import resource_of
+from operator_scale import reflects_pending_pod, resource_of
+from realplane import RequestCounts
 from streamload import Stream, is_chat_token, is_openai_token, is_upstream_token, percentile, summarize
 from synthetic_sglang import RID_MARK, encoded_events, expected_text
 
@@ -82,6 +83,25 @@ def test_resource_of_request_paths() -> None:
     assert resource_of("/apis/apps/v1/namespaces/default/deployments/m1") == "deployments"
     assert resource_of("/apis/g/v1/namespaces/default/sglangmodels/m1/status") == "sglangmodels/status"
     assert resource_of("/api/v1/namespaces/default/events") == "events"
+
+
+def test_converged_on_the_real_plane_means_the_status_shows_the_pending_pod() -> None:
+    def cr(replicas: int | None, reason: str) -> dict:
+        return {"spec": {"replicas": 1}, "status": {"replicas": replicas, "conditions": [
+            {"type": "Ready", "status": "False", "reason": reason}]}}
+
+    assert reflects_pending_pod(cr(1, "Unschedulable"))
+    assert not reflects_pending_pod(cr(0, "Unschedulable"))  # the Deployment's status not followed yet
+    assert not reflects_pending_pod(cr(1, "RollingOut"))  # the scheduler's verdict not followed yet
+
+
+def test_request_counts_by_kind_and_resource() -> None:
+    counts = RequestCounts()
+    counts.record("GET", "/api/v1/namespaces/default/pods", {"labelSelector": "a=b"})
+    counts.record("GET", "/apis/apps/v1/namespaces/default/deployments", {"watch": "true"})
+    counts.record("PATCH", "/apis/g/v1/namespaces/default/sglangmodels/m/status", {}, b"{}")
+    assert dict(counts.counts) == {"total": 3, "reads": 1, "GET pods": 1, "watches": 1, "writes": 1,
+                                   "PATCH sglangmodels/status": 1}
 
 
 def test_chat_tokens_in_the_engines_shape_and_sglangs() -> None:
