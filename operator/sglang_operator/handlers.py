@@ -48,6 +48,9 @@ CHILDREN = (("apps", "v1", "deployments"), ("", "v1", "services"), ("", "v1", "c
 NOT_SETTLED_POLL = 5.0
 SAFETY_RESYNC = 10 * 3600.0  # a full reconcile of every model (controller-runtime's default SyncPeriod)
 RESYNC_CONCURRENCY = 8
+# Reconciles running at once (the rest wait before their first request): a restart or a burst of creations
+# starts one per model, and beyond the API client's 20 connections more only hold memory while they queue.
+RECONCILE_CONCURRENCY = 32
 # What the resync does for a model (resync_plan): a full reconcile every NOT_SETTLED_POLL s (engines loading);
 # read its engines' /status every resync_seconds and reconcile if a reply changed; a full reconcile every
 # resync_seconds (state no watch reports, or the last run failed); nothing until SAFETY_RESYNC (all watched).
@@ -109,6 +112,7 @@ class State:
     known: dict[tuple[str, str], Seen] = field(default_factory=dict)
     # A model whose reconcile is waiting for its lock -> that waiter's token (see _run_quietly).
     queued: dict[tuple[str, str], object] = field(default_factory=dict)
+    running: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(RECONCILE_CONCURRENCY))
     resync: asyncio.Task | None = None
 
     def model_of(self, namespace: str, instance: str | None) -> str | None:
@@ -160,7 +164,7 @@ async def _run(state: State, key: tuple[str, str], permanent: bool) -> None:
     includes what the previous reconcile wrote (a stale one would rewrite status and reset timestamps)."""
     ctx = _context(state)
     namespace, name = key
-    async with ctx.lock(namespace, name):
+    async with ctx.lock(namespace, name), state.running:
         state.queued.pop(key, None)  # from here on, a new trigger must queue another run
         body = await ctx.api.get(KIND, namespace, name)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
