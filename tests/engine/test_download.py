@@ -256,7 +256,7 @@ def test_sglang_output_drives_loading_weights_then_warming_up() -> None:
 def test_sglang_output_is_relayed_byte_for_byte_and_read_line_by_line(tmp_path: Path) -> None:
     import os
 
-    from sglang_engine.backends.sglang_backend import relay_output
+    from sglang_engine.backends.output_relay import relay_output
 
     rest = b"4 [00:03<00:01,  1.10s/it]\nLoad weight end. type=X\n"
     source, child = os.pipe()

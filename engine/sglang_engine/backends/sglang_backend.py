@@ -36,6 +36,7 @@ from sglang_engine.backends.base import (
     GenerationChunk,
     GenerationRequest,
 )
+from sglang_engine.backends.output_relay import relay_output
 from sglang_engine.settings import EngineSettings, child_environment
 from sglang_engine.templating import resolve_chat_template
 
@@ -45,47 +46,12 @@ LAUNCHER_MODULE = "sglang_engine.backends.sglang_launcher"
 READY_POLL_S = 0.25  # while starting
 MONITOR_POLL_S = 1.0  # once serving: GET /ready (no generation)
 STARTUP_LOG_EVERY_S = 5.0
-RELAY_CHUNK = 64 * 1024
 GROUP_GONE_POLLS = 100  # x 50 ms
 HEALTH_TIMEOUT = aiohttp.ClientTimeout(total=5)
 ABORT_TIMEOUT = aiohttp.ClientTimeout(total=2)
 ADAPTER_TIMEOUT = aiohttp.ClientTimeout(total=600)  # a large adapter may take minutes to load
 # Streams: no total timeout (a long generation is legitimate), but a connect timeout.
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
-
-
-def relay_output(source: int, sink: int, on_line: Callable[[str], None] | None) -> None:
-    """Copy a child's output from pipe `source` to file descriptor `sink` as it comes (progress bars keep
-    their carriage returns) and hand each line (split at `\n` or `\r`) to `on_line`, until EOF; then close
-    `source`. Blocking: it runs on a thread of its own, so a busy event loop never makes SGLang wait on a
-    full pipe (SGLang's log lines would otherwise stall its scheduler)."""
-    pending = b""
-    with open(source, "rb", buffering=0) as pipe:
-        while chunk := pipe.read(RELAY_CHUNK):
-            _write_all(sink, chunk)
-            if on_line is not None:
-                pending = _hand_lines(pending + chunk, on_line)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view):]
-        except OSError:  # our own output closed: keep draining so the child never blocks
-            return
-
-
-def _hand_lines(data: bytes, on_line: Callable[[str], None]) -> bytes:
-    """Hand every complete line of `data` to `on_line`; the incomplete rest (bounded) to keep."""
-    *lines, pending = data.replace(b"\r", b"\n").split(b"\n")
-    for line in lines:
-        if line.strip():
-            try:
-                on_line(line.decode("utf-8", "replace"))
-            except Exception:  # a parsing bug must not stop the relay (the child would block)
-                log.exception("reading SGLang's output")
-    return pending[-RELAY_CHUNK:]
 
 
 # The last line of a Python traceback: `pkg.mod.SomeError: what happened` (SGLang's, or torch's when a
