@@ -57,8 +57,8 @@ def test_smg_registers_the_engines_and_streams_through_them(engines: list[str], 
         workers = get_workers(smg.base, KEY)[1]["workers"]
         assert {(w["model_id"], w["runtime_type"]) for w in workers} == {("tiny", "sglang")}, workers
         stream = client(smg.base).chat.completions.create(
-            model="tiny", messages=[{"role": "user", "content": "Hello"}], stream=True,
-            stream_options={"include_usage": True})
+            model="tiny", messages=[{"role": "user", "content": "Hello"}], stream=True, temperature=0,
+            stream_options={"include_usage": True})  # greedy: a sampled end-of-text token would end it early
         chunks = list(stream)
         assert chunks[0].model == "tiny"
         assert [c.usage.completion_tokens for c in chunks if c.usage] == [4]
