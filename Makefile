@@ -38,11 +38,12 @@ cluster-bins:
 serve-tiny: install
 	$(PY) scripts/serve_tiny.py
 
-# The whole system on this machine: local cluster (API emulator, operator, kubelet, service proxy),
-# examples/tiny.yaml applied with kubectl, a streamed chat completion, a LoRA adapter added live.
-# KEEP=1 leaves the cluster running (stop it with `.venv/bin/sglang-operator dev down`). BACKEND=sglang
-# serves examples/tiny-sglang.yaml: SGLang's real frontend with a simulated scheduler (builds sglang-sim).
-demo: install $(if $(filter sglang,$(BACKEND)),sglang-sim)
+# The whole system on this machine: local cluster (the Go-built control plane, so a fresh machine builds
+# cluster-bins first; node agent, service proxy, operator), examples/tiny.yaml applied with kubectl, a
+# streamed chat completion, a LoRA adapter added live. KEEP=1 leaves the cluster running (stop it with
+# `.venv/bin/sglang-operator dev down`). BACKEND=sglang serves examples/tiny-sglang.yaml: SGLang's real
+# frontend with a simulated scheduler (builds sglang-sim). EMULATOR=1 runs on the API emulator (no Go build).
+demo: install $(if $(EMULATOR),,cluster-bins) $(if $(filter sglang,$(BACKEND)),sglang-sim)
 	$(PY) scripts/demo.py
 
 test: install sglang-sim cluster-bins
